@@ -1,0 +1,71 @@
+//! Command-line flags shared by every binary, defined once.
+//!
+//! Flags are kebab-case; the original scripts' snake_case spellings (`--net_type`, `--batch_size`)
+//! are accepted as aliases so that old commands keep working with the binary name swapped.
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::device::{select_device, DeviceChoice};
+
+/// The classifier architectures of the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetType {
+    /// ResNet-34 for 32x32 inputs.
+    Resnet,
+    /// DenseNet-BC-100.
+    Densenet,
+}
+
+impl NetType {
+    /// The lowercase name used in file names and by the original scripts.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetType::Resnet => "resnet",
+            NetType::Densenet => "densenet",
+        }
+    }
+}
+
+/// Flags common to the pipeline stages.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// In-distribution dataset (see `rf-data list`).
+    #[arg(long, default_value = "fashion-mnist")]
+    pub dataset: String,
+    /// Classifier architecture.
+    #[arg(long = "net-type", alias = "net_type", value_enum, default_value_t = NetType::Resnet)]
+    pub net_type: NetType,
+    /// CUDA device index; the CPU is used (and said so) when CUDA or that device is missing.
+    #[arg(long)]
+    pub gpu: Option<usize>,
+    /// Folder holding the datasets.
+    #[arg(long, default_value = "data")]
+    pub dataroot: PathBuf,
+    /// Folder for the pipeline's outputs.
+    #[arg(long, default_value = "output")]
+    pub outf: PathBuf,
+    /// Random seed (shuffling, initialisation, noise).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Batch size; each stage has its own default.
+    #[arg(long = "batch-size", alias = "batch_size")]
+    pub batch_size: Option<usize>,
+}
+
+impl CommonArgs {
+    /// The device for this run; prints the notice when the CPU replaces a missing GPU.
+    pub fn device(&self) -> DeviceChoice {
+        let choice = select_device(self.gpu);
+        if let Some(notice) = &choice.notice {
+            eprintln!("note: {notice}");
+        }
+        choice
+    }
+
+    /// The batch size given, or `default`.
+    pub fn batch_size_or(&self, default: usize) -> usize {
+        self.batch_size.unwrap_or(default)
+    }
+}

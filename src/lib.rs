@@ -1,0 +1,10 @@
+//! resflow: Deep Residual Flow (Zisselman & Tamar, CVPR 2020) and Mahalanobis (Lee et al. 2018)
+//! out-of-distribution detection for image classifiers, on libtorch via `tch`.
+//!
+//! The pipeline stages are binaries in `src/bin/`; this library holds everything they compute.
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod error;
+
+pub use error::{Error, Result};
