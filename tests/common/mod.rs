@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -8,8 +9,14 @@ use std::process::Command;
 pub fn python() -> PathBuf {
     let path = std::env::var_os("RESFLOW_PYTHON")
         .map(PathBuf::from)
-        .expect("RESFLOW_PYTHON is not set: run scripts/setup.sh first (it writes .cargo/config.toml)");
-    assert!(path.exists(), "RESFLOW_PYTHON={} does not exist: rerun scripts/setup.sh", path.display());
+        .expect(
+            "RESFLOW_PYTHON is not set: run scripts/setup.sh first (it writes .cargo/config.toml)",
+        );
+    assert!(
+        path.exists(),
+        "RESFLOW_PYTHON={} does not exist: rerun scripts/setup.sh",
+        path.display()
+    );
     path
 }
 
@@ -29,4 +36,27 @@ pub fn run_python(script: &str, args: &[&Path]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("python printed non-UTF-8")
+}
+
+/// Writes `bytes` to `path`, creating its folder.
+pub fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Gzip-compresses `bytes`.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// An unsigned-byte IDX file with the given dimensions and payload.
+pub fn idx_bytes(dims: &[u32], payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+    out
 }
