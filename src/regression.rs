@@ -169,29 +169,42 @@ impl LogisticRegressionCv {
         }
         let test_fold = stratified_kfold(y, self.n_folds)?;
         let mut accuracy = Array2::zeros((self.n_folds, self.cs.len()));
-        let mut fold_params = Vec::with_capacity(self.n_folds);
+        let mut fold_paths = Vec::with_capacity(self.n_folds);
         for fold in 0..self.n_folds {
             let (train, test): (Vec<usize>, Vec<usize>) =
                 (0..y.len()).partition(|&i| test_fold[i] != fold);
-            let x_train = x.select(Axis(0), &train);
-            let y_train: Vec<u8> = train.iter().map(|&i| y[i]).collect();
-            let x_test = x.select(Axis(0), &test);
-            let y_test: Vec<u8> = test.iter().map(|&i| y[i]).collect();
-            let mut warm: Option<Array1<f64>> = None;
-            let mut path = Vec::with_capacity(self.cs.len());
-            for (j, &c) in self.cs.iter().enumerate() {
-                let model = fit_l2_from(x_train.view(), &y_train, c, &self.solver, warm.as_ref())?;
-                accuracy[[fold, j]] = accuracy_of(&model, x_test.view(), &y_test)?;
-                warm = Some(stacked(&model));
-                path.push(model);
-            }
-            fold_params.push(path);
+            let (path, fold_accuracy) = self.fold_path(x, y, &train, &test)?;
+            accuracy.row_mut(fold).assign(&Array1::from(fold_accuracy));
+            fold_paths.push(path);
         }
         let best = best_c_index(accuracy.view());
-        let init = mean_params(fold_params.iter().map(|path| &path[best]));
+        let init = mean_params(fold_paths.iter().map(|path| &path[best]));
         let mut model = fit_l2_from(x, y, self.cs[best], &self.solver, Some(&init))?;
         model.cv_accuracy = accuracy;
         Ok(model)
+    }
+
+    /// Fits every C on the `train` rows (each starting from the previous solution, like
+    /// scikit-learn's path) and returns the models and their accuracies on the `test` rows.
+    fn fold_path(
+        &self,
+        x: ArrayView2<f64>,
+        y: &[u8],
+        train: &[usize],
+        test: &[usize],
+    ) -> Result<(Vec<FittedLogistic>, Vec<f64>)> {
+        let rows = |idx: &[usize]| (x.select(Axis(0), idx), idx.iter().map(|&i| y[i]).collect());
+        let (x_train, y_train): (Array2<f64>, Vec<u8>) = rows(train);
+        let (x_test, y_test): (Array2<f64>, Vec<u8>) = rows(test);
+        let mut path: Vec<FittedLogistic> = Vec::with_capacity(self.cs.len());
+        let mut accuracy = Vec::with_capacity(self.cs.len());
+        for &c in &self.cs {
+            let warm = path.last().map(stacked);
+            let model = fit_l2_from(x_train.view(), &y_train, c, &self.solver, warm.as_ref())?;
+            accuracy.push(accuracy_of(&model, x_test.view(), &y_test)?);
+            path.push(model);
+        }
+        Ok((path, accuracy))
     }
 
     /// Rejects settings scikit-learn would reject.

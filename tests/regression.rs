@@ -294,3 +294,21 @@ fn rejects_bad_input() {
         .to_string();
     assert!(err.contains("n_splits = 5 for 3 rows"), "{err}");
 }
+
+#[test]
+fn separable_data_fits_without_error() {
+    // Perfectly separated classes: the optimum exists (L2 penalty) but is large at big C.
+    let n = 60;
+    let x = Array2::from_shape_fn((n, 2), |(i, j)| {
+        let side = if i < n / 2 { 1.0 } else { -1.0 };
+        side * (1.0 + (i % 7) as f64) * if j == 0 { 1.0 } else { 30.0 }
+    });
+    let y: Vec<u8> = (0..n).map(|i| u8::from(i >= n / 2)).collect();
+    let model = regression::fit(x.view(), &y).unwrap();
+    assert_eq!(model.predict(x.view()).unwrap(), y);
+    // Every C separates the folds perfectly, so the first C wins.
+    assert_eq!(model.c, regression::default_cs()[0]);
+    assert!(model.cv_accuracy.iter().all(|&a| a == 1.0));
+    let grad = regression::objective_gradient(&model, x.view(), &y).unwrap();
+    assert!(grad.dot(&grad).sqrt() < 1e-9, "gradient {grad}");
+}
