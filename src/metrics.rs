@@ -92,8 +92,8 @@ pub fn sweep(in_dist: &[f64], ood: &[f64]) -> Result<Sweep> {
     Ok(Sweep { tp, fp })
 }
 
-/// The five metrics from a sweep made by [`sweep`].
-pub fn from_sweep(sweep: &Sweep) -> Metrics {
+/// The five metrics from a sweep made by [`sweep`] (non-empty on both sides).
+fn from_sweep(sweep: &Sweep) -> Metrics {
     let (nk, nn) = counts(sweep);
     let tpr = padded_rate(&sweep.tp, nk);
     let fpr = padded_rate(&sweep.fp, nn);
