@@ -6,5 +6,8 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod metrics;
+pub mod regression;
+pub mod splits;
 
 pub use error::{Error, Result};

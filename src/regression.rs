@@ -1,0 +1,658 @@
+//! The detector's logistic regression (SPEC section 8): scikit-learn's `LogisticRegressionCV`
+//! with its defaults, built on `linfa-logistic`.
+//!
+//! scikit-learn minimises `C * sum_i logloss_i + 0.5 * ||w||^2` (intercept not penalised) for each
+//! `C` in `logspace(-4, 4, 10)`, scores each `C` by accuracy over a 5-fold stratified split
+//! (`StratifiedKFold` without shuffling), picks the `C` with the best summed accuracy (the first on
+//! ties) and refits on all rows. `linfa-logistic` minimises `sum_i logloss_i + 0.5 * alpha *
+//! ||w||^2` (intercept not penalised either): the same minimiser for `alpha = 1 / C`.
+//!
+//! We solve to a much tighter tolerance than scikit-learn's default (`tol = 1e-4` on the
+//! gradient of the mean objective, `max_iter = 100`): `linfa-logistic`'s L-BFGS gets close, then a
+//! few damped Newton steps (the problem has only `features + 1` parameters) reach the optimum to
+//! rounding. L-BFGS alone stalls short of it when the columns have very different scales, as the
+//! detector's per-layer scores do. Our coefficients are thus the exact optimum; scikit-learn's
+//! default fit agrees with them to its own tolerance (about 1e-3 relative).
+use crate::error::{Error, Result};
+use linfa::traits::Fit;
+use linfa::DatasetBase;
+use linfa_logistic::LogisticRegression;
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+
+/// Number of regularisation strengths scikit-learn tries by default (`Cs = 10`).
+pub const DEFAULT_N_CS: usize = 10;
+/// Number of cross-validation folds scikit-learn uses by default (`cv = None`).
+pub const DEFAULT_N_FOLDS: usize = 5;
+
+/// `numpy.logspace(start, stop, num)`: `10 ** linspace(start, stop, num)`, the last exponent
+/// being exactly `stop`.
+pub fn logspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
+    let step = if num > 1 {
+        (stop - start) / (num - 1) as f64
+    } else {
+        0.0
+    };
+    (0..num)
+        .map(|i| {
+            let exponent = if i + 1 == num && num > 1 {
+                stop
+            } else {
+                i as f64 * step + start
+            };
+            10f64.powf(exponent)
+        })
+        .collect()
+}
+
+/// scikit-learn's default grid of inverse regularisation strengths, `logspace(-4, 4, 10)`.
+pub fn default_cs() -> Vec<f64> {
+    logspace(-4.0, 4.0, DEFAULT_N_CS)
+}
+
+/// Mean-objective gradient norm at which L-BFGS hands over to Newton's method (see
+/// [`SolverOptions::gradient_tolerance`]).
+const LBFGS_TOLERANCE: f64 = 1e-4;
+
+/// Settings of the cross-validated logistic regression; [`Default`] is scikit-learn's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogisticRegressionCv {
+    /// Inverse regularisation strengths to try, in order (ties go to the earlier one).
+    pub cs: Vec<f64>,
+    /// Number of stratified folds.
+    pub n_folds: usize,
+    /// Solver settings of each single fit.
+    pub solver: SolverOptions,
+}
+
+impl Default for LogisticRegressionCv {
+    fn default() -> Self {
+        LogisticRegressionCv {
+            cs: default_cs(),
+            n_folds: DEFAULT_N_FOLDS,
+            solver: SolverOptions::default(),
+        }
+    }
+}
+
+/// Stopping rules of one fit: `linfa-logistic`'s L-BFGS, then damped Newton steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SolverOptions {
+    /// Stop when the gradient norm of the mean objective `(1/n) * (sum logloss + ||w||^2 / (2C))`
+    /// falls below this. L-BFGS stops at `max(gradient_tolerance, 1e-4)` (scikit-learn's `tol`); Newton's method
+    /// takes it from there.
+    pub gradient_tolerance: f64,
+    /// Most L-BFGS iterations per fit (scikit-learn's `max_iter`); Newton's method finishes what
+    /// L-BFGS leaves.
+    pub max_iterations: u64,
+}
+
+impl Default for SolverOptions {
+    fn default() -> Self {
+        SolverOptions {
+            gradient_tolerance: 1e-10,
+            max_iterations: 100,
+        }
+    }
+}
+
+/// A fitted binary logistic regression: `P(label 1 | x) = sigmoid(x . coef + intercept)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedLogistic {
+    /// The inverse regularisation strength the model was fitted with.
+    pub c: f64,
+    /// One weight per feature column.
+    pub coef: Array1<f64>,
+    /// The (unpenalised) intercept.
+    pub intercept: f64,
+    /// Cross-validation accuracy per fold (rows) and candidate C (columns); empty for a plain fit.
+    pub cv_accuracy: Array2<f64>,
+}
+
+impl FittedLogistic {
+    /// The linear score `x . coef + intercept` per row (positive means label 1 is predicted).
+    pub fn decision_function(&self, x: ArrayView2<f64>) -> Result<Array1<f64>> {
+        if x.ncols() != self.coef.len() {
+            return Err(Error::Invalid(format!(
+                "logistic regression: the model has {} features but the data has {} columns",
+                self.coef.len(),
+                x.ncols()
+            )));
+        }
+        Ok(x.dot(&self.coef) + self.intercept)
+    }
+
+    /// `P(label 1 | x)` per row (scikit-learn's `predict_proba(x)[:, 1]`).
+    pub fn predict_proba(&self, x: ArrayView2<f64>) -> Result<Array1<f64>> {
+        Ok(self.decision_function(x)?.mapv(sigmoid))
+    }
+
+    /// Predicted labels: 1 where the decision function is strictly positive, else 0.
+    pub fn predict(&self, x: ArrayView2<f64>) -> Result<Vec<u8>> {
+        Ok(self
+            .decision_function(x)?
+            .iter()
+            .map(|&z| u8::from(z > 0.0))
+            .collect())
+    }
+}
+
+/// `1 / (1 + exp(-z))` without overflow.
+fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Fits scikit-learn's default `LogisticRegressionCV` on rows `x` with labels `y` (0 or 1).
+pub fn fit(x: ArrayView2<f64>, y: &[u8]) -> Result<FittedLogistic> {
+    LogisticRegressionCv::default().fit(x, y)
+}
+
+impl LogisticRegressionCv {
+    /// Cross-validates every C, then refits on all rows with the best one.
+    ///
+    /// Errors on mismatched shapes, non-finite features, labels other than 0/1, or fewer than
+    /// `n_folds` rows of either label.
+    pub fn fit(&self, x: ArrayView2<f64>, y: &[u8]) -> Result<FittedLogistic> {
+        self.check_settings()?;
+        check_data(x, y)?;
+        let counts = [0u8, 1].map(|label| y.iter().filter(|&&v| v == label).count());
+        if counts.iter().any(|&n| n < self.n_folds) {
+            return Err(Error::Invalid(format!(
+                "logistic regression: {}-fold stratified CV needs at least {} rows of each label, \
+                 got {} of label 0 and {} of label 1",
+                self.n_folds, self.n_folds, counts[0], counts[1]
+            )));
+        }
+        let test_fold = stratified_kfold(y, self.n_folds)?;
+        let mut accuracy = Array2::zeros((self.n_folds, self.cs.len()));
+        let mut fold_paths = Vec::with_capacity(self.n_folds);
+        for fold in 0..self.n_folds {
+            let (train, test): (Vec<usize>, Vec<usize>) =
+                (0..y.len()).partition(|&i| test_fold[i] != fold);
+            let (path, fold_accuracy) = self.fold_path(x, y, &train, &test)?;
+            accuracy.row_mut(fold).assign(&Array1::from(fold_accuracy));
+            fold_paths.push(path);
+        }
+        let best = best_c_index(accuracy.view());
+        let init = mean_params(fold_paths.iter().map(|path| &path[best]));
+        let mut model = fit_l2_from(x, y, self.cs[best], &self.solver, Some(&init))?;
+        model.cv_accuracy = accuracy;
+        Ok(model)
+    }
+
+    /// Fits every C on the `train` rows (each starting from the previous solution, like
+    /// scikit-learn's path) and returns the models and their accuracies on the `test` rows.
+    fn fold_path(
+        &self,
+        x: ArrayView2<f64>,
+        y: &[u8],
+        train: &[usize],
+        test: &[usize],
+    ) -> Result<(Vec<FittedLogistic>, Vec<f64>)> {
+        let rows = |idx: &[usize]| (x.select(Axis(0), idx), idx.iter().map(|&i| y[i]).collect());
+        let (x_train, y_train): (Array2<f64>, Vec<u8>) = rows(train);
+        let (x_test, y_test): (Array2<f64>, Vec<u8>) = rows(test);
+        let mut path: Vec<FittedLogistic> = Vec::with_capacity(self.cs.len());
+        let mut accuracy = Vec::with_capacity(self.cs.len());
+        for &c in &self.cs {
+            let warm = path.last().map(stacked);
+            let model = fit_l2_from(x_train.view(), &y_train, c, &self.solver, warm.as_ref())?;
+            accuracy.push(accuracy_of(&model, x_test.view(), &y_test)?);
+            path.push(model);
+        }
+        Ok((path, accuracy))
+    }
+
+    /// Rejects settings scikit-learn would reject.
+    fn check_settings(&self) -> Result<()> {
+        if self.cs.is_empty() || self.cs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(Error::Invalid(format!(
+                "logistic regression: Cs must be positive and finite, got {:?}",
+                self.cs
+            )));
+        }
+        if self.n_folds < 2 {
+            return Err(Error::Invalid(format!(
+                "logistic regression: need at least 2 folds, got {}",
+                self.n_folds
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Index of the C with the largest accuracy summed over folds (in fold order); first on ties.
+fn best_c_index(accuracy: ArrayView2<f64>) -> usize {
+    let mut best = 0;
+    let mut best_sum = f64::NEG_INFINITY;
+    for (j, column) in accuracy.axis_iter(Axis(1)).enumerate() {
+        let sum = column.iter().fold(0.0, |acc, v| acc + v);
+        if sum > best_sum {
+            best_sum = sum;
+            best = j;
+        }
+    }
+    best
+}
+
+/// Fraction of rows whose predicted label equals `y`.
+fn accuracy_of(model: &FittedLogistic, x: ArrayView2<f64>, y: &[u8]) -> Result<f64> {
+    let predicted = model.predict(x)?;
+    let correct = predicted.iter().zip(y).filter(|(p, t)| p == t).count();
+    Ok(correct as f64 / y.len() as f64)
+}
+
+/// `[coef..., intercept]`, the layout of warm starts.
+fn stacked(model: &FittedLogistic) -> Array1<f64> {
+    let mut params = model.coef.to_vec();
+    params.push(model.intercept);
+    Array1::from(params)
+}
+
+/// Element-wise mean of the stacked parameters of several models (scikit-learn's refit start).
+fn mean_params<'a>(models: impl Iterator<Item = &'a FittedLogistic>) -> Array1<f64> {
+    let all: Vec<Array1<f64>> = models.map(stacked).collect();
+    let n = all.len() as f64;
+    all.into_iter()
+        .reduce(|a, b| a + b)
+        .map(|sum| sum / n)
+        .unwrap_or_else(|| Array1::zeros(0))
+}
+
+/// Fits one L2-penalised logistic regression with inverse strength `c` (no cross-validation).
+///
+/// Errors on mismatched shapes, non-finite features, labels other than 0/1, a single label, or a
+/// non-positive `c`.
+pub fn fit_l2(
+    x: ArrayView2<f64>,
+    y: &[u8],
+    c: f64,
+    solver: &SolverOptions,
+) -> Result<FittedLogistic> {
+    check_data(x, y)?;
+    if !(c.is_finite() && c > 0.0) {
+        return Err(Error::Invalid(format!(
+            "logistic regression: C must be positive and finite, got {c}"
+        )));
+    }
+    fit_l2_from(x, y, c, solver, None)
+}
+
+/// [`fit_l2`] on checked data, starting from `init = [coef..., intercept]` (zeros if `None`).
+fn fit_l2_from(
+    x: ArrayView2<f64>,
+    y: &[u8],
+    c: f64,
+    solver: &SolverOptions,
+    init: Option<&Array1<f64>>,
+) -> Result<FittedLogistic> {
+    // linfa's positive class is the more frequent label (the first one seen on ties); its
+    // parameters predict that class. We convert to and from "label 1 is positive".
+    let sign = if linfa_positive_label(y) == 1 {
+        1.0
+    } else {
+        -1.0
+    };
+    let n = y.len() as f64;
+    let mut params = LogisticRegression::default()
+        .alpha(1.0 / c)
+        .with_intercept(true)
+        .gradient_tolerance(solver.gradient_tolerance.max(LBFGS_TOLERANCE) * n)
+        .max_iterations(solver.max_iterations);
+    if let Some(init) = init {
+        params = params.initial_params(init * sign);
+    }
+    let dataset = DatasetBase::new(x, Array1::from(y.to_vec()));
+    let fitted = params
+        .fit(&dataset)
+        .map_err(|e| Error::Invalid(format!("logistic regression (C = {c}): {e}")))?;
+    let sign = if fitted.labels().pos.class == 1 {
+        1.0
+    } else {
+        -1.0
+    };
+    let mut model = FittedLogistic {
+        c,
+        coef: fitted.params() * sign,
+        intercept: fitted.intercept() * sign,
+        cv_accuracy: Array2::zeros((0, 0)),
+    };
+    newton_polish(&mut model, x, y, solver);
+    Ok(model)
+}
+
+/// Damped Newton steps from L-BFGS's end point until the mean objective's gradient norm is below
+/// the tolerance. L-BFGS stalls short of it when columns have very different scales (the
+/// Hessian is then badly conditioned); with a handful of parameters Newton's method finishes the
+/// job in a few steps. Stops early (keeping the best point) if a step cannot decrease the
+/// objective or the Hessian cannot be factorised.
+fn newton_polish(model: &mut FittedLogistic, x: ArrayView2<f64>, y: &[u8], solver: &SolverOptions) {
+    const MAX_STEPS: usize = 100;
+    let mut value = mean_objective(model, x, y);
+    for _ in 0..MAX_STEPS {
+        let (grad, hessian) = gradient_and_hessian(model, x, y);
+        let grad_norm = norm(&grad);
+        if grad_norm < solver.gradient_tolerance {
+            return;
+        }
+        let Some(step) = solve_spd(hessian, &grad) else {
+            return;
+        };
+        // Near the optimum the objective changes by less than its rounding error: there the full
+        // step is taken when the objective does not rise beyond rounding and the gradient shrinks.
+        let full = shifted(model, &step, 1.0);
+        let full_value = mean_objective(&full, x, y);
+        let slack = 16.0 * f64::EPSILON * value.abs();
+        if full_value <= value + slack && norm(&mean_gradient(&full, x, y)) < grad_norm {
+            *model = full;
+            value = full_value;
+            continue;
+        }
+        match backtrack(model, &step, value, x, y) {
+            Some((better, better_value)) => {
+                *model = better;
+                value = better_value;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Halves the Newton step until the objective strictly decreases; `None` if it never does.
+fn backtrack(
+    model: &FittedLogistic,
+    step: &Array1<f64>,
+    value: f64,
+    x: ArrayView2<f64>,
+    y: &[u8],
+) -> Option<(FittedLogistic, f64)> {
+    const MAX_HALVINGS: i32 = 60;
+    (0..MAX_HALVINGS).find_map(|k| {
+        let trial = shifted(model, step, 0.5f64.powi(k));
+        let trial_value = mean_objective(&trial, x, y);
+        (trial_value < value).then_some((trial, trial_value))
+    })
+}
+
+/// Euclidean norm.
+fn norm(v: &Array1<f64>) -> f64 {
+    v.dot(v).sqrt()
+}
+
+/// `model` with `[coef, intercept] -= scale * step`.
+fn shifted(model: &FittedLogistic, step: &Array1<f64>, scale: f64) -> FittedLogistic {
+    let p = model.coef.len();
+    let mut trial = model.clone();
+    for (w, s) in trial.coef.iter_mut().zip(step.iter()) {
+        *w -= scale * s;
+    }
+    trial.intercept -= scale * step[p];
+    trial
+}
+
+/// scikit-learn's objective divided by `C * n`: `(1/n) sum logloss + ||w||^2 / (2 C n)`.
+fn mean_objective(model: &FittedLogistic, x: ArrayView2<f64>, y: &[u8]) -> f64 {
+    let z = x.dot(&model.coef) + model.intercept;
+    let loss: f64 = z
+        .iter()
+        .zip(y)
+        .map(|(&z, &t)| softplus(z) - f64::from(t) * z)
+        .sum();
+    let n = y.len() as f64;
+    (loss + model.coef.dot(&model.coef) / (2.0 * model.c)) / n
+}
+
+/// `ln(1 + exp(z))` without overflow.
+fn softplus(z: f64) -> f64 {
+    if z > 0.0 {
+        z + (-z).exp().ln_1p()
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+/// Gradient and Hessian of [`mean_objective`] in `[coef..., intercept]`.
+fn gradient_and_hessian(
+    model: &FittedLogistic,
+    x: ArrayView2<f64>,
+    y: &[u8],
+) -> (Array1<f64>, Array2<f64>) {
+    let (n, p) = (x.nrows(), x.ncols());
+    let z = x.dot(&model.coef) + model.intercept;
+    let mut grad = Array1::<f64>::zeros(p + 1);
+    let mut hessian = Array2::<f64>::zeros((p + 1, p + 1));
+    let mut row = vec![1.0; p + 1];
+    for i in 0..n {
+        let prob = sigmoid(z[i]);
+        let (r, d) = (prob - f64::from(y[i]), prob * (1.0 - prob));
+        for (j, v) in x.row(i).iter().enumerate() {
+            row[j] = *v;
+        }
+        for a in 0..=p {
+            grad[a] += r * row[a];
+            for b in 0..=a {
+                hessian[[a, b]] += d * row[a] * row[b];
+            }
+        }
+    }
+    for a in 0..p {
+        grad[a] += model.coef[a] / model.c;
+        hessian[[a, a]] += 1.0 / model.c;
+    }
+    for a in 0..=p {
+        for b in 0..a {
+            hessian[[b, a]] = hessian[[a, b]];
+        }
+    }
+    (grad / n as f64, hessian / n as f64)
+}
+
+/// Solves `h s = g` for a symmetric positive definite `h` (Jacobi-scaled Cholesky); `None` if
+/// `h` is not numerically positive definite.
+fn solve_spd(mut h: Array2<f64>, g: &Array1<f64>) -> Option<Array1<f64>> {
+    let m = g.len();
+    let d: Vec<f64> = (0..m).map(|i| h[[i, i]]).collect();
+    if d.iter().any(|&v| !(v > 0.0 && v.is_finite())) {
+        return None;
+    }
+    let scale: Vec<f64> = d.iter().map(|v| 1.0 / v.sqrt()).collect();
+    for a in 0..m {
+        for b in 0..m {
+            h[[a, b]] *= scale[a] * scale[b];
+        }
+    }
+    // In-place Cholesky: lower triangle of `h` becomes L with h = L L^T.
+    for j in 0..m {
+        let mut diag = h[[j, j]];
+        for k in 0..j {
+            diag -= h[[j, k]] * h[[j, k]];
+        }
+        if !(diag > 0.0 && diag.is_finite()) {
+            return None;
+        }
+        let diag = diag.sqrt();
+        h[[j, j]] = diag;
+        for i in j + 1..m {
+            let mut v = h[[i, j]];
+            for k in 0..j {
+                v -= h[[i, k]] * h[[j, k]];
+            }
+            h[[i, j]] = v / diag;
+        }
+    }
+    let mut v: Vec<f64> = (0..m).map(|i| g[i] * scale[i]).collect();
+    for i in 0..m {
+        for k in 0..i {
+            v[i] -= h[[i, k]] * v[k];
+        }
+        v[i] /= h[[i, i]];
+    }
+    for i in (0..m).rev() {
+        for k in i + 1..m {
+            v[i] -= h[[k, i]] * v[k];
+        }
+        v[i] /= h[[i, i]];
+    }
+    Some(v.iter().zip(&scale).map(|(v, s)| v * s).collect())
+}
+
+/// The label linfa-logistic treats as positive: the more frequent one, the first seen on ties.
+fn linfa_positive_label(y: &[u8]) -> u8 {
+    let first = y.first().copied().unwrap_or(1);
+    let n_first = y.iter().filter(|&&v| v == first).count();
+    if n_first * 2 < y.len() {
+        1 - first
+    } else {
+        first
+    }
+}
+
+/// Checks shapes, finiteness and 0/1 labels with both labels present.
+fn check_data(x: ArrayView2<f64>, y: &[u8]) -> Result<()> {
+    if x.nrows() != y.len() {
+        return Err(Error::Invalid(format!(
+            "logistic regression: {} feature rows but {} labels",
+            x.nrows(),
+            y.len()
+        )));
+    }
+    if x.ncols() == 0 {
+        return Err(Error::Invalid(
+            "logistic regression: the feature matrix has no columns".into(),
+        ));
+    }
+    if let Some((i, _)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "logistic regression: feature at row {}, column {} is not finite",
+            i.0, i.1
+        )));
+    }
+    if let Some(i) = y.iter().position(|&v| v > 1) {
+        return Err(Error::Invalid(format!(
+            "logistic regression: label at row {i} is {} (labels must be 0 or 1)",
+            y[i]
+        )));
+    }
+    if !(y.contains(&0) && y.contains(&1)) {
+        return Err(Error::Invalid(
+            "logistic regression: the labels must contain both 0 and 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// scikit-learn's `StratifiedKFold(n_splits).split` without shuffling, as the test fold of each
+/// row (fold `f`'s test set is the rows with value `f`, in row order; its training set the rest).
+///
+/// Classes are numbered by first appearance; a round robin over the class-sorted rows decides how
+/// many rows of each class each fold gets; then each class's rows go to folds 0, 1, ... in blocks.
+/// Errors if `n_splits < 2`, there are fewer rows than folds, or every class is smaller than
+/// `n_splits` (scikit-learn's errors).
+pub fn stratified_kfold(y: &[u8], n_splits: usize) -> Result<Vec<usize>> {
+    if n_splits < 2 || y.len() < n_splits {
+        return Err(Error::Invalid(format!(
+            "stratified k-fold: need 2 <= n_splits <= number of rows, got n_splits = {n_splits} \
+             for {} rows",
+            y.len()
+        )));
+    }
+    let (encoded, n_classes) = encode_by_appearance(y);
+    let mut counts = vec![0usize; n_classes];
+    for &k in &encoded {
+        counts[k] += 1;
+    }
+    if counts.iter().all(|&c| c < n_splits) {
+        return Err(Error::Invalid(format!(
+            "stratified k-fold: n_splits = {n_splits} is larger than every class (sizes {counts:?})"
+        )));
+    }
+    let allocation = fold_allocation(&counts, n_splits);
+    let mut next_row_of_class = vec![0usize; n_classes];
+    let per_class: Vec<Vec<usize>> = (0..n_classes)
+        .map(|k| {
+            (0..n_splits)
+                .flat_map(|f| std::iter::repeat_n(f, allocation[f][k]))
+                .collect()
+        })
+        .collect();
+    Ok(encoded
+        .iter()
+        .map(|&k| {
+            let fold = per_class[k][next_row_of_class[k]];
+            next_row_of_class[k] += 1;
+            fold
+        })
+        .collect())
+}
+
+/// Labels renumbered 0, 1, ... in order of first appearance, and the number of classes.
+fn encode_by_appearance(y: &[u8]) -> (Vec<usize>, usize) {
+    let mut seen: Vec<u8> = Vec::new();
+    let encoded = y
+        .iter()
+        .map(|v| match seen.iter().position(|s| s == v) {
+            Some(k) => k,
+            None => {
+                seen.push(*v);
+                seen.len() - 1
+            }
+        })
+        .collect();
+    (encoded, seen.len())
+}
+
+/// `allocation[f][k]`: rows of class `k` in fold `f`, i.e. scikit-learn's
+/// `bincount(sort(y)[f::n_splits])`.
+fn fold_allocation(counts: &[usize], n_splits: usize) -> Vec<Vec<usize>> {
+    let sorted: Vec<usize> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &c)| std::iter::repeat_n(k, c))
+        .collect();
+    (0..n_splits)
+        .map(|f| {
+            let mut row = vec![0usize; counts.len()];
+            for &k in sorted.iter().skip(f).step_by(n_splits) {
+                row[k] += 1;
+            }
+            row
+        })
+        .collect()
+}
+
+/// Gradient of scikit-learn's objective divided by `C * n`, i.e. of the mean objective
+/// `(1/n) * sum logloss + ||w||^2 / (2 C n)`, at `model` (`[d/dw..., d/db]`): zero at the optimum.
+pub fn objective_gradient(
+    model: &FittedLogistic,
+    x: ArrayView2<f64>,
+    y: &[u8],
+) -> Result<Array1<f64>> {
+    check_data(x, y)?;
+    if x.ncols() != model.coef.len() {
+        return Err(Error::Invalid(format!(
+            "logistic regression: the model has {} features but the data has {} columns",
+            model.coef.len(),
+            x.ncols()
+        )));
+    }
+    Ok(mean_gradient(model, x, y))
+}
+
+/// Gradient of [`mean_objective`] in `[coef..., intercept]` (shapes already checked).
+fn mean_gradient(model: &FittedLogistic, x: ArrayView2<f64>, y: &[u8]) -> Array1<f64> {
+    let z = x.dot(&model.coef) + model.intercept;
+    let residual: Array1<f64> = z
+        .iter()
+        .zip(y)
+        .map(|(&z, &t)| sigmoid(z) - f64::from(t))
+        .collect();
+    let n = y.len() as f64;
+    let grad_w = (x.t().dot(&residual) + &model.coef / model.c) / n;
+    let mut grad = grad_w.to_vec();
+    grad.push(residual.sum() / n);
+    Array1::from(grad)
+}
