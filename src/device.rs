@@ -12,11 +12,19 @@ pub struct DeviceChoice {
 
 /// Picks CUDA device `gpu` (device 0 when `gpu` is `None`) when it exists, else the CPU with a notice.
 pub fn select_device(gpu: Option<usize>) -> DeviceChoice {
-    select_device_with(gpu, Cuda::is_available(), Cuda::device_count().max(0) as usize)
+    select_device_with(
+        gpu,
+        Cuda::is_available(),
+        Cuda::device_count().max(0) as usize,
+    )
 }
 
 /// [`select_device`] with the CUDA facts given, so the choice can be tested without a GPU.
-pub fn select_device_with(gpu: Option<usize>, cuda_available: bool, cuda_devices: usize) -> DeviceChoice {
+pub fn select_device_with(
+    gpu: Option<usize>,
+    cuda_available: bool,
+    cuda_devices: usize,
+) -> DeviceChoice {
     let index = gpu.unwrap_or(0);
     if cuda_available && index < cuda_devices {
         return DeviceChoice {
@@ -25,12 +33,18 @@ pub fn select_device_with(gpu: Option<usize>, cuda_available: bool, cuda_devices
         };
     }
     let reason = if !cuda_available {
-        let build = if cfg!(feature = "cuda") { "" } else { " (built without the `cuda` feature)" };
+        let build = if cfg!(feature = "cuda") {
+            ""
+        } else {
+            " (built without the `cuda` feature)"
+        };
         format!("CUDA is not available{build}")
     } else {
         format!("only {cuda_devices} CUDA device(s) found")
     };
-    let asked = gpu.map(|i| format!("--gpu {i} requested but ")).unwrap_or_default();
+    let asked = gpu
+        .map(|i| format!("--gpu {i} requested but "))
+        .unwrap_or_default();
     DeviceChoice {
         device: Device::Cpu,
         notice: Some(format!("{asked}{reason}; using the CPU.")),

@@ -6,5 +6,6 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod models;
 
 pub use error::{Error, Result};

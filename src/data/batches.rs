@@ -72,7 +72,10 @@ impl Iterator for Batches<'_> {
             ),
             Some(order) => {
                 let index = order.narrow(0, self.position as i64, size);
-                (self.set.images.index_select(0, &index), self.set.labels.index_select(0, &index))
+                (
+                    self.set.images.index_select(0, &index),
+                    self.set.labels.index_select(0, &index),
+                )
             }
         };
         self.position += size as usize;

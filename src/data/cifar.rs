@@ -54,7 +54,10 @@ pub fn read_cifar_batch(path: &Path, format: CifarFormat) -> Result<(Tensor, Ten
         if label >= format.num_classes {
             return Err(Error::format(
                 path,
-                format!("record {i} has label {label}, expected below {}", format.num_classes),
+                format!(
+                    "record {i} has label {label}, expected below {}",
+                    format.num_classes
+                ),
             ));
         }
         labels.push(label as i64);
@@ -67,7 +70,10 @@ pub fn read_cifar_batch(path: &Path, format: CifarFormat) -> Result<(Tensor, Ten
 }
 
 /// Reads and concatenates several batch files in the order given.
-pub fn read_cifar_batches(paths: &[std::path::PathBuf], format: CifarFormat) -> Result<(Tensor, Tensor)> {
+pub fn read_cifar_batches(
+    paths: &[std::path::PathBuf],
+    format: CifarFormat,
+) -> Result<(Tensor, Tensor)> {
     let parts = paths
         .iter()
         .map(|p| read_cifar_batch(p, format))

@@ -11,16 +11,23 @@ use crate::error::{Error, Result};
 /// Every row must have `side*side + 1` numeric columns and a label in `0..num_classes`.
 pub fn read_csv_images(path: &Path, side: usize, num_classes: usize) -> Result<(Tensor, Tensor)> {
     let bytes = read_maybe_gz(path)?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| Error::format(path, "not a UTF-8 text (CSV) file"))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Error::format(path, "not a UTF-8 text (CSV) file"))?;
     let columns = side * side + 1;
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
-    for (line_no, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (line_no, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let values = line
             .split(',')
             .map(|v| v.trim().parse::<f32>())
             .collect::<std::result::Result<Vec<f32>, _>>()
-            .map_err(|e| Error::format(path, format!("line {}: not a number ({e})", line_no + 1)))?;
+            .map_err(|e| {
+                Error::format(path, format!("line {}: not a number ({e})", line_no + 1))
+            })?;
         if values.len() != columns {
             return Err(Error::format(
                 path,
@@ -35,7 +42,10 @@ pub fn read_csv_images(path: &Path, side: usize, num_classes: usize) -> Result<(
         if label < 0.0 || label.fract() != 0.0 || label as usize >= num_classes {
             return Err(Error::format(
                 path,
-                format!("line {}: label {label} is not an integer in 0..{num_classes}", line_no + 1),
+                format!(
+                    "line {}: label {label} is not an integer in 0..{num_classes}",
+                    line_no + 1
+                ),
             ));
         }
         pixels.extend_from_slice(&values[..columns - 1]);

@@ -24,7 +24,10 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn is_image(path: &Path) -> bool {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png"))
 }
 
@@ -38,7 +41,10 @@ pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
 /// Converts RGB images of one size to a `u8` tensor `[N,3,H,W]`.
 pub fn to_tensor(images: &[image::RgbImage]) -> Tensor {
     let (w, h) = images.first().map(|i| i.dimensions()).unwrap_or((0, 0));
-    let data: Vec<u8> = images.iter().flat_map(|i| i.as_raw().iter().copied()).collect();
+    let data: Vec<u8> = images
+        .iter()
+        .flat_map(|i| i.as_raw().iter().copied())
+        .collect();
     Tensor::from_slice(&data)
         .view([images.len() as i64, h as i64, w as i64, 3])
         .permute([0, 3, 1, 2])
@@ -49,7 +55,10 @@ pub fn to_tensor(images: &[image::RgbImage]) -> Tensor {
 pub fn read_image_folder(dir: &Path, side: u32) -> Result<Tensor> {
     let files = image_files(dir)?;
     if files.is_empty() {
-        return Err(Error::format(dir, "no .jpg/.jpeg/.png images in this folder"));
+        return Err(Error::format(
+            dir,
+            "no .jpg/.jpeg/.png images in this folder",
+        ));
     }
     let images = files
         .iter()
@@ -57,7 +66,10 @@ pub fn read_image_folder(dir: &Path, side: u32) -> Result<Tensor> {
             let img = read_rgb(f)?;
             if img.dimensions() != (side, side) {
                 let (w, h) = img.dimensions();
-                return Err(Error::format(f, format!("image is {w}x{h}, expected {side}x{side}")));
+                return Err(Error::format(
+                    f,
+                    format!("image is {w}x{h}, expected {side}x{side}"),
+                ));
             }
             Ok(img)
         })

@@ -18,7 +18,10 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let ndims = bytes[3] as usize;
     let header = 4 + 4 * ndims;
     if ndims == 0 || bytes.len() < header {
-        return Err(Error::format(path, format!("IDX header truncated ({ndims} dimensions)")));
+        return Err(Error::format(
+            path,
+            format!("IDX header truncated ({ndims} dimensions)"),
+        ));
     }
     let dims: Vec<usize> = (0..ndims)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
@@ -38,7 +41,10 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
 pub fn read_idx_images(path: &Path) -> Result<Tensor> {
     let (dims, data) = read_idx(path)?;
     if dims.len() != 3 {
-        return Err(Error::format(path, format!("expected images [N,H,W], found dimensions {dims:?}")));
+        return Err(Error::format(
+            path,
+            format!("expected images [N,H,W], found dimensions {dims:?}"),
+        ));
     }
     let shape: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
     Ok(Tensor::from_slice(&data).view(&shape[..]))
@@ -48,12 +54,18 @@ pub fn read_idx_images(path: &Path) -> Result<Tensor> {
 pub fn read_idx_labels(path: &Path, num_classes: usize) -> Result<Tensor> {
     let (dims, data) = read_idx(path)?;
     if dims.len() != 1 {
-        return Err(Error::format(path, format!("expected labels [N], found dimensions {dims:?}")));
+        return Err(Error::format(
+            path,
+            format!("expected labels [N], found dimensions {dims:?}"),
+        ));
     }
     if let Some(pos) = data.iter().position(|&l| l as usize >= num_classes) {
         return Err(Error::format(
             path,
-            format!("label {} at index {pos} is not below {num_classes}", data[pos]),
+            format!(
+                "label {} at index {pos} is not below {num_classes}",
+                data[pos]
+            ),
         ));
     }
     Ok(Tensor::from_slice(&data).to_kind(Kind::Int64))

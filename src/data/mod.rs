@@ -66,16 +66,26 @@ impl ImageSet {
         num_classes: usize,
     ) -> Result<Self> {
         let size = images.size();
-        if images.kind() != Kind::Uint8 || size.len() != 4 || size[1..] != [3, IMAGE_SIDE, IMAGE_SIDE] {
+        if images.kind() != Kind::Uint8
+            || size.len() != 4
+            || size[1..] != [3, IMAGE_SIDE, IMAGE_SIDE]
+        {
             return Err(Error::format(
                 source,
-                format!("expected u8 images [N,3,32,32], got {:?} {size:?}", images.kind()),
+                format!(
+                    "expected u8 images [N,3,32,32], got {:?} {size:?}",
+                    images.kind()
+                ),
             ));
         }
         if labels.size() != [size[0]] {
             return Err(Error::format(
                 source,
-                format!("{} images but {} labels", size[0], labels.size().first().copied().unwrap_or(0)),
+                format!(
+                    "{} images but {} labels",
+                    size[0],
+                    labels.size().first().copied().unwrap_or(0)
+                ),
             ));
         }
         if size[0] == 0 {
@@ -155,8 +165,14 @@ impl Normalization {
     /// Normalises `u8` images `[N,3,H,W]` to `f32`.
     pub fn apply(&self, images: &Tensor) -> Tensor {
         let device = images.device();
-        let mean = Tensor::from_slice(&self.mean).to_kind(Kind::Float).view([1, 3, 1, 1]).to_device(device);
-        let std = Tensor::from_slice(&self.std).to_kind(Kind::Float).view([1, 3, 1, 1]).to_device(device);
+        let mean = Tensor::from_slice(&self.mean)
+            .to_kind(Kind::Float)
+            .view([1, 3, 1, 1])
+            .to_device(device);
+        let std = Tensor::from_slice(&self.std)
+            .to_kind(Kind::Float)
+            .view([1, 3, 1, 1])
+            .to_device(device);
         (images.to_kind(Kind::Float) / 255.0 - mean) / std
     }
 

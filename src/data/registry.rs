@@ -121,10 +121,17 @@ pub const DATASETS: &[DatasetInfo] = &[
 
 /// The registry entry of `name`.
 pub fn info(name: &str) -> Result<&'static DatasetInfo> {
-    DATASETS.iter().find(|d| d.name == name).ok_or_else(|| Error::UnknownDataset {
-        name: name.to_string(),
-        known: DATASETS.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
-    })
+    DATASETS
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| Error::UnknownDataset {
+            name: name.to_string(),
+            known: DATASETS
+                .iter()
+                .map(|d| d.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// The first of `candidates` (relative to `root`) that exists, or a missing-dataset error.
@@ -153,7 +160,9 @@ pub fn load(name: &str, root: &Path, split: Split) -> Result<ImageSet> {
     let (source, images, labels) = match name {
         "cifar10" => {
             let files: Vec<String> = if train {
-                (1..=5).map(|i| format!("cifar-10-batches-bin/data_batch_{i}.bin")).collect()
+                (1..=5)
+                    .map(|i| format!("cifar-10-batches-bin/data_batch_{i}.bin"))
+                    .collect()
             } else {
                 vec!["cifar-10-batches-bin/test_batch.bin".to_string()]
             };
@@ -165,17 +174,41 @@ pub fn load(name: &str, root: &Path, split: Split) -> Result<ImageSet> {
             (paths[0].clone(), x, y)
         }
         "cifar100" => {
-            let path = locate(info, root, &[if train { "cifar-100-binary/train.bin" } else { "cifar-100-binary/test.bin" }])?;
+            let path = locate(
+                info,
+                root,
+                &[if train {
+                    "cifar-100-binary/train.bin"
+                } else {
+                    "cifar-100-binary/test.bin"
+                }],
+            )?;
             let (x, y) = cifar::read_cifar_batch(&path, cifar::CIFAR100)?;
             (path, x, y)
         }
         "svhn" => {
-            let path = locate(info, root, &[if train { "svhn/train_32x32.mat" } else { "svhn/test_32x32.mat" }])?;
+            let path = locate(
+                info,
+                root,
+                &[if train {
+                    "svhn/train_32x32.mat"
+                } else {
+                    "svhn/test_32x32.mat"
+                }],
+            )?;
             let (x, y) = svhn::read_svhn_mat(&path)?;
             (path, x, y)
         }
         "imagenet_resize" | "lsun_resize" => {
-            let dir = locate(info, root, &[if name == "lsun_resize" { "LSUN_resize" } else { "Imagenet_resize" }])?;
+            let dir = locate(
+                info,
+                root,
+                &[if name == "lsun_resize" {
+                    "LSUN_resize"
+                } else {
+                    "Imagenet_resize"
+                }],
+            )?;
             let x = folder::read_image_folder(&dir, 32)?;
             let n = x.size()[0];
             (dir, x, Tensor::zeros([n], (Kind::Int64, tch::Device::Cpu)))
@@ -188,16 +221,28 @@ pub fn load(name: &str, root: &Path, split: Split) -> Result<ImageSet> {
             let label_path = locate(info, root, &[&format!("{label_name}.gz"), &label_name])?;
             let raw = idx::read_idx_images(&image_path)?;
             if raw.size()[1..] != [28, 28] {
-                return Err(Error::format(&image_path, format!("expected 28x28 images, found {:?}", &raw.size()[1..])));
+                return Err(Error::format(
+                    &image_path,
+                    format!("expected 28x28 images, found {:?}", &raw.size()[1..]),
+                ));
             }
             let y = idx::read_idx_labels(&label_path, info.num_classes)?;
             if y.size()[0] != raw.size()[0] {
                 return Err(Error::format(
                     &label_path,
-                    format!("{} labels for {} images in {}", y.size()[0], raw.size()[0], image_path.display()),
+                    format!(
+                        "{} labels for {} images in {}",
+                        y.size()[0],
+                        raw.size()[0],
+                        image_path.display()
+                    ),
                 ));
             }
-            (image_path, transform::gray_to_rgb(&transform::pad_to_32(&raw)), y)
+            (
+                image_path,
+                transform::gray_to_rgb(&transform::pad_to_32(&raw)),
+                y,
+            )
         }
         "mnist" => {
             let path = locate(info, root, &["mnist/mnist_5k.csv.gz", "mnist/mnist_5k.csv"])?;
@@ -223,9 +268,14 @@ pub fn load(name: &str, root: &Path, split: Split) -> Result<ImageSet> {
                 .iter()
                 .map(|f| folder::read_rgb(f))
                 .collect::<Result<Vec<_>>>()?;
-            let x = synthetic::photo_crops(&photos, GENERATED_SET_SIZE, PHOTO_SEED)
-                .ok_or_else(|| Error::format(&dir, "no photo of at least 48x48 pixels in this folder"))?;
-            (dir, x, Tensor::zeros([GENERATED_SET_SIZE as i64], (Kind::Int64, tch::Device::Cpu)))
+            let x = synthetic::photo_crops(&photos, GENERATED_SET_SIZE, PHOTO_SEED).ok_or_else(
+                || Error::format(&dir, "no photo of at least 48x48 pixels in this folder"),
+            )?;
+            (
+                dir,
+                x,
+                Tensor::zeros([GENERATED_SET_SIZE as i64], (Kind::Int64, tch::Device::Cpu)),
+            )
         }
         "uniform" | "gaussian" => {
             let x = if name == "uniform" {

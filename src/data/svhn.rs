@@ -19,21 +19,31 @@ pub fn read_svhn_mat(path: &Path) -> Result<(Tensor, Tensor)> {
         .ok_or_else(|| Error::format(path, "no variable `y` (labels Nx1)"))?;
     let size = x.size();
     if size.len() != 4 || size[..3] != [32, 32, 3] {
-        return Err(Error::format(path, format!("`X` must be 32x32x3xN, found {size:?}")));
+        return Err(Error::format(
+            path,
+            format!("`X` must be 32x32x3xN, found {size:?}"),
+        ));
     }
     let n = size[3];
     let pixels = match x.data() {
         NumericData::UInt8 { real, .. } => real,
         _ => return Err(Error::format(path, "`X` must hold uint8 pixels")),
     };
-    let labels = numeric_as_i64(y.data()).ok_or_else(|| Error::format(path, "`y` must be numeric"))?;
+    let labels =
+        numeric_as_i64(y.data()).ok_or_else(|| Error::format(path, "`y` must be numeric"))?;
     if labels.len() != n {
-        return Err(Error::format(path, format!("{n} images but {} labels", labels.len())));
+        return Err(Error::format(
+            path,
+            format!("{n} images but {} labels", labels.len()),
+        ));
     }
     if let Some(pos) = labels.iter().position(|l| !(1..=10).contains(l)) {
         return Err(Error::format(
             path,
-            format!("label {} at index {pos}; SVHN labels are 1..=10", labels[pos]),
+            format!(
+                "label {} at index {pos}; SVHN labels are 1..=10",
+                labels[pos]
+            ),
         ));
     }
     let labels: Vec<i64> = labels.into_iter().map(|l| l % 10).collect();

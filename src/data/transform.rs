@@ -26,5 +26,8 @@ pub fn upsample_to_32(images: &Tensor) -> Tensor {
 
 /// Replicates `u8` grayscale images `[N,32,32]` to 3 channels `[N,3,32,32]`.
 pub fn gray_to_rgb(images: &Tensor) -> Tensor {
-    images.unsqueeze(1).expand([-1, 3, -1, -1], false).contiguous()
+    images
+        .unsqueeze(1)
+        .expand([-1, 3, -1, -1], false)
+        .contiguous()
 }
