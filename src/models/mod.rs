@@ -8,6 +8,8 @@ pub mod checkpoint;
 pub mod densenet;
 mod layers;
 pub mod resnet;
+pub mod sgd;
+pub mod train;
 
 use tch::{nn, Tensor};
 
