@@ -7,6 +7,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod metrics;
+pub mod models;
 pub mod regression;
 pub mod splits;
 

@@ -1,0 +1,229 @@
+//! Classifier checkpoints: a `.safetensors` file of the PyTorch-named weights and BatchNorm
+//! buffers, plus a JSON sidecar (same path, extension `.json`) describing the network.
+//!
+//! Loading is strict: a missing, unexpected or wrongly shaped tensor is an error that lists every
+//! offending name, and nothing is copied unless everything matches.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use tch::{nn::VarStore, Device, Tensor};
+
+use super::{Classifier, NetConfig};
+use crate::cli::NetType;
+use crate::data::Normalization;
+use crate::error::{Error, Result};
+
+/// The JSON sidecar of a classifier checkpoint.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointMeta {
+    /// Network architecture.
+    pub architecture: NetType,
+    /// ResNet base width or DenseNet growth rate.
+    pub width: i64,
+    /// Number of classes.
+    pub num_classes: i64,
+    /// The input normalisation the network was trained with.
+    pub normalization: Normalization,
+    /// Registry name of the training set.
+    pub dataset: String,
+    /// Test-split accuracy in [0, 1], when measured.
+    pub test_accuracy: Option<f64>,
+    /// Version of resflow (or "converted" tool) that wrote the checkpoint.
+    pub library_version: String,
+}
+
+impl CheckpointMeta {
+    /// A sidecar for `config` trained on `dataset` with `normalization`, stamped with this library's version.
+    pub fn new(
+        config: NetConfig,
+        normalization: Normalization,
+        dataset: impl Into<String>,
+    ) -> Self {
+        CheckpointMeta {
+            architecture: config.net_type,
+            width: config.width,
+            num_classes: config.num_classes,
+            normalization,
+            dataset: dataset.into(),
+            test_accuracy: None,
+            library_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// The network this sidecar describes.
+    pub fn net_config(&self) -> NetConfig {
+        NetConfig {
+            net_type: self.architecture,
+            width: self.width,
+            num_classes: self.num_classes,
+        }
+    }
+
+    /// Reads a sidecar.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| {
+            Error::format(path, format!("not a classifier checkpoint sidecar: {e}"))
+        })?;
+        meta.net_config()
+            .validate()
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        Ok(meta)
+    }
+
+    /// Writes the sidecar (via a temporary file and a rename).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("sidecar serialises");
+        write_atomically(path, |tmp| {
+            std::fs::write(tmp, format!("{text}\n")).map_err(|e| Error::io(tmp, e))
+        })
+    }
+}
+
+/// A classifier loaded from a checkpoint: its variables, the network over them, and the sidecar.
+#[derive(Debug)]
+pub struct LoadedClassifier {
+    /// The variables (weights and BatchNorm buffers).
+    pub vs: VarStore,
+    /// The network.
+    pub net: Box<dyn Classifier>,
+    /// The sidecar.
+    pub meta: CheckpointMeta,
+}
+
+/// The sidecar path of a weights file: the same path with extension `.json`.
+pub fn sidecar_path(weights: &Path) -> PathBuf {
+    weights.with_extension("json")
+}
+
+/// Saves the variables of `vs` to `weights` (safetensors) and `meta` to its sidecar.
+pub fn save_checkpoint(weights: &Path, vs: &VarStore, meta: &CheckpointMeta) -> Result<()> {
+    if let Some(dir) = weights.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_tensors(weights, &vs.variables())?;
+    meta.write(&sidecar_path(weights))
+}
+
+/// Loads a checkpoint (weights file and its sidecar) onto `device`, strictly.
+pub fn load_checkpoint(weights: &Path, device: Device) -> Result<LoadedClassifier> {
+    let meta = CheckpointMeta::read(&sidecar_path(weights))?;
+    let mut vs = VarStore::new(device);
+    let net = meta.net_config().build(&vs.root())?;
+    load_weights_strict(&mut vs, weights)?;
+    Ok(LoadedClassifier { vs, net, meta })
+}
+
+/// Writes named tensors to a safetensors file (sorted by name, via a temporary file and a rename).
+pub fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let sorted: BTreeMap<&String, Tensor> = tensors
+        .iter()
+        .map(|(name, t)| (name, t.detach().to_device(Device::Cpu).contiguous()))
+        .collect();
+    let list: Vec<(&String, &Tensor)> = sorted.iter().map(|(n, t)| (*n, t)).collect();
+    write_atomically(path, |tmp| {
+        Tensor::write_safetensors(&list, tmp).map_err(|e| Error::format(tmp, e.to_string()))
+    })
+}
+
+/// Reads all tensors of a safetensors file.
+pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    if !path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    }
+    let list = Tensor::read_safetensors(path).map_err(|e| Error::format(path, e.to_string()))?;
+    Ok(list.into_iter().collect())
+}
+
+/// Loads the safetensors file `weights` into `vs`; every variable must be present with its shape
+/// and nothing else may be there (PyTorch's `*.num_batches_tracked` counters of existing BatchNorms
+/// are accepted and ignored).
+pub fn load_weights_strict(vs: &mut VarStore, weights: &Path) -> Result<()> {
+    let tensors = read_tensors(weights)?;
+    assign_strict(&vs.variables(), &tensors, weights)
+}
+
+/// Copies `source` into `targets` after checking that both hold the same names and shapes;
+/// `path` names the source in the error.
+pub fn assign_strict(
+    targets: &HashMap<String, Tensor>,
+    source: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<()> {
+    let mut missing: Vec<&str> = targets
+        .keys()
+        .filter(|n| !source.contains_key(*n))
+        .map(|s| s.as_str())
+        .collect();
+    let mut unexpected: Vec<&str> = source
+        .keys()
+        .filter(|n| !targets.contains_key(*n) && !is_ignored_counter(n, targets))
+        .map(|s| s.as_str())
+        .collect();
+    let mut wrong: Vec<String> = targets
+        .iter()
+        .filter_map(|(n, t)| {
+            let s = source.get(n)?;
+            (s.size() != t.size() || !s.is_floating_point()).then(|| {
+                format!(
+                    "{n} (expected {:?}, found {:?} {:?})",
+                    t.size(),
+                    s.kind(),
+                    s.size()
+                )
+            })
+        })
+        .collect();
+    if !(missing.is_empty() && unexpected.is_empty() && wrong.is_empty()) {
+        missing.sort_unstable();
+        unexpected.sort_unstable();
+        wrong.sort_unstable();
+        let mut parts = Vec::new();
+        if !missing.is_empty() {
+            parts.push(format!("missing tensors: {}", missing.join(", ")));
+        }
+        if !unexpected.is_empty() {
+            parts.push(format!("unexpected tensors: {}", unexpected.join(", ")));
+        }
+        if !wrong.is_empty() {
+            parts.push(format!("wrongly shaped tensors: {}", wrong.join(", ")));
+        }
+        return Err(Error::format(
+            path,
+            format!("weights do not match the network; {}", parts.join("; ")),
+        ));
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, target) in targets {
+            let mut target = target.shallow_clone();
+            let value = source[name]
+                .to_device(target.device())
+                .to_kind(target.kind());
+            target
+                .f_copy_(&value)
+                .map_err(|e| Error::format(path, format!("{name}: {e}")))?;
+        }
+        Ok(())
+    })
+}
+
+/// True for `X.num_batches_tracked` when `X.running_mean` is a target (a PyTorch BatchNorm counter).
+fn is_ignored_counter(name: &str, targets: &HashMap<String, Tensor>) -> bool {
+    name.strip_suffix(".num_batches_tracked")
+        .is_some_and(|bn| targets.contains_key(&format!("{bn}.running_mean")))
+}
+
+/// Runs `write` on a temporary sibling of `path`, then renames it onto `path`.
+fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,126 @@
+//! The classifiers of the paper (ResNet-34 and DenseNet-BC-100 for 32x32 inputs), one trait over
+//! both, and their checkpoints.
+//!
+//! Parameter and BatchNorm buffer names equal the PyTorch state-dict names of the reference
+//! modules (`layer1.0.shortcut.0.weight`, `block1.layer.3.bn2.running_var`, ...), so converted
+//! weights load by name.
+pub mod checkpoint;
+pub mod densenet;
+mod layers;
+pub mod resnet;
+pub mod sgd;
+pub mod train;
+
+use tch::{nn, Tensor};
+
+use crate::cli::NetType;
+use crate::error::{Error, Result};
+
+pub use checkpoint::{
+    load_checkpoint, load_weights_strict, save_checkpoint, CheckpointMeta, LoadedClassifier,
+};
+pub use densenet::DenseNet;
+pub use resnet::ResNet;
+
+/// A classifier whose hidden layers the detectors read.
+///
+/// All inputs are normalised images `[N,3,32,32]`; every method runs in eval mode except
+/// [`Classifier::forward_t`] with `train = true`.
+pub trait Classifier: std::fmt::Debug {
+    /// Logits `[N,num_classes]`; `train` selects batch statistics in BatchNorm.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor;
+
+    /// Logits and the activation `[N,C_l,H_l,W_l]` of every feature layer, in one eval pass.
+    fn feature_list(&self, x: &Tensor) -> (Tensor, Vec<Tensor>);
+
+    /// The activation of feature layer `layer` (eval mode), computing only what it needs.
+    /// Fails when `layer >= num_layers()`.
+    fn intermediate_forward(&self, x: &Tensor, layer: usize) -> Result<Tensor>;
+
+    /// Number of feature layers (ResNet 5, DenseNet 4).
+    fn num_layers(&self) -> usize {
+        self.layer_channels().len()
+    }
+
+    /// Channels C_l of each feature layer.
+    fn layer_channels(&self) -> Vec<i64>;
+
+    /// Number of classes (size of the logits).
+    fn num_classes(&self) -> i64;
+
+    /// The architecture.
+    fn net_type(&self) -> NetType;
+}
+
+/// Averages an activation `[N,C,H,W]` over its spatial positions: `[N,C]`.
+pub fn mean_pool(activation: &Tensor) -> Tensor {
+    let size = activation.size();
+    activation
+        .view([size[0], size[1], -1])
+        .mean_dim(2, false, activation.kind())
+}
+
+/// Architecture, width and number of classes: everything needed to build a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetConfig {
+    /// Which network.
+    pub net_type: NetType,
+    /// ResNet: channels of the stem and layer1 (64 in the paper; layers 2-4 use 2x, 4x, 8x).
+    /// DenseNet: growth rate (12 in the paper).
+    pub width: i64,
+    /// Number of classes.
+    pub num_classes: i64,
+}
+
+impl NetConfig {
+    /// The paper's size of `net_type` for `num_classes` classes.
+    pub fn paper(net_type: NetType, num_classes: i64) -> Self {
+        NetConfig {
+            net_type,
+            width: default_width(net_type),
+            num_classes,
+        }
+    }
+
+    /// Checks that width and number of classes are usable.
+    pub fn validate(&self) -> Result<()> {
+        if self.width < 1 {
+            return Err(Error::Invalid(format!(
+                "network width must be positive, got {}",
+                self.width
+            )));
+        }
+        if self.num_classes < 1 {
+            return Err(Error::Invalid(format!(
+                "number of classes must be positive, got {}",
+                self.num_classes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Builds the network with its variables under `p` (usually a `VarStore`'s root).
+    pub fn build(&self, p: &nn::Path) -> Result<Box<dyn Classifier>> {
+        self.validate()?;
+        Ok(match self.net_type {
+            NetType::Resnet => Box::new(ResNet::new(p, self.width, self.num_classes)),
+            NetType::Densenet => Box::new(DenseNet::new(p, self.width, self.num_classes)),
+        })
+    }
+}
+
+/// The paper's width of `net_type`: ResNet base width 64, DenseNet growth rate 12.
+pub fn default_width(net_type: NetType) -> i64 {
+    match net_type {
+        NetType::Resnet => resnet::PAPER_WIDTH,
+        NetType::Densenet => densenet::PAPER_GROWTH,
+    }
+}
+
+/// The error for a feature-layer index out of range.
+fn layer_error(net: NetType, layer: usize, num_layers: usize) -> Error {
+    Error::Invalid(format!(
+        "{} has feature layers 0..{num_layers}, layer {layer} requested",
+        net.name()
+    ))
+}

@@ -1,0 +1,148 @@
+//! scripts/convert_weights.py on files written by PyTorch in the published (legacy) forms: a
+//! DataParallel ResNet state dict and a whole pickled DenseNet module whose classes carry the
+//! reference's names (`models.densenet.DenseNet3`, ...), with PyTorch 0.3 traits (no
+//! `num_batches_tracked`, no `padding_mode`), saved with `_use_new_zipfile_serialization=False`.
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use resflow::cli::NetType;
+use resflow::data::Normalization;
+use resflow::models::checkpoint::read_tensors;
+use resflow::models::load_checkpoint;
+use tch::{Device, Kind};
+
+const MAKE: &str = r#"
+import sys, types, torch
+from safetensors.torch import save_file
+sys.path.insert(0, sys.argv[1] + "/scripts")
+import reference_models as rm
+out = sys.argv[2]
+torch.manual_seed(0)
+
+def randomize(model):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+x = torch.randn(3, 3, 32, 32)
+r = randomize(rm.build("resnet", 4, 10))
+torch.save({"module." + k: v for k, v in r.state_dict().items()}, out + "/resnet.pth",
+           _use_new_zipfile_serialization=False)
+
+pkg = types.ModuleType("models")
+pkg.densenet = rm
+sys.modules["models"] = pkg
+sys.modules["models.densenet"] = rm
+for cls in (rm.DenseNet3, rm.DenseBlock, rm.BottleneckBlock, rm.TransitionBlock):
+    cls.__module__ = "models.densenet"
+d = randomize(rm.build("densenet", 3, 100))
+with torch.no_grad():
+    expected = {"input": x, "resnet": r(x), "densenet": d(x)}
+for m in d.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+        del m._buffers["num_batches_tracked"]
+    if isinstance(m, torch.nn.Conv2d):
+        del m.padding_mode
+torch.save(d, out + "/densenet.pth", _use_new_zipfile_serialization=False)
+
+bad = r.state_dict()
+del bad["layer3.1.conv2.weight"]
+torch.save(bad, out + "/bad.pth", _use_new_zipfile_serialization=False)
+
+k = 4
+flow = {"A": torch.randn(6, k), "A_": torch.randn(k, 6), "mask": torch.ones(10, k),
+        "perm.0.perm": torch.randperm(k), "s.0.rescale.weight_g": torch.ones(1, 1)}
+torch.save(flow, out + "/flow.pth", _use_new_zipfile_serialization=False)
+save_file({k: v.contiguous() for k, v in expected.items()}, out + "/expected.safetensors")
+"#;
+
+fn convert(args: &[&str]) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/convert_weights.py");
+    Command::new(common::python())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("cannot start the setup's Python")
+}
+
+fn convert_ok(args: &[&str]) {
+    let out = convert(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn converted_legacy_files_load_and_give_pytorch_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    common::run_python(MAKE, &[root, dir.path()]);
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let expected = read_tensors(&dir.path().join("expected.safetensors")).unwrap();
+    let x = &expected["input"];
+
+    for (net, dataset, classes, norm) in [
+        (NetType::Resnet, "cifar10", 10, Normalization::RESNET),
+        (NetType::Densenet, "cifar100", 100, Normalization::DENSENET),
+    ] {
+        let name = net.name();
+        let out = d(&format!("converted/{name}_{dataset}.safetensors"));
+        convert_ok(&[
+            "classifier",
+            "--net-type",
+            name,
+            "--dataset",
+            dataset,
+            &d(&format!("{name}.pth")),
+            &out,
+        ]);
+        let loaded = load_checkpoint(Path::new(&out), Device::Cpu).unwrap();
+        assert_eq!(loaded.meta.architecture, net);
+        assert_eq!(loaded.meta.num_classes, classes);
+        assert_eq!(
+            loaded.meta.width,
+            if net == NetType::Resnet { 4 } else { 3 }
+        );
+        assert_eq!(loaded.meta.dataset, dataset);
+        for j in 0..3 {
+            assert!((loaded.meta.normalization.mean[j] - norm.mean[j]).abs() < 1e-12);
+            assert!((loaded.meta.normalization.std[j] - norm.std[j]).abs() < 1e-12);
+        }
+        let logits = tch::no_grad(|| loaded.net.forward_t(x, false));
+        let diff = (logits - &expected[name]).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5, "{name}: logits differ by {diff}");
+        // The counters were filled, so the file also loads into PyTorch strictly.
+        let tensors = read_tensors(Path::new(&out)).unwrap();
+        assert_eq!(tensors["bn1.num_batches_tracked"].int64_value(&[]), 0);
+    }
+
+    let bad = convert(&[
+        "classifier",
+        "--net-type",
+        "resnet",
+        "--dataset",
+        "cifar10",
+        &d("bad.pth"),
+        &d("bad.safetensors"),
+    ]);
+    assert!(!bad.status.success());
+    let message = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        message.contains("bad.pth") && message.contains("layer3.1.conv2.weight"),
+        "{message}"
+    );
+    assert!(!dir.path().join("bad.safetensors").exists());
+
+    convert_ok(&["flow", &d("flow.pth"), &d("flow.safetensors")]);
+    let flow = read_tensors(&dir.path().join("flow.safetensors")).unwrap();
+    assert_eq!(flow.len(), 5);
+    assert_eq!(flow["A"].size(), vec![6, 4]);
+    assert_eq!(flow["perm.0.perm"].kind(), Kind::Int64);
+}
