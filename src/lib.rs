@@ -6,5 +6,7 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod flow;
+pub mod gaussian;
 
 pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! The residual flow (SPEC sections 4 and 5).
