@@ -1,1 +1,8 @@
-//! The residual flow (SPEC sections 4 and 5).
+//! The residual flow (SPEC sections 4 and 5): one batched model per layer holding every class's flow,
+//! its checkpoints in the reference's names, and its trainer.
+pub mod checkpoint;
+pub mod config;
+pub mod model;
+
+pub use config::{default_length_hidden, hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
+pub use model::{FlowModel, FlowSpec};
