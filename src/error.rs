@@ -28,6 +28,14 @@ pub enum Error {
     /// A request that cannot be satisfied (bad argument combination).
     #[error("{0}")]
     Invalid(String),
+    /// Flow training produced a NaN or infinite loss; nothing was updated with it.
+    #[error("non-finite loss ({loss}) at iteration {iteration}, class {class}, batch {batch}: training stopped")]
+    NonFiniteLoss {
+        iteration: usize,
+        class: usize,
+        batch: usize,
+        loss: f64,
+    },
     /// An error reported by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

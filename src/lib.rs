@@ -6,6 +6,8 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod flow;
+pub mod gaussian;
 pub mod metrics;
 pub mod models;
 pub mod regression;
