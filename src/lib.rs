@@ -6,10 +6,14 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod features;
 pub mod flow;
 pub mod gaussian;
+pub mod io;
 pub mod metrics;
 pub mod models;
+pub mod prepare;
+pub mod progress;
 pub mod regression;
 pub mod splits;
 

@@ -60,3 +60,51 @@ pub fn idx_bytes(dims: &[u32], payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(payload);
     out
 }
+
+/// A data root with tiny Fashion-MNIST (3 train, 2 test images), MNIST-5k, digits and photos files.
+pub fn tiny_root(root: &Path) {
+    let fm = root.join("fashion-mnist");
+    let pixels = |n: usize| -> Vec<u8> { (0..n * 784).map(|i| (i % 251) as u8).collect() };
+    write(
+        &fm.join("train-images-idx3-ubyte.gz"),
+        &gzip(&idx_bytes(&[3, 28, 28], &pixels(3))),
+    );
+    write(
+        &fm.join("train-labels-idx1-ubyte.gz"),
+        &gzip(&idx_bytes(&[3], &[4, 0, 9])),
+    );
+    // The test split is stored uncompressed: both spellings are accepted.
+    write(
+        &fm.join("t10k-images-idx3-ubyte"),
+        &idx_bytes(&[2, 28, 28], &pixels(2)),
+    );
+    write(
+        &fm.join("t10k-labels-idx1-ubyte"),
+        &idx_bytes(&[2], &[1, 2]),
+    );
+
+    let mnist_row = |label: u32| {
+        let mut v: Vec<String> = (0..784).map(|i| (i % 256).to_string()).collect();
+        v.push(label.to_string());
+        v.join(",")
+    };
+    write(
+        &root.join("mnist/mnist_5k.csv.gz"),
+        &gzip(format!("{}\n{}\n", mnist_row(7), mnist_row(2)).as_bytes()),
+    );
+    let digit_row: Vec<String> = (0..64)
+        .map(|i| (i % 17).to_string())
+        .chain(["5".to_string()])
+        .collect();
+    write(
+        &root.join("digits/digits.csv.gz"),
+        &gzip(digit_row.join(",").as_bytes()),
+    );
+
+    std::fs::create_dir_all(root.join("photos")).unwrap();
+    image::RgbImage::from_fn(120, 90, |x, y| {
+        image::Rgb([x as u8, y as u8, (x + y) as u8])
+    })
+    .save(root.join("photos/p.png"))
+    .unwrap();
+}

@@ -1,0 +1,116 @@
+//! rf-prepare: per-layer features of the train, test and OOD sets, class means, whitening and
+//! tied precision (SPEC section 3), under `{outf}/{net}_{dataset}/features/`.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use indicatif::ProgressBar;
+use resflow::cli::CommonArgs;
+use resflow::data::registry;
+use resflow::features::FeatureDir;
+use resflow::models::load_checkpoint;
+use resflow::prepare::{prepare, PrepareOptions, PrepareProgress};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Extract classifier features and fit per-layer statistics"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Classifier checkpoint (default: pre_trained/{net}_{dataset}.safetensors).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// OOD sets to extract, comma-separated (default: the data set's usual OOD sets).
+    #[arg(long, value_delimiter = ',')]
+    ood: Option<Vec<String>>,
+    /// Use only the first N train images (quick runs).
+    #[arg(long = "max-train", alias = "max_train")]
+    max_train: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long = "max-test", alias = "max_test")]
+    max_test: Option<usize>,
+    /// Use only the first N images of each OOD set.
+    #[arg(long = "max-ood", alias = "max_ood")]
+    max_ood: Option<usize>,
+}
+
+/// One progress bar per set.
+struct Bars(Option<ProgressBar>);
+
+impl PrepareProgress for Bars {
+    fn start(&mut self, name: &str, len: usize) {
+        self.0 = Some(resflow::progress::bar(len as u64, name));
+    }
+    fn advance(&mut self, n: usize) {
+        if let Some(bar) = &self.0 {
+            bar.inc(n as u64);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish();
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let common = &cli.common;
+    let device = common.device().device;
+    let classifier_path = cli.classifier.clone().unwrap_or_else(|| {
+        PathBuf::from("pre_trained").join(format!(
+            "{}_{}.safetensors",
+            common.net_type.name(),
+            common.dataset
+        ))
+    });
+    let classifier = load_checkpoint(&classifier_path, device).with_context(|| {
+        format!(
+            "loading the classifier (train one with `rf-classifier train --dataset {}`)",
+            common.dataset
+        )
+    })?;
+    let ood_sets = match &cli.ood {
+        Some(list) => list.clone(),
+        None => registry::info(&common.dataset)?
+            .ood_sets
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let options = PrepareOptions {
+        dataroot: common.dataroot.clone(),
+        ood_sets,
+        batch_size: common.batch_size_or(200),
+        max_train: cli.max_train,
+        max_test: cli.max_test,
+        max_ood: cli.max_ood,
+    };
+    let dir = FeatureDir::new(&common.outf, common.net_type, &common.dataset);
+    let manifest = prepare(
+        &classifier,
+        &classifier_path,
+        &common.dataset,
+        &dir,
+        &options,
+        device,
+        &mut Bars(None),
+    )?;
+    println!(
+        "train accuracy {:.2}%, test accuracy {:.2}%",
+        100.0 * manifest.train_accuracy,
+        100.0 * manifest.test_accuracy
+    );
+    for (l, (c, k)) in manifest
+        .layer_channels
+        .iter()
+        .zip(&manifest.layer_ranks)
+        .enumerate()
+    {
+        println!("layer {l}: {c} channels, whitening rank k = {k}");
+    }
+    println!("features written to {}", dir.path.display());
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! File helpers shared by every stage: atomic writes (temporary file, then rename) and
+//! conversion between `tch` tensors and numpy `.npy` files.
+use std::path::{Path, PathBuf};
+
+use ndarray::{ArrayD, IxDyn};
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Writes a file through `write` into a temporary sibling, then renames it into place, so that a
+/// reader never sees a partial file. Creates the parent folder.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::result::Result<(), String>,
+) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let tmp = temporary_sibling(path);
+    if let Err(message) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::format(path, format!("cannot write: {message}")));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn temporary_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| Error::format(path, e.to_string()))?;
+    write_atomically(path, |tmp| {
+        std::fs::write(tmp, text).map_err(|e| e.to_string())
+    })
+}
+
+/// Reads JSON into `T`, naming the file on failure.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))
+}
+
+/// Writes a float tensor as a float32 `.npy` file, atomically.
+pub fn write_npy_f32(path: &Path, tensor: &Tensor) -> Result<()> {
+    let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
+    let data = Vec::<f32>::try_from(tensor.to_kind(Kind::Float).flatten(0, -1))?;
+    let array = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches the data");
+    write_atomically(path, |tmp| {
+        ndarray_npy::write_npy(tmp, &array).map_err(|e| e.to_string())
+    })
+}
+
+/// Writes an integer tensor as an int64 `.npy` file, atomically.
+pub fn write_npy_i64(path: &Path, tensor: &Tensor) -> Result<()> {
+    let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
+    let data = Vec::<i64>::try_from(tensor.to_kind(Kind::Int64).flatten(0, -1))?;
+    let array = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches the data");
+    write_atomically(path, |tmp| {
+        ndarray_npy::write_npy(tmp, &array).map_err(|e| e.to_string())
+    })
+}
+
+/// Reads a float32 `.npy` file into a tensor.
+pub fn read_npy_f32(path: &Path) -> Result<Tensor> {
+    let array: ArrayD<f32> = ndarray_npy::read_npy(path)
+        .map_err(|e| Error::format(path, format!("expected a float32 .npy array: {e}")))?;
+    let shape: Vec<i64> = array.shape().iter().map(|&d| d as i64).collect();
+    let data: Vec<f32> = array.iter().copied().collect();
+    Ok(Tensor::from_slice(&data).view(&shape[..]))
+}
+
+/// Reads an int64 `.npy` file into a tensor.
+pub fn read_npy_i64(path: &Path) -> Result<Tensor> {
+    let array: ArrayD<i64> = ndarray_npy::read_npy(path)
+        .map_err(|e| Error::format(path, format!("expected an int64 .npy array: {e}")))?;
+    let shape: Vec<i64> = array.shape().iter().map(|&d| d as i64).collect();
+    let data: Vec<i64> = array.iter().copied().collect();
+    Ok(Tensor::from_slice(&data).view(&shape[..]))
+}

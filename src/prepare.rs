@@ -1,0 +1,147 @@
+//! The prepare stage (SPEC section 3): features of the train, test and OOD sets, and per-layer
+//! statistics, written to a [`FeatureDir`].
+use std::collections::BTreeMap;
+
+use tch::Device;
+
+use crate::data::{self, ImageSet, Split};
+use crate::error::{Error, Result};
+use crate::features::{extract, FeatureDir, FeatureManifest, Features, LayerStats};
+use crate::models::LoadedClassifier;
+
+/// What to prepare.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    /// Folder of the data sets.
+    pub dataroot: std::path::PathBuf,
+    /// OOD sets to extract.
+    pub ood_sets: Vec<String>,
+    /// Batch size of the feature extraction.
+    pub batch_size: usize,
+    /// Use at most this many train / test / OOD images (all when `None`), for quick runs.
+    pub max_train: Option<usize>,
+    /// See `max_train`.
+    pub max_test: Option<usize>,
+    /// See `max_train`.
+    pub max_ood: Option<usize>,
+}
+
+/// Progress reporting of the prepare stage: called when a set starts (name, images) and per batch.
+pub trait PrepareProgress {
+    /// A set of `len` images starts.
+    fn start(&mut self, name: &str, len: usize);
+    /// `n` more images are done.
+    fn advance(&mut self, n: usize);
+    /// The current set is done.
+    fn finish(&mut self);
+}
+
+fn limit(set: ImageSet, max: Option<usize>) -> ImageSet {
+    match max {
+        Some(n) => set.take(n),
+        None => set,
+    }
+}
+
+fn run_set(
+    classifier: &LoadedClassifier,
+    set: &ImageSet,
+    options: &PrepareOptions,
+    device: Device,
+    progress: &mut dyn PrepareProgress,
+    label: &str,
+) -> Features {
+    progress.start(label, set.len());
+    let features = extract(
+        classifier.net.as_ref(),
+        set,
+        classifier.meta.normalization,
+        options.batch_size,
+        device,
+        &mut |n| progress.advance(n),
+    );
+    progress.finish();
+    features
+}
+
+/// Runs the prepare stage for `classifier` (loaded from `classifier_path`) on `dataset`, writing
+/// everything into `dir`. The manifest is written last, so a folder with a manifest is complete.
+pub fn prepare(
+    classifier: &LoadedClassifier,
+    classifier_path: &std::path::Path,
+    dataset: &str,
+    dir: &FeatureDir,
+    options: &PrepareOptions,
+    device: Device,
+    progress: &mut dyn PrepareProgress,
+) -> Result<FeatureManifest> {
+    let info = data::registry::info(dataset)?;
+    let num_classes = classifier.meta.num_classes as usize;
+    if info.num_classes != num_classes {
+        return Err(Error::Invalid(format!(
+            "the classifier has {num_classes} classes but `{dataset}` has {}; pass the classifier trained on `{dataset}`",
+            info.num_classes
+        )));
+    }
+    let train_set = limit(
+        data::load(dataset, &options.dataroot, Split::Train)?,
+        options.max_train,
+    );
+    let test_set = limit(
+        data::load(dataset, &options.dataroot, Split::Test)?,
+        options.max_test,
+    );
+    let oods = options
+        .ood_sets
+        .iter()
+        .map(|name| {
+            Ok(limit(
+                data::load(name, &options.dataroot, Split::Test)?,
+                options.max_ood,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if dir.manifest_path().exists() {
+        std::fs::remove_file(dir.manifest_path()).map_err(|e| Error::io(dir.manifest_path(), e))?;
+    }
+
+    let train =
+        run_set(classifier, &train_set, options, device, progress, "train").grouped_by_class();
+    let mut sets = BTreeMap::new();
+    let mut layer_ranks = Vec::new();
+    progress.start("statistics", train.layers.len());
+    for (l, layer) in train.layers.iter().enumerate() {
+        let stats = LayerStats::fit(layer, &train.labels, num_classes)
+            .map_err(|e| Error::Invalid(format!("layer {l} of the train features: {e}")))?;
+        stats.save(&dir.stats_path(l))?;
+        layer_ranks.push(stats.whitening.k);
+        progress.advance(1);
+    }
+    progress.finish();
+    dir.write_set("train", &train)?;
+    sets.insert("train".to_string(), train.len());
+
+    let test = run_set(classifier, &test_set, options, device, progress, "test");
+    dir.write_set("test", &test)?;
+    sets.insert("test".to_string(), test.len());
+    for set in &oods {
+        let name = format!("ood_{}", set.name);
+        let features = run_set(classifier, set, options, device, progress, &set.name);
+        dir.write_set(&name, &features)?;
+        sets.insert(name, features.len());
+    }
+    let manifest = FeatureManifest {
+        net_type: classifier.meta.architecture,
+        dataset: dataset.to_string(),
+        classifier: classifier_path.to_path_buf(),
+        num_classes,
+        layer_channels: classifier.net.layer_channels(),
+        layer_ranks,
+        train_accuracy: train.accuracy(),
+        test_accuracy: test.accuracy(),
+        sets,
+        library_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    crate::io::write_json(&dir.manifest_path(), &manifest)?;
+    Ok(manifest)
+}
