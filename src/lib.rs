@@ -2,8 +2,10 @@
 //! out-of-distribution detection for image classifiers, on libtorch via `tch`.
 //!
 //! The pipeline stages are binaries in `src/bin/`; this library holds everything they compute.
+pub mod artefacts;
 pub mod cli;
 pub mod data;
+pub mod detector;
 pub mod device;
 pub mod error;
 pub mod features;
