@@ -12,11 +12,13 @@ pub mod features;
 pub mod flow;
 pub mod gaussian;
 pub mod io;
+pub mod mahalanobis;
 pub mod metrics;
 pub mod models;
 pub mod prepare;
 pub mod progress;
 pub mod regression;
+pub mod scoring;
 pub mod splits;
 
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@ use crate::data::{self, ImageSet, Split};
 use crate::error::{Error, Result};
 use crate::features::{extract, FeatureDir, FeatureManifest, Features, LayerStats};
 use crate::models::LoadedClassifier;
+use crate::progress::Progress;
 
 /// What to prepare.
 #[derive(Debug, Clone)]
@@ -26,16 +27,6 @@ pub struct PrepareOptions {
     pub max_ood: Option<usize>,
 }
 
-/// Progress reporting of the prepare stage: called when a set starts (name, images) and per batch.
-pub trait PrepareProgress {
-    /// A set of `len` images starts.
-    fn start(&mut self, name: &str, len: usize);
-    /// `n` more images are done.
-    fn advance(&mut self, n: usize);
-    /// The current set is done.
-    fn finish(&mut self);
-}
-
 fn limit(set: ImageSet, max: Option<usize>) -> ImageSet {
     match max {
         Some(n) => set.take(n),
@@ -48,7 +39,7 @@ fn run_set(
     set: &ImageSet,
     options: &PrepareOptions,
     device: Device,
-    progress: &mut dyn PrepareProgress,
+    progress: &mut dyn Progress,
     label: &str,
 ) -> Features {
     progress.start(label, set.len());
@@ -73,7 +64,7 @@ pub fn prepare(
     dir: &FeatureDir,
     options: &PrepareOptions,
     device: Device,
-    progress: &mut dyn PrepareProgress,
+    progress: &mut dyn Progress,
 ) -> Result<FeatureManifest> {
     let info = data::registry::info(dataset)?;
     let num_classes = classifier.meta.num_classes as usize;

@@ -11,15 +11,9 @@ use resflow::cli::NetType;
 use resflow::data::{self, Split};
 use resflow::features::{FeatureDir, LayerStats};
 use resflow::models::{load_checkpoint, mean_pool, save_checkpoint, CheckpointMeta, NetConfig};
-use resflow::prepare::{prepare, PrepareOptions, PrepareProgress};
+use resflow::prepare::{prepare, PrepareOptions};
+use resflow::progress::Quiet;
 use tch::{nn::VarStore, Device, Kind, Tensor};
-
-struct Quiet;
-impl PrepareProgress for Quiet {
-    fn start(&mut self, _: &str, _: usize) {}
-    fn advance(&mut self, _: usize) {}
-    fn finish(&mut self) {}
-}
 
 /// Fashion-MNIST with 8 train images per class (labels interleaved) and 20 test images.
 fn root_with_classes(root: &Path) {

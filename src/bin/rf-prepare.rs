@@ -4,12 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use indicatif::ProgressBar;
 use resflow::cli::CommonArgs;
 use resflow::data::registry;
 use resflow::features::FeatureDir;
 use resflow::models::load_checkpoint;
-use resflow::prepare::{prepare, PrepareOptions, PrepareProgress};
+use resflow::prepare::{prepare, PrepareOptions};
+use resflow::progress::Bars;
 
 #[derive(Parser)]
 #[command(
@@ -34,25 +34,6 @@ struct Cli {
     /// Use only the first N images of each OOD set.
     #[arg(long = "max-ood", alias = "max_ood")]
     max_ood: Option<usize>,
-}
-
-/// One progress bar per set.
-struct Bars(Option<ProgressBar>);
-
-impl PrepareProgress for Bars {
-    fn start(&mut self, name: &str, len: usize) {
-        self.0 = Some(resflow::progress::bar(len as u64, name));
-    }
-    fn advance(&mut self, n: usize) {
-        if let Some(bar) = &self.0 {
-            bar.inc(n as u64);
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(bar) = self.0.take() {
-            bar.finish();
-        }
-    }
 }
 
 fn main() -> Result<()> {
@@ -96,7 +77,7 @@ fn main() -> Result<()> {
         &dir,
         &options,
         device,
-        &mut Bars(None),
+        &mut Bars::default(),
     )?;
     println!(
         "train accuracy {:.2}%, test accuracy {:.2}%",

@@ -1,0 +1,151 @@
+//! The Mahalanobis detector's scores (SPEC section 7): tied-covariance class scores of every layer
+//! with input pre-processing, one score file per (OOD set, magnitude).
+use ndarray::Array2;
+use tch::{Device, Tensor};
+
+use crate::artefacts::{mahalanobis_path, write_scores, ScoreFile};
+use crate::data::{self, ImageSet, Split};
+use crate::error::{Error, Result};
+use crate::features::{FeatureDir, FeatureManifest, LayerStats};
+use crate::gaussian::mahalanobis_scores;
+use crate::models::LoadedClassifier;
+use crate::progress::Progress;
+use crate::scoring::score_set;
+
+/// The image sets a scoring stage evaluates: the test split and the OOD sets of the feature
+/// folder, each cut to the size that `rf-prepare` used.
+pub fn scored_sets(
+    manifest: &FeatureManifest,
+    dataroot: &std::path::Path,
+) -> Result<(ImageSet, Vec<ImageSet>)> {
+    let load = |name: &str, key: &str| -> Result<ImageSet> {
+        let set = data::load(name, dataroot, Split::Test)?;
+        let rows = manifest.sets[key];
+        if set.len() < rows {
+            return Err(Error::Invalid(format!(
+                "`{name}` under {} has {} images but the features were prepared from {rows}; rerun rf-prepare",
+                dataroot.display(),
+                set.len()
+            )));
+        }
+        Ok(set.take(rows))
+    };
+    let test = load(&manifest.dataset, "test")?;
+    let oods = manifest
+        .sets
+        .keys()
+        .filter_map(|k| k.strip_prefix("ood_"))
+        .map(|name| load(name, &format!("ood_{name}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((test, oods))
+}
+
+/// Per magnitude, the `[N, L]` matrix of per-layer Mahalanobis scores (max over classes) of `set`.
+pub fn layer_scores(
+    classifier: &LoadedClassifier,
+    stats: &[LayerStats],
+    set: &ImageSet,
+    magnitudes: &[f64],
+    batch_size: usize,
+    device: Device,
+    progress: &mut dyn Progress,
+) -> Result<Vec<Array2<f64>>> {
+    let mut columns: Vec<Vec<Tensor>> = magnitudes.iter().map(|_| Vec::new()).collect();
+    for (l, layer) in stats.iter().enumerate() {
+        let means = layer.means.to_device(device);
+        let precision = layer.precision.to_device(device);
+        let score = |f: &Tensor| mahalanobis_scores(f, &means, &precision);
+        progress.start(&format!("{} layer {l}", set.name), set.len());
+        let per_eps = score_set(
+            classifier.net.as_ref(),
+            set,
+            classifier.meta.normalization,
+            l,
+            magnitudes,
+            batch_size,
+            device,
+            &score,
+            &mut |n| progress.advance(n),
+        )?;
+        progress.finish();
+        for (store, s) in columns.iter_mut().zip(per_eps) {
+            store.push(s.max_dim(1, false).0);
+        }
+    }
+    columns
+        .iter()
+        .map(|cols| to_array2(&Tensor::stack(cols, 1)))
+        .collect()
+}
+
+/// A float64 `[R, C]` tensor as an ndarray matrix.
+pub fn to_array2(t: &Tensor) -> Result<Array2<f64>> {
+    let (rows, cols) = (t.size()[0] as usize, t.size()[1] as usize);
+    let data = Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).contiguous().view(-1))?;
+    Ok(Array2::from_shape_vec((rows, cols), data).expect("shape matches the data"))
+}
+
+/// Scores the test split and every prepared OOD set, writing one file per (OOD set, magnitude)
+/// under `run` (see [`crate::artefacts`]). The test split is scored once for all OOD sets.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    classifier: &LoadedClassifier,
+    features: &FeatureDir,
+    dataroot: &std::path::Path,
+    run: &std::path::Path,
+    magnitudes: &[f64],
+    batch_size: usize,
+    device: Device,
+    progress: &mut dyn Progress,
+) -> Result<Vec<String>> {
+    let manifest = features.manifest()?;
+    check_classifier(classifier, &manifest, features)?;
+    let stats = (0..manifest.layer_channels.len())
+        .map(|l| LayerStats::load(&features.stats_path(l)))
+        .collect::<Result<Vec<_>>>()?;
+    let (test, oods) = scored_sets(&manifest, dataroot)?;
+    let in_dist = layer_scores(
+        classifier, &stats, &test, magnitudes, batch_size, device, progress,
+    )?;
+    let mut written = Vec::new();
+    for ood in &oods {
+        let out = layer_scores(
+            classifier, &stats, ood, magnitudes, batch_size, device, progress,
+        )?;
+        for ((eps, o), i) in magnitudes.iter().zip(out).zip(&in_dist) {
+            write_scores(
+                &mahalanobis_path(run, &ood.name, *eps),
+                &ScoreFile::from_parts(o, i.clone())?,
+            )?;
+        }
+        written.push(ood.name.clone());
+    }
+    Ok(written)
+}
+
+/// Fails when the feature folder was prepared with another network than `classifier`.
+pub fn check_classifier(
+    classifier: &LoadedClassifier,
+    manifest: &FeatureManifest,
+    features: &FeatureDir,
+) -> Result<()> {
+    let channels = classifier.net.layer_channels();
+    if manifest.net_type != classifier.meta.architecture
+        || manifest.layer_channels != channels
+        || manifest.num_classes != classifier.meta.num_classes as usize
+    {
+        return Err(Error::format(
+            features.manifest_path(),
+            format!(
+                "features of a {} with layers {:?} and {} classes, but the classifier is a {} with layers {:?} and {} classes; rerun rf-prepare with this classifier",
+                manifest.net_type.name(),
+                manifest.layer_channels,
+                manifest.num_classes,
+                classifier.meta.architecture.name(),
+                channels,
+                classifier.meta.num_classes
+            ),
+        ));
+    }
+    Ok(())
+}
