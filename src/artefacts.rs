@@ -557,3 +557,9 @@ pub fn read_history(path: &Path) -> Result<AurocHistory> {
     }
     Ok(h)
 }
+
+/// Folder of the trained residual flow of layer `layer` (`flow.json` plus one safetensors file
+/// per class, see `crate::flow::checkpoint`).
+pub fn flow_dir(run: &Path, layer: usize) -> PathBuf {
+    run.join("flow").join(format!("layer_{layer}"))
+}

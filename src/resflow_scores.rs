@@ -1,0 +1,81 @@
+//! The residual flow's scores with input pre-processing (SPEC section 6): for every layer, the
+//! `[N, C]` log-densities of the test split and each OOD set at every magnitude.
+use tch::{Device, Kind, Tensor};
+
+use crate::artefacts::{flow_dir, resflow_path, write_scores, ScoreFile};
+use crate::error::{Error, Result};
+use crate::features::{FeatureDir, LayerStats};
+use crate::flow::FlowModel;
+use crate::mahalanobis::{check_classifier, scored_sets, to_array2};
+use crate::models::LoadedClassifier;
+use crate::progress::Progress;
+use crate::scoring::score_set;
+
+/// Scores every layer that has a trained flow under `run`, writing one file per
+/// (OOD set, layer, magnitude). Returns the layers scored.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    classifier: &LoadedClassifier,
+    features: &FeatureDir,
+    dataroot: &std::path::Path,
+    run: &std::path::Path,
+    magnitudes: &[f64],
+    batch_size: usize,
+    device: Device,
+    progress: &mut dyn Progress,
+) -> Result<Vec<usize>> {
+    let manifest = features.manifest()?;
+    check_classifier(classifier, &manifest, features)?;
+    let (test, oods) = scored_sets(&manifest, dataroot)?;
+    let mut layers = Vec::new();
+    for l in 0..manifest.layer_channels.len() {
+        let dir = flow_dir(run, l);
+        if !dir.exists() {
+            continue;
+        }
+        let flow = FlowModel::load(&dir, Kind::Float, device)?;
+        if flow.meta.dim as i64 != manifest.layer_channels[l] || flow.meta.num_classes != manifest.num_classes {
+            return Err(Error::format(
+                &dir,
+                format!(
+                    "flow of {} classes in dimension {}, but layer {l} has {} classes and {} channels; retrain it with rf-train",
+                    flow.meta.num_classes, flow.meta.dim, manifest.num_classes, manifest.layer_channels[l]
+                ),
+            ));
+        }
+        let means = LayerStats::load(&features.stats_path(l))?.means.to_kind(Kind::Float).to_device(device);
+        let score = |f: &Tensor| flow.log_prob(f, &means);
+        let score_all = |set: &crate::data::ImageSet, progress: &mut dyn Progress| -> Result<Vec<Tensor>> {
+            progress.start(&format!("{} layer {l}", set.name), set.len());
+            let out = score_set(
+                classifier.net.as_ref(),
+                set,
+                classifier.meta.normalization,
+                l,
+                magnitudes,
+                batch_size,
+                device,
+                &score,
+                &mut |n| progress.advance(n),
+            );
+            progress.finish();
+            out
+        };
+        let in_dist = score_all(&test, progress)?;
+        for ood in &oods {
+            let out = score_all(ood, progress)?;
+            for ((eps, o), i) in magnitudes.iter().zip(&out).zip(&in_dist) {
+                let file = ScoreFile::from_parts(to_array2(o)?, to_array2(i)?)?;
+                write_scores(&resflow_path(run, &ood.name, l, *eps), &file)?;
+            }
+        }
+        layers.push(l);
+    }
+    if layers.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no trained flow under {}; train one per layer with `rf-train --layer L`",
+            run.join("flow").display()
+        )));
+    }
+    Ok(layers)
+}
