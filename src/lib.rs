@@ -13,6 +13,7 @@ pub mod gaussian;
 pub mod metrics;
 pub mod models;
 pub mod regression;
+pub mod report;
 pub mod splits;
 
 pub use error::{Error, Result};
