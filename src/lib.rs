@@ -18,6 +18,7 @@ pub mod models;
 pub mod prepare;
 pub mod progress;
 pub mod regression;
+pub mod report;
 pub mod resflow_scores;
 pub mod scoring;
 pub mod splits;
