@@ -57,6 +57,14 @@ pub fn write_npy_f32(path: &Path, tensor: &Tensor) -> Result<()> {
     })
 }
 
+/// Writes a float tensor as a float64 `.npy` file, atomically.
+pub fn write_npy_f64(path: &Path, tensor: &Tensor) -> Result<()> {
+    let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
+    let data = Vec::<f64>::try_from(tensor.to_kind(Kind::Double).flatten(0, -1))?;
+    let array = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches the data");
+    write_atomically(path, |tmp| ndarray_npy::write_npy(tmp, &array).map_err(|e| e.to_string()))
+}
+
 /// Writes an integer tensor as an int64 `.npy` file, atomically.
 pub fn write_npy_i64(path: &Path, tensor: &Tensor) -> Result<()> {
     let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();

@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod features;
 pub mod flow;
+pub mod flow_stage;
 pub mod gaussian;
 pub mod io;
 pub mod mahalanobis;

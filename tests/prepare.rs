@@ -3,60 +3,16 @@
 //! recomputation, and the binary writes the documented folder.
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{gzip, idx_bytes, tiny_root, write};
+use common::{random_classifier, root_with_classes};
 use resflow::cli::NetType;
 use resflow::data::{self, Split};
 use resflow::features::{FeatureDir, LayerStats};
-use resflow::models::{load_checkpoint, mean_pool, save_checkpoint, CheckpointMeta, NetConfig};
+use resflow::models::{load_checkpoint, mean_pool};
 use resflow::prepare::{prepare, PrepareOptions};
 use resflow::progress::Quiet;
-use tch::{nn::VarStore, Device, Kind, Tensor};
-
-/// Fashion-MNIST with 8 train images per class (labels interleaved) and 20 test images.
-fn root_with_classes(root: &Path) {
-    tiny_root(root);
-    let fm = root.join("fashion-mnist");
-    let pixels = |n: usize, salt: usize| -> Vec<u8> {
-        (0..n * 784)
-            .map(|i| ((i * 2654435761 + salt * 97) >> 7) as u8)
-            .collect()
-    };
-    let train_labels: Vec<u8> = (0..80).map(|i| (i % 10) as u8).collect();
-    write(
-        &fm.join("train-images-idx3-ubyte.gz"),
-        &gzip(&idx_bytes(&[80, 28, 28], &pixels(80, 1))),
-    );
-    write(
-        &fm.join("train-labels-idx1-ubyte.gz"),
-        &gzip(&idx_bytes(&[80], &train_labels)),
-    );
-    let test_labels: Vec<u8> = (0..20).map(|i| (i * 3 % 10) as u8).collect();
-    write(
-        &fm.join("t10k-images-idx3-ubyte"),
-        &idx_bytes(&[20, 28, 28], &pixels(20, 2)),
-    );
-    write(
-        &fm.join("t10k-labels-idx1-ubyte"),
-        &idx_bytes(&[20], &test_labels),
-    );
-}
-
-fn random_classifier(path: &Path, dataroot: &Path, num_classes: i64) {
-    tch::manual_seed(3);
-    let vs = VarStore::new(Device::Cpu);
-    let config = NetConfig {
-        net_type: NetType::Resnet,
-        width: 4,
-        num_classes,
-    };
-    config.build(&vs.root()).unwrap();
-    let train = data::load("fashion-mnist", dataroot, Split::Train).unwrap();
-    let meta = CheckpointMeta::new(config, train.channel_stats(), "fashion-mnist");
-    save_checkpoint(path, &vs, &meta).unwrap();
-}
+use tch::{Device, Kind, Tensor};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
@@ -69,7 +25,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 fn prepared_features_and_statistics_are_right() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
-    root_with_classes(&root);
+    root_with_classes(&root, 8, 20);
     let weights = dir.path().join("net.safetensors");
     random_classifier(&weights, &root, 10);
     let classifier = load_checkpoint(&weights, Device::Cpu).unwrap();
@@ -179,7 +135,7 @@ fn prepared_features_and_statistics_are_right() {
 fn a_classifier_with_the_wrong_number_of_classes_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
-    root_with_classes(&root);
+    root_with_classes(&root, 8, 20);
     let weights = dir.path().join("net.safetensors");
     random_classifier(&weights, &root, 7);
     let classifier = load_checkpoint(&weights, Device::Cpu).unwrap();
@@ -216,7 +172,7 @@ fn a_classifier_with_the_wrong_number_of_classes_is_rejected() {
 fn rf_prepare_binary_writes_the_feature_folder() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
-    root_with_classes(&root);
+    root_with_classes(&root, 8, 20);
     let weights = dir.path().join("pre/resnet_fashion-mnist.safetensors");
     random_classifier(&weights, &root, 10);
     let out = Command::new(env!("CARGO_BIN_EXE_rf-prepare"))

@@ -4,6 +4,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use resflow::cli::NetType;
+use resflow::data::{self, Split};
+use resflow::models::{save_checkpoint, CheckpointMeta, NetConfig};
+use tch::{nn::VarStore, Device};
+
 /// The Python of the setup's venv (with torch, numpy, safetensors, scikit-learn, scipy).
 /// `scripts/setup.sh` records it as `RESFLOW_PYTHON` in the generated cargo config.
 pub fn python() -> PathBuf {
@@ -108,3 +113,48 @@ pub fn tiny_root(root: &Path) {
     .save(root.join("photos/p.png"))
     .unwrap();
 }
+
+/// A tiny data root ([`tiny_root`]) whose Fashion-MNIST has `train_per_class` train images per class
+/// (labels interleaved) and `test` test images.
+pub fn root_with_classes(root: &Path, train_per_class: usize, test: usize) {
+    tiny_root(root);
+    let fm = root.join("fashion-mnist");
+    let pixels = |n: usize, salt: usize| -> Vec<u8> {
+        (0..n * 784)
+            .map(|i| ((i * 2654435761 + salt * 97) >> 7) as u8)
+            .collect()
+    };
+    let train_labels: Vec<u8> = (0..80).map(|i| (i % 10) as u8).collect();
+    write(
+        &fm.join("train-images-idx3-ubyte.gz"),
+        &gzip(&idx_bytes(&[80, 28, 28], &pixels(80, 1))),
+    );
+    write(
+        &fm.join("train-labels-idx1-ubyte.gz"),
+        &gzip(&idx_bytes(&[80], &train_labels)),
+    );
+    let test_labels: Vec<u8> = (0..20).map(|i| (i * 3 % 10) as u8).collect();
+    write(
+        &fm.join("t10k-images-idx3-ubyte"),
+        &idx_bytes(&[20, 28, 28], &pixels(20, 2)),
+    );
+    write(
+        &fm.join("t10k-labels-idx1-ubyte"),
+        &idx_bytes(&[20], &test_labels),
+    );
+}
+
+pub fn random_classifier(path: &Path, dataroot: &Path, num_classes: i64) {
+    tch::manual_seed(3);
+    let vs = VarStore::new(Device::Cpu);
+    let config = NetConfig {
+        net_type: NetType::Resnet,
+        width: 4,
+        num_classes,
+    };
+    config.build(&vs.root()).unwrap();
+    let train = data::load("fashion-mnist", dataroot, Split::Train).unwrap();
+    let meta = CheckpointMeta::new(config, train.channel_stats(), "fashion-mnist");
+    save_checkpoint(path, &vs, &meta).unwrap();
+}
+

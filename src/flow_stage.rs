@@ -1,0 +1,169 @@
+//! The flow-training stage (SPEC section 5) for one layer: data from the feature folder, the
+//! batched trainer, monitoring AUROC on test vs OOD features, checkpoints, history files.
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::artefacts::{flow_dir, history_path, write_history, AurocHistory};
+use crate::error::{Error, Result};
+use crate::features::{FeatureDir, LayerStats};
+use crate::flow::{default_length_hidden, split_validation, FlowModel, FlowSpec, IterationRecord, TrainConfig, Trainer};
+use crate::metrics;
+
+/// The reference's number of held-out validation samples (divided evenly over the classes).
+pub const VALIDATION_TOTAL: usize = 10_000;
+/// Monitoring uses at most this many test and OOD features.
+pub const MONITOR_SAMPLES: i64 = 2000;
+
+/// Options of one layer's training.
+#[derive(Debug, Clone)]
+pub struct FlowTrainOptions {
+    /// Feature layer.
+    pub layer: usize,
+    /// Train until this many iterations are done.
+    pub num_iter: usize,
+    /// Adam learning rate, batch size, seed, monitoring period.
+    pub config: TrainConfig,
+    /// Hidden width factor (default: the reference's table).
+    pub length_hidden: Option<f64>,
+    /// Checkpoint every this many iterations (and at the end).
+    pub checkpoint_every: usize,
+    /// Continue from the layer's checkpoint.
+    pub resume: bool,
+    /// Held-out validation samples in total, divided evenly over the classes (reference: 10,000).
+    pub validation_total: usize,
+    /// OOD set whose features are monitored (default: the first prepared one).
+    pub monitor_ood: Option<String>,
+    /// Compute device.
+    pub device: Device,
+}
+
+/// Per-class train features of `layer`, centred by their class means, in stored order.
+fn centred_per_class(features: &FeatureDir, layer: usize, stats: &LayerStats) -> Result<Vec<Tensor>> {
+    let manifest = features.manifest()?;
+    let x = features.read_layer(&manifest, "train", layer)?.to_kind(Kind::Double);
+    let labels = features.read_labels(&manifest, "train")?;
+    (0..manifest.num_classes as i64)
+        .map(|c| {
+            let rows = labels.eq(c).nonzero().squeeze_dim(1);
+            if rows.size()[0] == 0 {
+                return Err(Error::format(features.labels_path("train"), format!("class {c} has no train features")));
+            }
+            Ok((x.index_select(0, &rows) - stats.means.get(c)).to_kind(Kind::Float))
+        })
+        .collect()
+}
+
+/// Writes the checkpoint into a fresh sibling folder, then swaps it in, so a crash never leaves a
+/// half-written checkpoint in place.
+fn save_atomically(trainer: &Trainer, dir: &Path) -> Result<()> {
+    let partial = PathBuf::from(format!("{}.partial", dir.display()));
+    let old = PathBuf::from(format!("{}.old", dir.display()));
+    let _ = std::fs::remove_dir_all(&partial);
+    trainer.save_checkpoint(&partial)?;
+    if dir.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&partial, dir).map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Writes the monitoring AUROC history (for plots) and the loss history as `.npy`
+/// (`[iteration, train loss, validation loss]` rows).
+fn write_histories(run: &Path, layer: usize, ood: &str, history: &[IterationRecord]) -> Result<()> {
+    let monitored: Vec<(usize, f64)> = history
+        .iter()
+        .filter_map(|r| r.monitor.as_ref().and_then(|m| m.auroc).map(|a| (r.iteration, a)))
+        .collect();
+    write_history(
+        &history_path(run, layer),
+        &AurocHistory {
+            ood: ood.to_string(),
+            iteration: monitored.iter().map(|m| m.0).collect(),
+            auroc: monitored.iter().map(|m| m.1).collect(),
+        },
+    )?;
+    let rows: Vec<f64> = history
+        .iter()
+        .flat_map(|r| [r.iteration as f64, r.train_loss, r.validation_loss])
+        .collect();
+    let losses = Tensor::from_slice(&rows).view([history.len() as i64, 3]);
+    crate::io::write_npy_f64(&history_path(run, layer).with_file_name(format!("layer_{layer}_loss.npy")), &losses)
+}
+
+/// Trains (or resumes) the flow of one layer; `on_iteration` sees every iteration's record.
+pub fn train_layer(
+    features: &FeatureDir,
+    run: &Path,
+    options: &FlowTrainOptions,
+    on_iteration: &mut dyn FnMut(&IterationRecord),
+) -> Result<Vec<IterationRecord>> {
+    let manifest = features.manifest()?;
+    let l = options.layer;
+    if l >= manifest.layer_channels.len() {
+        return Err(Error::Invalid(format!(
+            "--layer {l}: the {} has layers 0..{}",
+            manifest.net_type.name(),
+            manifest.layer_channels.len()
+        )));
+    }
+    let stats = LayerStats::load(&features.stats_path(l))?;
+    let per_class = centred_per_class(features, l, &stats)?;
+    let (validation, train) = split_validation(&per_class, options.validation_total)?;
+    let dir = flow_dir(run, l);
+
+    let ood = match &options.monitor_ood {
+        Some(name) => name.clone(),
+        None => manifest
+            .sets
+            .keys()
+            .find_map(|k| k.strip_prefix("ood_").map(str::to_string))
+            .ok_or_else(|| Error::Invalid("no OOD features prepared to monitor; run rf-prepare with --ood".into()))?,
+    };
+    let take = |set: &str| -> Result<Tensor> {
+        let x = features.read_layer(&manifest, set, l)?;
+        let n = x.size()[0].min(MONITOR_SAMPLES);
+        Ok(x.narrow(0, 0, n).to_device(options.device))
+    };
+    let (test_x, ood_x) = (take("test")?, take(&format!("ood_{ood}"))?);
+    let means = stats.means.to_kind(Kind::Float).to_device(options.device);
+
+    let mut trainer = if options.resume && dir.join(crate::flow::checkpoint::META_FILE).exists() {
+        Trainer::resume(&dir, train, validation, Kind::Float, options.device)?
+    } else {
+        let spec = FlowSpec {
+            num_classes: manifest.num_classes,
+            length_hidden: options
+                .length_hidden
+                .unwrap_or_else(|| default_length_hidden(manifest.net_type.name(), &manifest.dataset, l)),
+            layer: l,
+            net: manifest.net_type.name().to_string(),
+            dataset: manifest.dataset.clone(),
+        };
+        let w = &stats.whitening;
+        let model = FlowModel::init(&spec, &w.a, &w.a_inv, w.log_abs_det_a_inv, options.config.seed, Kind::Float, options.device)?;
+        Trainer::new(model, train, validation, options.config.clone())?
+    };
+    let auroc = |model: &FlowModel| -> Result<Option<f64>> {
+        let best = |x: &Tensor| -> Result<Vec<f64>> {
+            let s = model.log_prob_chunked(x, &means, 1000)?.max_dim(1, false).0;
+            Ok(Vec::<f64>::try_from(s.to_kind(Kind::Double).to_device(Device::Cpu))?)
+        };
+        Ok(Some(metrics::compute(&best(&test_x)?, &best(&ood_x)?)?.auroc))
+    };
+    let every = options.checkpoint_every.max(1);
+    let result = trainer.run(options.num_iter, auroc, |t, record| {
+        on_iteration(record);
+        if record.iteration % every == 0 {
+            save_atomically(t, &dir)?;
+            write_histories(run, l, &ood, t.history())?;
+        }
+        Ok(())
+    });
+    result?;
+    save_atomically(&trainer, &dir)?;
+    write_histories(run, l, &ood, trainer.history())?;
+    Ok(trainer.history().to_vec())
+}
