@@ -29,6 +29,10 @@ struct Data {
 }
 
 fn data(kind: Kind) -> Data {
+    data_with_hidden(kind, 1.5)
+}
+
+fn data_with_hidden(kind: Kind, length_hidden: f64) -> Data {
     let counts = [700i64, 540, 610];
     let d = 10;
     let mix = randn(&[8, d], 1) * 0.5 + Tensor::eye_m(8, d, (Kind::Double, CPU)) * 2.0;
@@ -47,7 +51,7 @@ fn data(kind: Kind) -> Data {
     let w = whitening(&centre_by_class(&features, &labels, &means).unwrap()).unwrap();
     let spec = FlowSpec {
         num_classes: 3,
-        length_hidden: 1.5,
+        length_hidden,
         layer: 1,
         net: "resnet".into(),
         dataset: "toy".into(),
@@ -134,11 +138,16 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn compare_with_reference(kind: Kind, lr: f64, iters: usize, tol: f64, min_moved: f64) {
+    compare_with_reference_at(data(kind), lr, iters, tol, min_moved)
+}
+
+fn compare_with_reference_at(data: Data, lr: f64, iters: usize, tol: f64, min_moved: f64) {
     let Data {
         model,
         validation,
         train,
-    } = data(kind);
+    } = data;
+    let kind = model.kind();
     let initial: Vec<Vec<(String, Tensor)>> =
         (0..3).map(|c| model.class_state_dict(c).unwrap()).collect();
     let cfg = config(lr);
@@ -174,6 +183,14 @@ fn compare_with_reference(kind: Kind, lr: f64, iters: usize, tol: f64, min_moved
 #[test]
 fn batched_training_equals_per_class_training_f64() {
     compare_with_reference(Kind::Double, 1e-3, 3, 1e-9, 5e-3);
+}
+
+#[test]
+fn batched_training_equals_per_class_training_with_wide_hidden_layers() {
+    // h = 256: the hidden-to-hidden rows are large enough for the row-by-row Adam update.
+    let data = data_with_hidden(Kind::Double, 32.0);
+    assert_eq!(data.model.meta.hidden, 256);
+    compare_with_reference_at(data, 1e-3, 1, 1e-9, 1e-3);
 }
 
 #[test]

@@ -10,6 +10,9 @@
 use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
 
+/// Parameter rows with at least this many elements are updated one row at a time.
+const ROW_CHUNK: i64 = 1 << 16;
+
 /// Adam hyper-parameters (PyTorch's defaults except the learning rate).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamConfig {
@@ -122,33 +125,58 @@ impl ClassAdam {
                     .collect();
                 let (steps, bc2_sqrt): (Vec<f64>, Vec<f64>) =
                     rows.iter().map(|&r| coef(r as usize % c)).unzip();
-                let mut shape = vec![rows.len() as i64];
-                shape.extend(std::iter::repeat_n(1, p.dim() - 1));
-                let step_size = Tensor::from_slice(&steps)
-                    .view(shape.as_slice())
-                    .to_kind(kind)
-                    .to_device(device);
-                let bc2_sqrt = Tensor::from_slice(&bc2_sqrt)
-                    .view(shape.as_slice())
-                    .to_kind(kind)
-                    .to_device(device);
-                let mut param = p.shallow_clone();
-                if all {
-                    let _ = m.f_lerp_(&grad, 1.0 - cfg.beta1)?;
-                    let _ = v.f_mul_scalar_(cfg.beta2)?;
-                    let _ = v.f_add_(&(&grad * &grad * (1.0 - cfg.beta2)))?;
-                    let denom = v.sqrt() / &bc2_sqrt + cfg.eps;
-                    let _ = param.f_sub_(&(&*m / denom * &step_size))?;
+                // p -= step_size * m / (sqrt(v) / bc2_sqrt + eps), written as p += m / denom with
+                // denom = sqrt(v) * (-1 / (bc2_sqrt * step_size)) - eps / step_size.
+                let row_len = p.numel() as i64 / p.size()[0];
+                if row_len >= ROW_CHUNK {
+                    // Large rows: one row at a time with scalar coefficients, so that the successive
+                    // element-wise passes find the row in cache.
+                    for ((&r, &ss), &b2s) in rows.iter().zip(&steps).zip(&bc2_sqrt) {
+                        let (mut pr, gr, mut mr, mut vr) =
+                            (p.get(r), grad.get(r), m.get(r), v.get(r));
+                        let _ = mr.f_lerp_(&gr, 1.0 - cfg.beta1)?;
+                        let _ = vr.f_mul_scalar_(cfg.beta2)?;
+                        let _ = vr.f_addcmul_(&(&gr * (1.0 - cfg.beta2)), &gr)?;
+                        let mut denom = vr.sqrt();
+                        let _ = denom.f_mul_scalar_(-1.0 / (b2s * ss))?;
+                        let _ = denom.f_add_scalar_(-cfg.eps / ss)?;
+                        let _ = pr.f_addcdiv_(&mr, &denom)?;
+                    }
                 } else {
-                    let idx = Tensor::from_slice(&rows).to_device(device);
-                    let g = grad.index_select(0, &idx);
-                    let ms = m.index_select(0, &idx).lerp(&g, 1.0 - cfg.beta1);
-                    let vs = v.index_select(0, &idx) * cfg.beta2 + &g * &g * (1.0 - cfg.beta2);
-                    let denom = vs.sqrt() / &bc2_sqrt + cfg.eps;
-                    let update = &ms / denom * &step_size;
-                    let _ = m.f_index_copy_(0, &idx, &ms)?;
-                    let _ = v.f_index_copy_(0, &idx, &vs)?;
-                    let _ = param.f_index_add_(0, &idx, &(-update))?;
+                    let mut shape = vec![rows.len() as i64];
+                    shape.extend(std::iter::repeat_n(1, p.dim() - 1));
+                    let coef_tensor = |x: Vec<f64>| {
+                        Tensor::from_slice(&x)
+                            .view(shape.as_slice())
+                            .to_kind(kind)
+                            .to_device(device)
+                    };
+                    let scale: Vec<f64> = steps
+                        .iter()
+                        .zip(&bc2_sqrt)
+                        .map(|(ss, b)| -1.0 / (b * ss))
+                        .collect();
+                    let offset: Vec<f64> = steps.iter().map(|ss| -cfg.eps / ss).collect();
+                    let (scale, offset) = (coef_tensor(scale), coef_tensor(offset));
+                    let mut param = p.shallow_clone();
+                    if all {
+                        let _ = m.f_lerp_(&grad, 1.0 - cfg.beta1)?;
+                        let _ = v.f_mul_scalar_(cfg.beta2)?;
+                        let _ = v.f_addcmul_(&(&grad * (1.0 - cfg.beta2)), &grad)?;
+                        let mut denom = v.sqrt();
+                        let _ = denom.f_mul_(&scale)?;
+                        let _ = denom.f_add_(&offset)?;
+                        let _ = param.f_addcdiv_(&*m, &denom)?;
+                    } else {
+                        let idx = Tensor::from_slice(&rows).to_device(device);
+                        let g = grad.index_select(0, &idx);
+                        let ms = m.index_select(0, &idx).lerp(&g, 1.0 - cfg.beta1);
+                        let vs = v.index_select(0, &idx) * cfg.beta2 + &g * &g * (1.0 - cfg.beta2);
+                        let update = &ms / (vs.sqrt() * &scale + &offset);
+                        let _ = m.f_index_copy_(0, &idx, &ms)?;
+                        let _ = v.f_index_copy_(0, &idx, &vs)?;
+                        let _ = param.f_index_add_(0, &idx, &update)?;
+                    }
                 }
                 let mut grad = grad;
                 let _ = grad.f_zero_()?;

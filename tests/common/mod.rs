@@ -14,14 +14,8 @@ use tch::{nn::VarStore, Device};
 pub fn python() -> PathBuf {
     let path = std::env::var_os("RESFLOW_PYTHON")
         .map(PathBuf::from)
-        .expect(
-            "RESFLOW_PYTHON is not set: run scripts/setup.sh first (it writes .cargo/config.toml)",
-        );
-    assert!(
-        path.exists(),
-        "RESFLOW_PYTHON={} does not exist: rerun scripts/setup.sh",
-        path.display()
-    );
+        .expect("RESFLOW_PYTHON is not set: run scripts/setup.sh first (it writes .cargo/config.toml)");
+    assert!(path.exists(), "RESFLOW_PYTHON={} does not exist: rerun scripts/setup.sh", path.display());
     path
 }
 
