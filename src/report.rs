@@ -670,6 +670,7 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
             .configure_mesh()
             .x_desc("Training iteration")
             .y_desc("Validation AUROC (%)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 15))
             .draw()
             .map_err(s)?;
@@ -700,7 +701,7 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
                     .map_err(s)?
                     .label(format!("layer {} Mahalanobis", l.layer))
                     .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 8, y)], c.stroke_width(1))
+                        PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
                     });
             }
         }
@@ -826,7 +827,7 @@ pub fn regress_dataset(
             let curves: Vec<(String, &TestScores)> =
                 stored.iter().map(|(l, t)| (l.clone(), t)).collect();
             let p = dir.join(format!("roc_{}_{}.png", validation.name(), r.ood));
-            let title = format!("{net} {dataset} vs {} ({})", r.ood, validation.name());
+            let title = format!("{net} {dataset} vs {}, {}", r.ood, validation.label());
             attempt(
                 &mut written,
                 &mut warnings,
