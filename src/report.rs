@@ -880,9 +880,13 @@ pub fn regress_dataset(
     })
 }
 
+/// Rows per kind that the flow training's AUROC monitoring uses (SPEC 5): the first 2000
+/// in-distribution test rows and the first 2000 OOD rows.
+pub const MONITOR_ROWS: usize = 2000;
+
 /// The flow training histories found in `run` (`history/layer_{l}.json`, consecutive layers
-/// from 0), each with the Mahalanobis AUROC of its layer at eps 0 on the monitored OOD set when
-/// that score file exists.
+/// from 0), each with the Mahalanobis AUROC of its layer on the same monitoring rows (the first
+/// [`MONITOR_ROWS`] of each kind) of the monitored OOD set at eps 0, when that score file exists.
 pub fn history_curves(run: &Path) -> Result<Vec<LayerCurve>> {
     let mut curves = Vec::new();
     for layer in 0.. {
@@ -894,17 +898,20 @@ pub fn history_curves(run: &Path) -> Result<Vec<LayerCurve>> {
         let m = artefacts::mahalanobis_path(run, &history.ood, 0.0);
         let mahalanobis = if m.exists() {
             let f = artefacts::read_scores(&m, false)?;
-            if layer < f.scores.ncols() {
+            if layer < f.scores.ncols() && f.n_out > 0 && f.n_out < f.n_rows() {
                 let col = f.scores.column(layer);
-                let (inn, out): (Vec<f64>, Vec<f64>) = (
-                    col.iter().skip(f.n_out).copied().collect(),
-                    col.iter().take(f.n_out).copied().collect(),
-                );
-                if inn.is_empty() || out.is_empty() {
-                    None
-                } else {
-                    Some(metrics::compute(&inn, &out)?.auroc)
-                }
+                let out: Vec<f64> = col
+                    .iter()
+                    .take(f.n_out.min(MONITOR_ROWS))
+                    .copied()
+                    .collect();
+                let inn: Vec<f64> = col
+                    .iter()
+                    .skip(f.n_out)
+                    .take(MONITOR_ROWS)
+                    .copied()
+                    .collect();
+                Some(metrics::compute(&inn, &out)?.auroc)
             } else {
                 None
             }
