@@ -255,8 +255,14 @@ fn rf_regress_end_to_end_on_synthetic_files() {
     }
     let outf_s = outf.to_str().unwrap();
 
+    // A run folder without score files is skipped when the data sets are discovered.
+    std::fs::create_dir_all(outf.join("resnet_other")).unwrap();
     let (ok, stdout, stderr) = rf_regress(&["--detector", "mahalanobis", "--outf", outf_s]);
     assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("skipping") && stderr.contains("resnet_other"),
+        "{stderr}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["net"], "resnet");
