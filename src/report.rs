@@ -783,9 +783,15 @@ pub fn regress_dataset(
     let mut results_by_ood = Vec::new();
     for ood in &oods {
         let r = crate::detector::evaluate_run(run, detector, ood, validation)?;
-        write_test_scores(&test_scores_path(run, detector, validation, ood), &r.test)?;
         records.push(ResultRecord::from_result(&r));
         results_by_ood.push(r);
+    }
+    // Outputs only once every OOD set has succeeded.
+    for r in &results_by_ood {
+        write_test_scores(
+            &test_scores_path(run, detector, validation, &r.ood),
+            &r.test,
+        )?;
     }
     let path = results_path(run);
     let mut results = read_results(&path)?.unwrap_or(ResultsFile {
