@@ -67,6 +67,29 @@ PYEOF
 )"
 [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || die "no libtorch in $TORCH_DIR/lib; remove $VENV and rerun."
 
+# A TrueType font for the text of rf-regress's PNG plots (plotters renders it with ab_glyph; no
+# font libraries needed). Debian's fonts-dejavu-core when no usable font is there; RESFLOW_FONT
+# may point at any .ttf instead.
+have_font() {
+  [ -n "${RESFLOW_FONT:-}" ] && return 0
+  for f in /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/dejavu/DejaVuSans.ttf \
+      /usr/share/fonts/TTF/DejaVuSans.ttf /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf \
+      /usr/share/fonts/liberation/LiberationSans-Regular.ttf; do
+    [ -f "$f" ] && return 0
+  done
+  return 1
+}
+if ! have_font; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    say "installing fonts-dejavu-core (text of the report plots)"
+    (apt-get install -y -q fonts-dejavu-core >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-dejavu-core >/dev/null 2>&1; }) \
+      || say "warning: could not install fonts-dejavu-core; plots will be skipped (set RESFLOW_FONT to a .ttf)"
+  else
+    say "warning: no DejaVu/Liberation font found; install fonts-dejavu-core or set RESFLOW_FONT to a .ttf for the plots"
+  fi
+fi
+
 # Cargo configuration (git-ignored, absolute paths so that torch-sys never rebuilds needlessly).
 mkdir -p "$ROOT/.cargo"
 CONFIG="$ROOT/.cargo/config.toml"

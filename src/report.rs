@@ -670,6 +670,7 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
             .configure_mesh()
             .x_desc("Training iteration")
             .y_desc("Validation AUROC (%)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 15))
             .draw()
             .map_err(s)?;
@@ -700,7 +701,7 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
                     .map_err(s)?
                     .label(format!("layer {} Mahalanobis", l.layer))
                     .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 8, y)], c.stroke_width(1))
+                        PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
                     });
             }
         }
@@ -782,9 +783,15 @@ pub fn regress_dataset(
     let mut results_by_ood = Vec::new();
     for ood in &oods {
         let r = crate::detector::evaluate_run(run, detector, ood, validation)?;
-        write_test_scores(&test_scores_path(run, detector, validation, ood), &r.test)?;
         records.push(ResultRecord::from_result(&r));
         results_by_ood.push(r);
+    }
+    // Outputs only once every OOD set has succeeded.
+    for r in &results_by_ood {
+        write_test_scores(
+            &test_scores_path(run, detector, validation, &r.ood),
+            &r.test,
+        )?;
     }
     let path = results_path(run);
     let mut results = read_results(&path)?.unwrap_or(ResultsFile {
@@ -826,7 +833,7 @@ pub fn regress_dataset(
             let curves: Vec<(String, &TestScores)> =
                 stored.iter().map(|(l, t)| (l.clone(), t)).collect();
             let p = dir.join(format!("roc_{}_{}.png", validation.name(), r.ood));
-            let title = format!("{net} {dataset} vs {} ({})", r.ood, validation.name());
+            let title = format!("{net} {dataset} vs {}, {}", r.ood, validation.label());
             attempt(
                 &mut written,
                 &mut warnings,
@@ -879,9 +886,13 @@ pub fn regress_dataset(
     })
 }
 
+/// Rows per kind that the flow training's AUROC monitoring uses (SPEC 5): the first 2000
+/// in-distribution test rows and the first 2000 OOD rows.
+pub const MONITOR_ROWS: usize = 2000;
+
 /// The flow training histories found in `run` (`history/layer_{l}.json`, consecutive layers
-/// from 0), each with the Mahalanobis AUROC of its layer at eps 0 on the monitored OOD set when
-/// that score file exists.
+/// from 0), each with the Mahalanobis AUROC of its layer on the same monitoring rows (the first
+/// [`MONITOR_ROWS`] of each kind) of the monitored OOD set at eps 0, when that score file exists.
 pub fn history_curves(run: &Path) -> Result<Vec<LayerCurve>> {
     let mut curves = Vec::new();
     for layer in 0.. {
@@ -893,17 +904,20 @@ pub fn history_curves(run: &Path) -> Result<Vec<LayerCurve>> {
         let m = artefacts::mahalanobis_path(run, &history.ood, 0.0);
         let mahalanobis = if m.exists() {
             let f = artefacts::read_scores(&m, false)?;
-            if layer < f.scores.ncols() {
+            if layer < f.scores.ncols() && f.n_out > 0 && f.n_out < f.n_rows() {
                 let col = f.scores.column(layer);
-                let (inn, out): (Vec<f64>, Vec<f64>) = (
-                    col.iter().skip(f.n_out).copied().collect(),
-                    col.iter().take(f.n_out).copied().collect(),
-                );
-                if inn.is_empty() || out.is_empty() {
-                    None
-                } else {
-                    Some(metrics::compute(&inn, &out)?.auroc)
-                }
+                let out: Vec<f64> = col
+                    .iter()
+                    .take(f.n_out.min(MONITOR_ROWS))
+                    .copied()
+                    .collect();
+                let inn: Vec<f64> = col
+                    .iter()
+                    .skip(f.n_out)
+                    .take(MONITOR_ROWS)
+                    .copied()
+                    .collect();
+                Some(metrics::compute(&inn, &out)?.auroc)
             } else {
                 None
             }

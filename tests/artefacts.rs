@@ -131,7 +131,8 @@ fn malformed_files_give_clear_errors() {
     let p = dir.path().join("bad.npz");
     let s2 = |v: Array2<f64>| Some(v.into_dyn());
     let ok_scores = || s2(array![[1.0], [2.0], [3.0]]);
-    let cases: Vec<(&str, Box<dyn Fn()>, bool)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, bool);
+    let cases: Vec<Case> = vec![
         (
             "missing array(s) n_out",
             Box::new(|| raw(&p, ok_scores(), Some(array![1, 0, 0]), None, None)),

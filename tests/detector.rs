@@ -1,4 +1,5 @@
 //! The regression detector (SPEC 8) on synthetic score files whose answer is known.
+mod common;
 mod synth;
 
 use std::path::PathBuf;
@@ -357,4 +358,124 @@ fn evaluate_run_reads_flow_files_and_matches_in_memory_features() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("need more than 1000 OOD"), "{e}");
+}
+
+/// The reference's regression script for one OOD set (`OOD_Regression_Mahalanobis.py` with
+/// `lib_regression.block_split` using the real OOD count, scikit-learn's `LogisticRegressionCV`,
+/// `detection_performance` and a transcription of `calMetric.metric`), reading our score files.
+/// Prints JSON: per magnitude the selection TNR, then the chosen magnitude and test metrics.
+const REFERENCE_REGRESSION: &str = r#"
+import json, sys
+import numpy as np
+from sklearn.linear_model import LogisticRegressionCV
+trapz = getattr(np, "trapz", None) or np.trapezoid
+
+def get_curve(known, novel):
+    known = np.sort(np.array(known, dtype=np.float64)); novel = np.sort(np.array(novel, dtype=np.float64))
+    num_k, num_n = known.shape[0], novel.shape[0]
+    tp = -np.ones([num_k+num_n+1], dtype=int); fp = -np.ones([num_k+num_n+1], dtype=int)
+    tp[0], fp[0] = num_k, num_n
+    k, n = 0, 0
+    for l in range(num_k+num_n):
+        if k == num_k:
+            tp[l+1:] = tp[l]; fp[l+1:] = np.arange(fp[l]-1, -1, -1); break
+        elif n == num_n:
+            tp[l+1:] = np.arange(tp[l]-1, -1, -1); fp[l+1:] = fp[l]; break
+        else:
+            if novel[n] < known[k]:
+                n += 1; tp[l+1] = tp[l]; fp[l+1] = fp[l] - 1
+            else:
+                k += 1; tp[l+1] = tp[l] - 1; fp[l+1] = fp[l]
+    pos = np.abs(tp / num_k - .95).argmin()
+    return tp, fp, 1. - fp[pos] / num_n
+
+def metric(known, novel):
+    tp, fp, tnr = get_curve(known, novel)
+    tpr = np.concatenate([[1.], tp/tp[0], [0.]]); fpr = np.concatenate([[1.], fp/fp[0], [0.]])
+    auroc = -trapz(1.-fpr, tpr)
+    dtacc = .5 * (tp/tp[0] + 1.-fp/fp[0]).max()
+    denom = tp+fp; denom[denom == 0.] = -1.
+    ind = np.concatenate([[True], denom > 0., [True]]); pin = np.concatenate([[.5], tp/denom, [0.]])
+    auin = -trapz(pin[ind], tpr[ind])
+    denom = tp[0]-tp+fp[0]-fp; denom[denom == 0.] = -1.
+    ind = np.concatenate([[True], denom > 0., [True]]); pout = np.concatenate([[0.], (fp[0]-fp)/denom, [.5]])
+    auout = trapz(pout[ind], 1.-fpr[ind])
+    return [float(tnr), float(auroc), float(dtacc), float(auin), float(auout)]
+
+def detection_performance(lr, X, Y):
+    p = lr.predict_proba(X)[:, 1]
+    return metric(-p[Y == 0], -p[Y == 1])
+
+def block_split(X, Y, partition):
+    X_adv, Y_adv = X[:partition], Y[:partition]
+    X_norm, Y_norm = X[partition:], Y[partition:]
+    n = 1000
+    return (np.concatenate((X_norm[:n], X_adv[:n])), np.concatenate((Y_norm[:n], Y_adv[:n])),
+            np.concatenate((X_norm[n:], X_adv[n:])), np.concatenate((Y_norm[n:], Y_adv[n:])))
+
+folder = sys.argv[1]
+scores = ['0.0', '0.01', '0.005', '0.002', '0.0014', '0.001', '0.0005']
+best_tnr, best_result, best_index, trials = 0, None, None, []
+for score in scores:
+    d = np.load(folder + '/eps_' + score + '.npz')
+    X, Y = d['scores'], d['labels'].astype(np.float64)
+    X_val, Y_val, X_test, Y_test = block_split(X, Y, int(d['n_out']))
+    X_train = np.concatenate((X_val[:500], X_val[1000:1500])); Y_train = np.concatenate((Y_val[:500], Y_val[1000:1500]))
+    X_sel = np.concatenate((X_val[500:1000], X_val[1500:])); Y_sel = np.concatenate((Y_val[500:1000], Y_val[1500:]))
+    lr = LogisticRegressionCV(n_jobs=1).fit(X_train, Y_train)
+    tnr = detection_performance(lr, X_sel, Y_sel)[0]
+    trials.append(tnr)
+    if best_tnr < tnr:
+        best_tnr, best_index = tnr, score
+        best_result = detection_performance(lr, X_test, Y_test)
+print(json.dumps({"trials": trials, "eps": best_index, "metrics": best_result}))
+"#;
+
+#[test]
+fn io_validation_matches_the_reference_script_on_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = artefacts::run_dir(dir.path(), "resnet", "cifar10");
+    let seps = [0.3, 0.6, 0.9, 1.5, 1.2, 0.45, 0.75];
+    for (k, &eps) in MAGNITUDES.iter().enumerate() {
+        let mut f = synth::io_file(70 + k as u64, 1150, 1300, 3, seps[k]);
+        // Per-layer scores of very different scales, as real Mahalanobis scores are.
+        for (j, scale) in [1.0, 30.0, 500.0].iter().enumerate() {
+            f.scores
+                .column_mut(j)
+                .mapv_inplace(|v| v * scale - 7.0 * scale);
+        }
+        artefacts::write_scores(&artefacts::mahalanobis_path(&run, "svhn", eps), &f).unwrap();
+    }
+    let ours =
+        detector::evaluate_run(&run, DetectorKind::Mahalanobis, "svhn", Validation::Ood).unwrap();
+    let folder = run.join("mahalanobis/svhn");
+    let out = common::run_python(REFERENCE_REGRESSION, &[folder.as_path()]);
+    let theirs: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(theirs["eps"], artefacts::eps_name(ours.eps));
+    assert_eq!(ours.eps, 0.002);
+    // scikit-learn stops at its default tolerance while we solve to the optimum, so
+    // probabilities differ slightly and a few close test rows may swap: allow 0.5 points.
+    for (t, want) in ours.trials.iter().zip(theirs["trials"].as_array().unwrap()) {
+        let want = want.as_f64().unwrap();
+        assert!(
+            (t.select_tnr - want).abs() <= 0.005,
+            "eps {}: {} vs {want}",
+            t.eps,
+            t.select_tnr
+        );
+    }
+    let want: Vec<f64> = theirs["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (g, w) in ours.metrics.as_array().iter().zip(&want) {
+        assert!(
+            (g - w).abs() <= 0.005,
+            "ours {:?} vs reference {want:?}",
+            ours.metrics
+        );
+    }
+    eprintln!("ours {:?}\nreference {want:?}", ours.metrics);
 }

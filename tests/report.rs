@@ -255,8 +255,14 @@ fn rf_regress_end_to_end_on_synthetic_files() {
     }
     let outf_s = outf.to_str().unwrap();
 
+    // A run folder without score files is skipped when the data sets are discovered.
+    std::fs::create_dir_all(outf.join("resnet_other")).unwrap();
     let (ok, stdout, stderr) = rf_regress(&["--detector", "mahalanobis", "--outf", outf_s]);
     assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("skipping") && stderr.contains("resnet_other"),
+        "{stderr}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["net"], "resnet");
@@ -327,6 +333,19 @@ fn rf_regress_end_to_end_on_synthetic_files() {
         report::test_scores_path(&run, DetectorKind::Resflow, Validation::Ood, "svhn").exists()
     );
 
+    // The AUROC plot's Mahalanobis lines: layer columns of eps 0 on the first 2000 rows per kind.
+    let curves = report::history_curves(&run).unwrap();
+    assert_eq!(curves.len(), layers);
+    let m = artefacts::read_scores(&artefacts::mahalanobis_path(&run, "svhn", 0.0), false).unwrap();
+    for c in &curves {
+        let col = m.scores.column(c.layer).to_vec();
+        let want = resflow::metrics::compute(&col[n_out..], &col[..n_out])
+            .unwrap()
+            .auroc;
+        assert_eq!(c.mahalanobis, Some(want));
+        assert_eq!(c.history.auroc[3], 0.8 + 0.01 * c.layer as f64);
+    }
+
     // FGSM validation, spelled as the reference did: the adversarially separated magnitude wins.
     let (ok, stdout, stderr) = rf_regress(&[
         "--detector",
@@ -356,6 +375,28 @@ fn rf_regress_end_to_end_on_synthetic_files() {
     assert_eq!(fg.len(), 1);
     assert_eq!(fg[0].eps, 0.01);
     assert_eq!((fg[0].counts.fit, fg[0].counts.select), (30, 30));
+    let (ok, stdout, stderr) = rf_regress(&[
+        "--detector",
+        "resflow",
+        "--validation-src",
+        "fgsm",
+        "--ood",
+        "svhn",
+        "--outf",
+        outf_s,
+        "--no-plots",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Residual flow detector, validation on FGSM adversarial samples"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Input noise: 0.01\n"), "{stdout}");
+    // Both detectors now have FGSM results for svhn: the side-by-side table is printed.
+    assert!(
+        stdout.contains("validation on FGSM adversarial samples); Mahalanobis / residual flow"),
+        "{stdout}"
+    );
 
     if let Some(keep) = std::env::var_os("RESFLOW_KEEP_PLOTS") {
         for e in std::fs::read_dir(&plots).unwrap() {

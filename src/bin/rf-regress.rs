@@ -50,13 +50,28 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let net = cli.net_type.name();
     let datasets = if cli.dataset.is_empty() {
-        artefacts::list_datasets(&cli.outf, net)?
+        // Every run folder that has score files of this detector; the others are named.
+        let mut with_scores = Vec::new();
+        for d in artefacts::list_datasets(&cli.outf, net)? {
+            let run = artefacts::run_dir(&cli.outf, net, &d);
+            if artefacts::list_ood_sets(&run, cli.detector)?.is_empty() {
+                eprintln!(
+                    "note: skipping {}: no {} score files",
+                    run.display(),
+                    cli.detector.name()
+                );
+            } else {
+                with_scores.push(d);
+            }
+        }
+        with_scores
     } else {
         cli.dataset.clone()
     };
     if datasets.is_empty() {
         bail!(
-            "no {net}_{{dataset}} run folders under {}; run the scoring stages first or pass --outf",
+            "no {net}_{{dataset}} run folders with {} score files under {}; run the scoring stages first or pass --outf",
+            cli.detector.name(),
             cli.outf.display()
         );
     }
