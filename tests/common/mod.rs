@@ -118,24 +118,16 @@ pub fn root_with_classes(root: &Path, train_per_class: usize, test: usize) {
             .map(|i| ((i * 2654435761 + salt * 97) >> 7) as u8)
             .collect()
     };
-    let train_labels: Vec<u8> = (0..80).map(|i| (i % 10) as u8).collect();
-    write(
-        &fm.join("train-images-idx3-ubyte.gz"),
-        &gzip(&idx_bytes(&[80, 28, 28], &pixels(80, 1))),
-    );
-    write(
-        &fm.join("train-labels-idx1-ubyte.gz"),
-        &gzip(&idx_bytes(&[80], &train_labels)),
-    );
-    let test_labels: Vec<u8> = (0..20).map(|i| (i * 3 % 10) as u8).collect();
-    write(
-        &fm.join("t10k-images-idx3-ubyte"),
-        &idx_bytes(&[20, 28, 28], &pixels(20, 2)),
-    );
-    write(
-        &fm.join("t10k-labels-idx1-ubyte"),
-        &idx_bytes(&[20], &test_labels),
-    );
+    let n = 10 * train_per_class;
+    let train_labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    let images = idx_bytes(&[n as u32, 28, 28], &pixels(n, 1));
+    write(&fm.join("train-images-idx3-ubyte.gz"), &gzip(&images));
+    let labels = idx_bytes(&[n as u32], &train_labels);
+    write(&fm.join("train-labels-idx1-ubyte.gz"), &gzip(&labels));
+    let test_labels: Vec<u8> = (0..test).map(|i| (i * 3 % 10) as u8).collect();
+    let images = idx_bytes(&[test as u32, 28, 28], &pixels(test, 2));
+    write(&fm.join("t10k-images-idx3-ubyte"), &images);
+    write(&fm.join("t10k-labels-idx1-ubyte"), &idx_bytes(&[test as u32], &test_labels));
 }
 
 pub fn random_classifier(path: &Path, dataroot: &Path, num_classes: i64) {
