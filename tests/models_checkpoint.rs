@@ -164,6 +164,8 @@ fn toy_config() -> TrainConfig {
 
 #[test]
 fn training_learns_and_resuming_reproduces_the_uninterrupted_run() {
+    // One thread: the run is tiny, and oversubscribed cores make it very slow on busy machines.
+    tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let set = toy_set();
     let config = toy_config();
@@ -249,4 +251,28 @@ fn augmentation_crops_within_the_padding_and_flips() {
         let (x, y) = (images.get(i), flipped.get(i));
         assert!(y.equal(&x) || y.equal(&x.flip([2])));
     }
+}
+
+#[test]
+fn mean_pool_averages_spatial_positions_and_layer_errors_are_reported() {
+    use resflow::models::mean_pool;
+    let x = Tensor::arange(2 * 3 * 4, (Kind::Float, Device::Cpu)).view([2, 3, 2, 2]);
+    let pooled = mean_pool(&x);
+    assert_eq!(pooled.size(), vec![2, 3]);
+    assert_eq!(pooled.double_value(&[0, 0]), 1.5);
+    assert_eq!(pooled.double_value(&[1, 2]), 21.5);
+    // Non-contiguous input (channels-last view) gives the same numbers.
+    let permuted = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+    assert!(mean_pool(&permuted).equal(&pooled));
+
+    let vs = VarStore::new(Device::Cpu);
+    let net = small(NetType::Densenet).build(&vs.root()).unwrap();
+    let input = Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let err = net.intermediate_forward(&input, 4).unwrap_err().to_string();
+    assert!(err.contains("densenet") && err.contains("layer 4"), "{err}");
+    let bad = NetConfig {
+        width: 0,
+        ..small(NetType::Resnet)
+    };
+    assert!(bad.build(&VarStore::new(Device::Cpu).root()).is_err());
 }

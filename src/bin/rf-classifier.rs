@@ -8,6 +8,9 @@ use resflow::data::{self, Split};
 use resflow::models::train::{evaluate, train_classifier, RunOptions, Schedule, TrainConfig};
 use resflow::models::{default_width, load_checkpoint, NetConfig};
 
+/// ResNet base width of the demo configuration (see `rf-classifier train --help`).
+const DEMO_RESNET_WIDTH: i64 = 4;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -22,7 +25,9 @@ struct Cli {
 enum Command {
     /// Train a classifier on a dataset's train split; writes the checkpoint and its JSON sidecar.
     ///
-    /// The defaults are the demo configuration: ResNet-34 at width 16 on Fashion-MNIST.
+    /// The defaults are the demo configuration: ResNet-34 at width 4 on Fashion-MNIST, 3 epochs of
+    /// SGD (lr 0.1, cosine, batch 128) without augmentation: about 91% test accuracy in under
+    /// 10 minutes on 2 CPU cores (pass `--threads 1` when other jobs share the cores).
     Train(TrainArgs),
     /// Print the accuracy of a checkpoint on a dataset's test split.
     Eval(EvalArgs),
@@ -35,7 +40,8 @@ struct TrainArgs {
     /// Number of epochs.
     #[arg(long, default_value_t = 3)]
     epochs: usize,
-    /// ResNet base width (paper: 64) or DenseNet growth rate (paper: 12); default 16 for ResNet, 12 for DenseNet.
+    /// ResNet base width (paper: 64) or DenseNet growth rate (paper: 12); default 4 for ResNet
+    /// (the fast demo size), 12 for DenseNet.
     #[arg(long)]
     width: Option<i64>,
     /// Initial learning rate.
@@ -50,8 +56,9 @@ struct TrainArgs {
     /// L2 weight decay.
     #[arg(long = "weight-decay", default_value_t = 5e-4)]
     weight_decay: f64,
-    /// Zero padding before the random 32x32 crop (0: no cropping).
-    #[arg(long = "crop-padding", default_value_t = 4)]
+    /// Zero padding before the random 32x32 crop (0: no cropping; 4 is the usual CIFAR setting,
+    /// worth it for longer runs).
+    #[arg(long = "crop-padding", default_value_t = 0)]
     crop_padding: i64,
     /// Random horizontal flips (off by default: wrong for digits, of little use for Fashion-MNIST).
     #[arg(long)]
@@ -108,7 +115,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let train_set = data::load(&common.dataset, &common.dataroot, Split::Train)?;
     let test_set = data::load(&common.dataset, &common.dataroot, Split::Test)?;
     let width = args.width.unwrap_or(match common.net_type {
-        resflow::cli::NetType::Resnet => 16,
+        resflow::cli::NetType::Resnet => DEMO_RESNET_WIDTH,
         other => default_width(other),
     });
     let config = TrainConfig {

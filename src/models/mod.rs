@@ -54,9 +54,8 @@ pub trait Classifier: std::fmt::Debug {
 
 /// Averages an activation `[N,C,H,W]` over its spatial positions: `[N,C]`.
 pub fn mean_pool(activation: &Tensor) -> Tensor {
-    let size = activation.size();
     activation
-        .view([size[0], size[1], -1])
+        .flatten(2, -1)
         .mean_dim(2, false, activation.kind())
 }
 
