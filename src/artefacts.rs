@@ -29,7 +29,7 @@
 //! rows. FGSM files should order the in-distribution rows clean then noisy (any order is read:
 //! the `group` column tells them apart). Scores must be finite.
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array0, Array1, Array2, ArrayD, Ix2};
@@ -274,43 +274,11 @@ impl ScoreFile {
     }
 }
 
-/// Creates `path`'s folder, writes through `write` into a temporary file beside it, then renames
-/// it into place; on error the temporary file is removed and nothing is left at `path`.
-pub fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<fs::File>) -> Result<()>,
-) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let file = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut w = BufWriter::new(file);
-        write(&mut w)?;
-        w.flush().map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Writes `file` to `path` (atomically, creating folders). Errors if the contents break the
 /// invariants of the module doc.
 pub fn write_scores(path: &Path, file: &ScoreFile) -> Result<()> {
     file.check().map_err(|m| Error::format(path, m))?;
-    write_atomically(path, |w| {
+    crate::io::write_buffered(path, |w| {
         let err = |e: ndarray_npy::WriteNpzError| Error::format(path, e.to_string());
         let mut npz = NpzWriter::new(w);
         npz.add_array("scores", &file.scores).map_err(err)?;
@@ -528,7 +496,7 @@ pub struct AurocHistory {
 pub fn write_history(path: &Path, history: &AurocHistory) -> Result<()> {
     let json =
         serde_json::to_string_pretty(history).map_err(|e| Error::format(path, e.to_string()))?;
-    write_atomically(path, |w| {
+    crate::io::write_buffered(path, |w| {
         w.write_all(json.as_bytes()).map_err(|e| Error::io(path, e))
     })
 }

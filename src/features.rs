@@ -137,7 +137,7 @@ impl LayerStats {
             .map(|(n, t)| (*n, t.to_kind(Kind::Double).contiguous()))
             .collect();
         io::write_atomically(path, |tmp| {
-            Tensor::write_safetensors(&named, tmp).map_err(|e| e.to_string())
+            Tensor::write_safetensors(&named, tmp).map_err(|e| Error::format(tmp, e.to_string()))
         })
     }
 

@@ -7,7 +7,10 @@ use tch::{Device, Kind, Tensor};
 use crate::artefacts::{flow_dir, history_path, write_history, AurocHistory};
 use crate::error::{Error, Result};
 use crate::features::{FeatureDir, LayerStats};
-use crate::flow::{default_length_hidden, split_validation, FlowModel, FlowSpec, IterationRecord, TrainConfig, Trainer};
+use crate::flow::{
+    default_length_hidden, split_validation, FlowModel, FlowSpec, IterationRecord, TrainConfig,
+    Trainer,
+};
 use crate::metrics;
 
 /// The reference's number of held-out validation samples (divided evenly over the classes).
@@ -39,15 +42,24 @@ pub struct FlowTrainOptions {
 }
 
 /// Per-class train features of `layer`, centred by their class means, in stored order.
-fn centred_per_class(features: &FeatureDir, layer: usize, stats: &LayerStats) -> Result<Vec<Tensor>> {
+fn centred_per_class(
+    features: &FeatureDir,
+    layer: usize,
+    stats: &LayerStats,
+) -> Result<Vec<Tensor>> {
     let manifest = features.manifest()?;
-    let x = features.read_layer(&manifest, "train", layer)?.to_kind(Kind::Double);
+    let x = features
+        .read_layer(&manifest, "train", layer)?
+        .to_kind(Kind::Double);
     let labels = features.read_labels(&manifest, "train")?;
     (0..manifest.num_classes as i64)
         .map(|c| {
             let rows = labels.eq(c).nonzero().squeeze_dim(1);
             if rows.size()[0] == 0 {
-                return Err(Error::format(features.labels_path("train"), format!("class {c} has no train features")));
+                return Err(Error::format(
+                    features.labels_path("train"),
+                    format!("class {c} has no train features"),
+                ));
             }
             Ok((x.index_select(0, &rows) - stats.means.get(c)).to_kind(Kind::Float))
         })
@@ -75,7 +87,12 @@ fn save_atomically(trainer: &Trainer, dir: &Path) -> Result<()> {
 fn write_histories(run: &Path, layer: usize, ood: &str, history: &[IterationRecord]) -> Result<()> {
     let monitored: Vec<(usize, f64)> = history
         .iter()
-        .filter_map(|r| r.monitor.as_ref().and_then(|m| m.auroc).map(|a| (r.iteration, a)))
+        .filter_map(|r| {
+            r.monitor
+                .as_ref()
+                .and_then(|m| m.auroc)
+                .map(|a| (r.iteration, a))
+        })
         .collect();
     write_history(
         &history_path(run, layer),
@@ -90,7 +107,10 @@ fn write_histories(run: &Path, layer: usize, ood: &str, history: &[IterationReco
         .flat_map(|r| [r.iteration as f64, r.train_loss, r.validation_loss])
         .collect();
     let losses = Tensor::from_slice(&rows).view([history.len() as i64, 3]);
-    crate::io::write_npy_f64(&history_path(run, layer).with_file_name(format!("layer_{layer}_loss.npy")), &losses)
+    crate::io::write_npy_f64(
+        &history_path(run, layer).with_file_name(format!("layer_{layer}_loss.npy")),
+        &losses,
+    )
 }
 
 /// Trains (or resumes) the flow of one layer; `on_iteration` sees every iteration's record.
@@ -120,7 +140,11 @@ pub fn train_layer(
             .sets
             .keys()
             .find_map(|k| k.strip_prefix("ood_").map(str::to_string))
-            .ok_or_else(|| Error::Invalid("no OOD features prepared to monitor; run rf-prepare with --ood".into()))?,
+            .ok_or_else(|| {
+                Error::Invalid(
+                    "no OOD features prepared to monitor; run rf-prepare with --ood".into(),
+                )
+            })?,
     };
     let take = |set: &str| -> Result<Tensor> {
         let x = features.read_layer(&manifest, set, l)?;
@@ -135,23 +159,35 @@ pub fn train_layer(
     } else {
         let spec = FlowSpec {
             num_classes: manifest.num_classes,
-            length_hidden: options
-                .length_hidden
-                .unwrap_or_else(|| default_length_hidden(manifest.net_type.name(), &manifest.dataset, l)),
+            length_hidden: options.length_hidden.unwrap_or_else(|| {
+                default_length_hidden(manifest.net_type.name(), &manifest.dataset, l)
+            }),
             layer: l,
             net: manifest.net_type.name().to_string(),
             dataset: manifest.dataset.clone(),
         };
         let w = &stats.whitening;
-        let model = FlowModel::init(&spec, &w.a, &w.a_inv, w.log_abs_det_a_inv, options.config.seed, Kind::Float, options.device)?;
+        let model = FlowModel::init(
+            &spec,
+            &w.a,
+            &w.a_inv,
+            w.log_abs_det_a_inv,
+            options.config.seed,
+            Kind::Float,
+            options.device,
+        )?;
         Trainer::new(model, train, validation, options.config.clone())?
     };
     let auroc = |model: &FlowModel| -> Result<Option<f64>> {
         let best = |x: &Tensor| -> Result<Vec<f64>> {
             let s = model.log_prob_chunked(x, &means, 1000)?.max_dim(1, false).0;
-            Ok(Vec::<f64>::try_from(s.to_kind(Kind::Double).to_device(Device::Cpu))?)
+            Ok(Vec::<f64>::try_from(
+                s.to_kind(Kind::Double).to_device(Device::Cpu),
+            )?)
         };
-        Ok(Some(metrics::compute(&best(&test_x)?, &best(&ood_x)?)?.auroc))
+        Ok(Some(
+            metrics::compute(&best(&test_x)?, &best(&ood_x)?)?.auroc,
+        ))
     };
     let every = options.checkpoint_every.max(1);
     let result = trainer.run(options.num_iter, auroc, |t, record| {

@@ -1,5 +1,7 @@
 //! File helpers shared by every stage: atomic writes (temporary file, then rename) and
 //! conversion between `tch` tensors and numpy `.npy` files.
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
@@ -8,20 +10,31 @@ use tch::{Kind, Tensor};
 use crate::error::{Error, Result};
 
 /// Writes a file through `write` into a temporary sibling, then renames it into place, so that a
-/// reader never sees a partial file. Creates the parent folder.
-pub fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&Path) -> std::result::Result<(), String>,
-) -> Result<()> {
+/// reader never sees a partial file; on error the temporary file is removed and nothing is left at
+/// `path`. Creates the parent folder.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let tmp = temporary_sibling(path);
-    if let Err(message) = write(&tmp) {
+    let result =
+        write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::format(path, format!("cannot write: {message}")));
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    result
+}
+
+/// [`write_atomically`] through a buffered writer.
+pub fn write_buffered(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+) -> Result<()> {
+    write_atomically(path, |tmp| {
+        let mut w = BufWriter::new(File::create(tmp).map_err(|e| Error::io(tmp, e))?);
+        write(&mut w)?;
+        w.flush().map_err(|e| Error::io(tmp, e))
+    })
 }
 
 fn temporary_sibling(path: &Path) -> PathBuf {
@@ -37,7 +50,7 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| Error::format(path, e.to_string()))?;
     write_atomically(path, |tmp| {
-        std::fs::write(tmp, text).map_err(|e| e.to_string())
+        std::fs::write(tmp, text).map_err(|e| Error::io(tmp, e))
     })
 }
 
@@ -53,7 +66,7 @@ pub fn write_npy_f32(path: &Path, tensor: &Tensor) -> Result<()> {
     let data = Vec::<f32>::try_from(tensor.to_kind(Kind::Float).flatten(0, -1))?;
     let array = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches the data");
     write_atomically(path, |tmp| {
-        ndarray_npy::write_npy(tmp, &array).map_err(|e| e.to_string())
+        ndarray_npy::write_npy(tmp, &array).map_err(|e| Error::format(tmp, e.to_string()))
     })
 }
 
@@ -62,7 +75,9 @@ pub fn write_npy_f64(path: &Path, tensor: &Tensor) -> Result<()> {
     let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
     let data = Vec::<f64>::try_from(tensor.to_kind(Kind::Double).flatten(0, -1))?;
     let array = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches the data");
-    write_atomically(path, |tmp| ndarray_npy::write_npy(tmp, &array).map_err(|e| e.to_string()))
+    write_atomically(path, |tmp| {
+        ndarray_npy::write_npy(tmp, &array).map_err(|e| Error::format(tmp, e.to_string()))
+    })
 }
 
 /// Writes an integer tensor as an int64 `.npy` file, atomically.
@@ -71,7 +86,7 @@ pub fn write_npy_i64(path: &Path, tensor: &Tensor) -> Result<()> {
     let data = Vec::<i64>::try_from(tensor.to_kind(Kind::Int64).flatten(0, -1))?;
     let array = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches the data");
     write_atomically(path, |tmp| {
-        ndarray_npy::write_npy(tmp, &array).map_err(|e| e.to_string())
+        ndarray_npy::write_npy(tmp, &array).map_err(|e| Error::format(tmp, e.to_string()))
     })
 }
 

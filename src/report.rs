@@ -158,7 +158,7 @@ pub fn write_results(path: &Path, results: &ResultsFile) -> Result<()> {
 
 /// Writes `text` to `path` atomically.
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    artefacts::write_atomically(path, |w| {
+    crate::io::write_buffered(path, |w| {
         w.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))
     })
 }
@@ -345,7 +345,7 @@ const TEST_ARRAYS: [&str; 4] = ["confidence_in", "confidence_ood", "logit_in", "
 
 /// Writes the test outputs as `.npz` (atomically).
 pub fn write_test_scores(path: &Path, t: &TestScores) -> Result<()> {
-    artefacts::write_atomically(path, |w| {
+    crate::io::write_buffered(path, |w| {
         let err = |e: ndarray_npy::WriteNpzError| Error::format(path, e.to_string());
         let mut npz = NpzWriter::new(w);
         for (name, v) in TEST_ARRAYS.iter().zip([
@@ -441,7 +441,7 @@ fn render_png(
         draw(&root).map_err(|m| Error::format(path, format!("plot: {m}")))?;
         root.present().map_err(|e| plot_err(path, e))?;
     }
-    artefacts::write_atomically(path, |out| {
+    crate::io::write_buffered(path, |out| {
         use image::ImageEncoder;
         image::codecs::png::PngEncoder::new(out)
             .write_image(&buf, w, h, image::ExtendedColorType::Rgb8)

@@ -34,7 +34,9 @@ pub fn run(
             continue;
         }
         let flow = FlowModel::load(&dir, Kind::Float, device)?;
-        if flow.meta.dim as i64 != manifest.layer_channels[l] || flow.meta.num_classes != manifest.num_classes {
+        if flow.meta.dim as i64 != manifest.layer_channels[l]
+            || flow.meta.num_classes != manifest.num_classes
+        {
             return Err(Error::format(
                 &dir,
                 format!(
@@ -43,24 +45,28 @@ pub fn run(
                 ),
             ));
         }
-        let means = LayerStats::load(&features.stats_path(l))?.means.to_kind(Kind::Float).to_device(device);
+        let means = LayerStats::load(&features.stats_path(l))?
+            .means
+            .to_kind(Kind::Float)
+            .to_device(device);
         let score = |f: &Tensor| flow.log_prob(f, &means);
-        let score_all = |set: &crate::data::ImageSet, progress: &mut dyn Progress| -> Result<Vec<Tensor>> {
-            progress.start(&format!("{} layer {l}", set.name), set.len());
-            let out = score_set(
-                classifier.net.as_ref(),
-                set,
-                classifier.meta.normalization,
-                l,
-                magnitudes,
-                batch_size,
-                device,
-                &score,
-                &mut |n| progress.advance(n),
-            );
-            progress.finish();
-            out
-        };
+        let score_all =
+            |set: &crate::data::ImageSet, progress: &mut dyn Progress| -> Result<Vec<Tensor>> {
+                progress.start(&format!("{} layer {l}", set.name), set.len());
+                let out = score_set(
+                    classifier.net.as_ref(),
+                    set,
+                    classifier.meta.normalization,
+                    l,
+                    magnitudes,
+                    batch_size,
+                    device,
+                    &score,
+                    &mut |n| progress.advance(n),
+                );
+                progress.finish();
+                out
+            };
         let in_dist = score_all(&test, progress)?;
         for ood in &oods {
             let out = score_all(ood, progress)?;

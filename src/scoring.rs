@@ -37,18 +37,30 @@ pub fn preprocessed_scores(
             Ok(score(&f)?.to_kind(Kind::Double).to_device(Device::Cpu))
         })
     };
-    let step = if magnitudes.iter().any(|&e| e != 0.0) {
-        Some(gradient_step(net, x, layer, std, score)?)
+    let perturbed: Vec<f64> = magnitudes.iter().copied().filter(|&e| e != 0.0).collect();
+    // All perturbed copies go through the network in one call (far fewer, larger kernels).
+    let mut perturbed_scores = if perturbed.is_empty() {
+        Vec::new()
+    } else {
+        let step = gradient_step(net, x, layer, std, score)?;
+        let inputs: Vec<Tensor> = perturbed.iter().map(|&eps| x - &step * eps).collect();
+        scores_of(&Tensor::cat(&inputs, 0))?.chunk(perturbed.len() as i64, 0)
+    }
+    .into_iter();
+    let clean = if perturbed.len() < magnitudes.len() {
+        Some(scores_of(x)?)
     } else {
         None
     };
-    magnitudes
+    Ok(magnitudes
         .iter()
-        .map(|&eps| match (&step, eps == 0.0) {
-            (Some(step), false) => scores_of(&(x - step * eps)),
-            _ => scores_of(x),
+        .map(|&eps| match (&clean, eps == 0.0) {
+            (Some(clean), true) => clean.shallow_clone(),
+            _ => perturbed_scores
+                .next()
+                .expect("one score matrix per non-zero magnitude"),
         })
-        .collect()
+        .collect())
 }
 
 /// The sign step of the pre-processing loss at `x` (SPEC 6 steps 1-3).

@@ -219,3 +219,23 @@ fn device_choice_falls_back_to_cpu_with_a_notice() {
         assert_eq!(resflow::device::select_device(Some(0)).device, Device::Cpu);
     }
 }
+
+#[test]
+fn channel_stats_equal_a_direct_computation() {
+    let images = synthetic::uniform_noise(5000, 9);
+    let set = data::ImageSet::new(
+        "u",
+        Path::new("u"),
+        images.shallow_clone(),
+        Tensor::zeros([5000], (Kind::Int64, Device::Cpu)),
+        1,
+    )
+    .unwrap();
+    let stats = set.channel_stats();
+    let x = images.to_kind(Kind::Double) / 255.0;
+    for j in 0..3 {
+        let c = x.select(1, j);
+        assert!((stats.mean[j as usize] - c.mean(Kind::Double).double_value(&[])).abs() < 1e-12);
+        assert!((stats.std[j as usize] - c.std(false).double_value(&[])).abs() < 1e-9);
+    }
+}

@@ -18,7 +18,11 @@ fn run(bin: &str, args: &[&str], paths: &[(&str, &Path)]) -> String {
     }
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{bin} {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{bin} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -34,51 +38,109 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
 
     let prepared = run(
         env!("CARGO_BIN_EXE_rf-prepare"),
-        &["--ood", "uniform", "--max-ood", "1100", "--batch-size", "100"],
+        &[
+            "--ood",
+            "uniform",
+            "--max-ood",
+            "1100",
+            "--batch-size",
+            "100",
+        ],
         &[io[0], io[1], ("--classifier", &weights)],
     );
     // Full rank in every layer: k = C_l.
     for (l, c) in [4, 4, 8, 16, 32].iter().enumerate() {
-        assert!(prepared.contains(&format!("layer {l}: {c} channels, whitening rank k = {c}")), "{prepared}");
+        assert!(
+            prepared.contains(&format!("layer {l}: {c} channels, whitening rank k = {c}")),
+            "{prepared}"
+        );
     }
-    run(env!("CARGO_BIN_EXE_rf-mahalanobis"), &["--batch_size", "100"], &io);
+    run(
+        env!("CARGO_BIN_EXE_rf-mahalanobis"),
+        &["--batch_size", "100"],
+        &io,
+    );
     for layer in 0..5 {
         run(
             env!("CARGO_BIN_EXE_rf-train"),
-            &["--layer", &layer.to_string(), "--num_iter", "0", "--validation-total", "100"],
+            &[
+                "--layer",
+                &layer.to_string(),
+                "--num_iter",
+                "0",
+                "--validation-total",
+                "100",
+            ],
             &io,
         );
     }
-    run(env!("CARGO_BIN_EXE_rf-score"), &["--batch-size", "100"], &io);
+    run(
+        env!("CARGO_BIN_EXE_rf-score"),
+        &["--batch-size", "100"],
+        &io,
+    );
 
     // Files and counts are consistent.
     let run_dir = outf.join("resnet_fashion-mnist");
     for &eps in &MAGNITUDES {
         let maha = read_scores(&mahalanobis_path(&run_dir, "uniform", eps), false).unwrap();
-        assert_eq!((maha.n_rows(), maha.n_out, maha.scores.ncols()), (2200, 1100, 5));
+        assert_eq!(
+            (maha.n_rows(), maha.n_out, maha.scores.ncols()),
+            (2200, 1100, 5)
+        );
         for layer in 0..5 {
             let flow = read_scores(&resflow_path(&run_dir, "uniform", layer, eps), false).unwrap();
-            assert_eq!((flow.n_rows(), flow.n_out, flow.scores.ncols()), (2200, 1100, 10));
+            assert_eq!(
+                (flow.n_rows(), flow.n_out, flow.scores.ncols()),
+                (2200, 1100, 10)
+            );
             // At initialisation log p_c = Mahalanobis score_c + a constant, so the class maxima
             // differ by that constant for every row.
             let diff: Vec<f64> = (0..2200)
-                .map(|i| flow.scores.row(i).fold(f64::MIN, |a, &b| a.max(b)) - maha.scores[[i, layer]])
+                .map(|i| {
+                    flow.scores.row(i).fold(f64::MIN, |a, &b| a.max(b)) - maha.scores[[i, layer]]
+                })
                 .collect();
-            let spread = diff.iter().fold(f64::MIN, |a, &b| a.max(b)) - diff.iter().fold(f64::MAX, |a, &b| a.min(b));
-            assert!(spread < 1e-3 * (1.0 + diff[0].abs()), "layer {layer} eps {eps}: spread {spread}");
+            let spread = diff.iter().fold(f64::MIN, |a, &b| a.max(b))
+                - diff.iter().fold(f64::MAX, |a, &b| a.min(b));
+            assert!(
+                spread < 1e-3 * (1.0 + diff[0].abs()),
+                "layer {layer} eps {eps}: spread {spread}"
+            );
         }
     }
 
-    let maha_table = run(env!("CARGO_BIN_EXE_rf-regress"), &["--detector", "mahalanobis", "--no-plots"], &[io[1]]);
-    let flow_table = run(env!("CARGO_BIN_EXE_rf-regress"), &["--detector", "resflow", "--no-plots"], &[io[1]]);
-    assert!(maha_table.contains("uniform") && flow_table.contains("uniform"), "{maha_table}\n{flow_table}");
-    let results = read_results(&results_path(&run_dir)).unwrap().expect("results.json written");
+    let maha_table = run(
+        env!("CARGO_BIN_EXE_rf-regress"),
+        &["--detector", "mahalanobis", "--no-plots"],
+        &[io[1]],
+    );
+    let flow_table = run(
+        env!("CARGO_BIN_EXE_rf-regress"),
+        &["--detector", "resflow", "--no-plots"],
+        &[io[1]],
+    );
+    assert!(
+        maha_table.contains("uniform") && flow_table.contains("uniform"),
+        "{maha_table}\n{flow_table}"
+    );
+    let results = read_results(&results_path(&run_dir))
+        .unwrap()
+        .expect("results.json written");
     assert_eq!(results.results.len(), 2);
     let (maha, flow) = (&results.results[0], &results.results[1]);
-    assert_eq!((maha.ood.as_str(), flow.ood.as_str()), ("uniform", "uniform"));
+    assert_eq!(
+        (maha.ood.as_str(), flow.ood.as_str()),
+        ("uniform", "uniform")
+    );
     assert_eq!(maha.counts, flow.counts);
     for (m, f) in maha.metrics().iter().zip(flow.metrics()) {
         assert!((0.0..=1.0).contains(m) && (0.0..=1.0).contains(&f));
-        assert!((m - f).abs() <= 0.001, "Mahalanobis {:?} vs residual flow {:?}", maha.metrics(), flow.metrics());
+        assert!(
+            (m - f).abs() <= 0.001,
+            "Mahalanobis {:?} vs residual flow {:?}",
+            maha.metrics(),
+            flow.metrics()
+        );
     }
 }

@@ -26,7 +26,10 @@ fn main() -> Result<()> {
     let device = common.device().device;
     let features = FeatureDir::new(&common.outf, common.net_type, &common.dataset);
     let manifest = features.manifest()?;
-    let classifier_path = cli.classifier.clone().unwrap_or(manifest.classifier.clone());
+    let classifier_path = cli
+        .classifier
+        .clone()
+        .unwrap_or(manifest.classifier.clone());
     let classifier = load_checkpoint(&classifier_path, device).context("loading the classifier")?;
     let run = run_dir(&common.outf, common.net_type.name(), &common.dataset);
     let layers = resflow::resflow_scores::run(

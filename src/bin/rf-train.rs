@@ -89,6 +89,9 @@ fn main() -> Result<()> {
             last_auroc.map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a))
         );
     }
-    println!("flow saved in {}", resflow::artefacts::flow_dir(&run, cli.layer).display());
+    println!(
+        "flow saved in {}",
+        resflow::artefacts::flow_dir(&run, cli.layer).display()
+    );
     Ok(())
 }

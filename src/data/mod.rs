@@ -128,16 +128,25 @@ impl ImageSet {
         }
     }
 
-    /// Per-channel mean and standard deviation of the pixels scaled to [0, 1].
+    /// Per-channel mean and (population) standard deviation of the pixels scaled to [0, 1],
+    /// accumulated in float64 over chunks so that memory stays bounded.
     pub fn channel_stats(&self) -> Normalization {
-        let x = self.images.to_kind(Kind::Double) / 255.0;
-        let mean = x.mean_dim(&[0i64, 2, 3][..], false, Kind::Double);
-        let std = x.std_dim(&[0i64, 2, 3][..], false, false);
-        let get = |t: &Tensor| [0, 1, 2].map(|i| t.double_value(&[i]));
-        Normalization {
-            mean: get(&mean),
-            std: get(&std),
+        let (mut sum, mut sum_sq) = ([0f64; 3], [0f64; 3]);
+        for chunk in self.images.split(4096, 0) {
+            let x = chunk.to_kind(Kind::Double) / 255.0;
+            let s = x.sum_dim_intlist(&[0i64, 2, 3][..], false, Kind::Double);
+            let q = x
+                .square()
+                .sum_dim_intlist(&[0i64, 2, 3][..], false, Kind::Double);
+            for j in 0..3 {
+                sum[j] += s.double_value(&[j as i64]);
+                sum_sq[j] += q.double_value(&[j as i64]);
+            }
         }
+        let n = (self.len() * (IMAGE_SIDE * IMAGE_SIDE) as usize) as f64;
+        let mean = sum.map(|s| s / n);
+        let std = [0, 1, 2].map(|j| (sum_sq[j] / n - mean[j] * mean[j]).max(0.0).sqrt());
+        Normalization { mean, std }
     }
 }
 

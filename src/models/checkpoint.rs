@@ -74,7 +74,7 @@ impl CheckpointMeta {
     /// Writes the sidecar (via a temporary file and a rename).
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("sidecar serialises");
-        write_atomically(path, |tmp| {
+        crate::io::write_atomically(path, |tmp| {
             std::fs::write(tmp, format!("{text}\n")).map_err(|e| Error::io(tmp, e))
         })
     }
@@ -121,7 +121,7 @@ pub fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<(
         .map(|(name, t)| (name, t.detach().to_device(Device::Cpu).contiguous()))
         .collect();
     let list: Vec<(&String, &Tensor)> = sorted.iter().map(|(n, t)| (*n, t)).collect();
-    write_atomically(path, |tmp| {
+    crate::io::write_atomically(path, |tmp| {
         Tensor::write_safetensors(&list, tmp).map_err(|e| Error::format(tmp, e.to_string()))
     })
 }
@@ -214,16 +214,4 @@ pub fn assign_strict(
 fn is_ignored_counter(name: &str, targets: &HashMap<String, Tensor>) -> bool {
     name.strip_suffix(".num_batches_tracked")
         .is_some_and(|bn| targets.contains_key(&format!("{bn}.running_mean")))
-}
-
-/// Runs `write` on a temporary sibling of `path`, then renames it onto `path`.
-fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(name);
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

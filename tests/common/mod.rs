@@ -14,8 +14,14 @@ use tch::{nn::VarStore, Device};
 pub fn python() -> PathBuf {
     let path = std::env::var_os("RESFLOW_PYTHON")
         .map(PathBuf::from)
-        .expect("RESFLOW_PYTHON is not set: run scripts/setup.sh first (it writes .cargo/config.toml)");
-    assert!(path.exists(), "RESFLOW_PYTHON={} does not exist: rerun scripts/setup.sh", path.display());
+        .expect(
+            "RESFLOW_PYTHON is not set: run scripts/setup.sh first (it writes .cargo/config.toml)",
+        );
+    assert!(
+        path.exists(),
+        "RESFLOW_PYTHON={} does not exist: rerun scripts/setup.sh",
+        path.display()
+    );
     path
 }
 
@@ -127,7 +133,10 @@ pub fn root_with_classes(root: &Path, train_per_class: usize, test: usize) {
     let test_labels: Vec<u8> = (0..test).map(|i| (i * 3 % 10) as u8).collect();
     let images = idx_bytes(&[test as u32, 28, 28], &pixels(test, 2));
     write(&fm.join("t10k-images-idx3-ubyte"), &images);
-    write(&fm.join("t10k-labels-idx1-ubyte"), &idx_bytes(&[test as u32], &test_labels));
+    write(
+        &fm.join("t10k-labels-idx1-ubyte"),
+        &idx_bytes(&[test as u32], &test_labels),
+    );
 }
 
 pub fn random_classifier(path: &Path, dataroot: &Path, num_classes: i64) {
@@ -143,4 +152,3 @@ pub fn random_classifier(path: &Path, dataroot: &Path, num_classes: i64) {
     let meta = CheckpointMeta::new(config, train.channel_stats(), "fashion-mnist");
     save_checkpoint(path, &vs, &meta).unwrap();
 }
-
