@@ -44,7 +44,7 @@ if [ "$FULL" = 1 ]; then
   TRAIN_OPTS=(--num-iter 2000)
 else
   LIMITS=(--max-train 20000 --max-test 1500 --max-ood 1500)
-  TRAIN_OPTS=(--num-iter 100 --validation-total 2000 --monitor-every 10 --checkpoint-every 50)
+  TRAIN_OPTS=(--num-iter 100 --lr 1e-4 --validation-total 2000 --monitor-every 10 --checkpoint-every 50)
 fi
 COMMON=(--dataset "$DATASET" --net-type "$NET" --dataroot "$DATAROOT" --outf "$OUTF" "${GPU[@]}")
 
