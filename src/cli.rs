@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::detector::Validation;
 use crate::device::{select_device, DeviceChoice};
 
 /// The classifier architectures of the paper.
@@ -67,5 +68,27 @@ impl CommonArgs {
     /// The batch size given, or `default`.
     pub fn batch_size_or(&self, default: usize) -> usize {
         self.batch_size.unwrap_or(default)
+    }
+}
+
+/// `--validation-src` (alias `--validation_src`, case-insensitive): `ood` (alias `io`, the
+/// default) or `fgsm`, which makes the stages also process the FGSM sets written by rf-fgsm.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ValidationArgs {
+    /// Validation data: the OOD sets themselves (`ood`, alias `io`) or FGSM samples (`fgsm`).
+    #[arg(
+        long = "validation-src",
+        alias = "validation_src",
+        value_enum,
+        ignore_case = true,
+        default_value_t = Validation::Ood
+    )]
+    pub validation_src: Validation,
+}
+
+impl ValidationArgs {
+    /// True for `fgsm`.
+    pub fn fgsm(&self) -> bool {
+        self.validation_src == Validation::Fgsm
     }
 }

@@ -6,7 +6,8 @@
 //! - `manifest.json`: network, data set, classifier, layer sizes, k per layer, sets and their sizes.
 //! - `{set}_labels.npy` (int64 `[N]`) and `{set}_layer{l}.npy` (float32 `[N, C_l]`, mean-pooled
 //!   activations) for `set` = `train` (rows grouped by class: all class-0 rows in stored order,
-//!   then class 1, ...), `test`, and `ood_{name}` for each OOD set.
+//!   then class 1, ...), `test`, `ood_{name}` for each OOD set, and with `--validation-src fgsm`
+//!   the FGSM sets `fgsm_clean`, `fgsm_noisy`, `fgsm_adv` (see [`crate::fgsm`]).
 //! - `stats_layer{l}.safetensors`: `means` `[C, C_l]`, `A` `[C_l, k]`, `A_inv` `[k, C_l]`,
 //!   `log_abs_det_A_inv` `[1]`, `precision` `[C_l, C_l]` (pseudo-inverse of the tied covariance),
 //!   all float64.
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 use crate::cli::NetType;
-use crate::data::{Batches, ImageSet, Normalization};
+use crate::data::{BatchSource, Normalization};
 use crate::error::{Error, Result};
 use crate::gaussian::{self, Whitening};
 use crate::io;
@@ -64,11 +65,11 @@ impl Features {
     }
 }
 
-/// Runs `net` (eval mode, no gradients) over `set` in stored order and collects the mean-pooled
-/// activation of every layer. `on_batch` is called with each batch's size (for progress bars).
+/// Runs `net` (eval mode, no gradients) over `set` in stored order (raw images normalised with
+/// `norm`) and collects the mean-pooled activation of every layer. `on_batch` is called with each batch's size (for progress bars).
 pub fn extract(
     net: &dyn Classifier,
-    set: &ImageSet,
+    set: BatchSource<'_>,
     norm: Normalization,
     batch_size: usize,
     device: Device,
@@ -77,7 +78,7 @@ pub fn extract(
     let mut layers: Vec<Vec<Tensor>> = (0..net.num_layers()).map(|_| Vec::new()).collect();
     let mut correct = 0i64;
     tch::no_grad(|| {
-        for batch in Batches::new(set, norm, batch_size, device, None) {
+        for batch in set.batches(norm, batch_size, device) {
             let (logits, activations) = net.feature_list(&batch.images);
             correct += logits
                 .argmax(1, false)
@@ -92,7 +93,7 @@ pub fn extract(
     });
     Features {
         layers: layers.iter().map(|parts| Tensor::cat(parts, 0)).collect(),
-        labels: set.labels.shallow_clone(),
+        labels: set.labels(),
         correct: correct as usize,
     }
 }
@@ -209,7 +210,7 @@ pub struct FeatureManifest {
     pub train_accuracy: f64,
     /// Classifier accuracy on the test split.
     pub test_accuracy: f64,
-    /// Row count of every stored set (`train`, `test`, `ood_{name}`).
+    /// Row count of every stored set (`train`, `test`, `ood_{name}`, `fgsm_{clean,noisy,adv}`).
     pub sets: BTreeMap<String, usize>,
     /// Version of resflow that wrote the folder.
     pub library_version: String,

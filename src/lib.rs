@@ -9,6 +9,7 @@ pub mod detector;
 pub mod device;
 pub mod error;
 pub mod features;
+pub mod fgsm;
 pub mod flow;
 pub mod flow_stage;
 pub mod gaussian;

@@ -3,10 +3,11 @@
 use ndarray::Array2;
 use tch::{Device, Tensor};
 
-use crate::artefacts::{mahalanobis_path, write_scores, ScoreFile};
-use crate::data::{self, ImageSet, Split};
+use crate::artefacts::{mahalanobis_path, write_scores, ScoreFile, FGSM};
+use crate::data::{self, BatchSource, ImageSet, Split};
 use crate::error::{Error, Result};
 use crate::features::{FeatureDir, FeatureManifest, LayerStats};
+use crate::fgsm::FgsmSets;
 use crate::gaussian::mahalanobis_scores;
 use crate::models::LoadedClassifier;
 use crate::progress::Progress;
@@ -44,7 +45,7 @@ pub fn scored_sets(
 pub fn layer_scores(
     classifier: &LoadedClassifier,
     stats: &[LayerStats],
-    set: &ImageSet,
+    set: BatchSource<'_>,
     magnitudes: &[f64],
     batch_size: usize,
     device: Device,
@@ -55,7 +56,7 @@ pub fn layer_scores(
         let means = layer.means.to_device(device);
         let precision = layer.precision.to_device(device);
         let score = |f: &Tensor| mahalanobis_scores(f, &means, &precision);
-        progress.start(&format!("{} layer {l}", set.name), set.len());
+        progress.start(&format!("{} layer {l}", set.name()), set.len());
         let per_eps = score_set(
             classifier.net.as_ref(),
             set,
@@ -86,7 +87,8 @@ pub fn to_array2(t: &Tensor) -> Result<Array2<f64>> {
 }
 
 /// Scores the test split and every prepared OOD set, writing one file per (OOD set, magnitude)
-/// under `run` (see [`crate::artefacts`]). The test split is scored once for all OOD sets.
+/// under `run` (see [`crate::artefacts`]). The test split is scored once for all OOD sets. With
+/// `fgsm`, also scores the FGSM sets and writes the `fgsm` files (adversarial rows first).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     classifier: &LoadedClassifier,
@@ -96,6 +98,7 @@ pub fn run(
     magnitudes: &[f64],
     batch_size: usize,
     device: Device,
+    fgsm: Option<&FgsmSets>,
     progress: &mut dyn Progress,
 ) -> Result<Vec<String>> {
     let manifest = features.manifest()?;
@@ -104,14 +107,13 @@ pub fn run(
         .map(|l| LayerStats::load(&features.stats_path(l)))
         .collect::<Result<Vec<_>>>()?;
     let (test, oods) = scored_sets(&manifest, dataroot)?;
-    let in_dist = layer_scores(
-        classifier, &stats, &test, magnitudes, batch_size, device, progress,
-    )?;
+    let mut score = |set: BatchSource<'_>| {
+        layer_scores(classifier, &stats, set, magnitudes, batch_size, device, progress)
+    };
+    let in_dist = score((&test).into())?;
     let mut written = Vec::new();
     for ood in &oods {
-        let out = layer_scores(
-            classifier, &stats, ood, magnitudes, batch_size, device, progress,
-        )?;
+        let out = score(ood.into())?;
         for ((eps, o), i) in magnitudes.iter().zip(out).zip(&in_dist) {
             write_scores(
                 &mahalanobis_path(run, &ood.name, *eps),
@@ -119,6 +121,16 @@ pub fn run(
             )?;
         }
         written.push(ood.name.clone());
+    }
+    if let Some(sets) = fgsm {
+        let [clean, noisy, adv] = sets.named().map(|s| score(s.into()));
+        for (eps, ((a, c), n)) in magnitudes.iter().zip(adv?.into_iter().zip(clean?).zip(noisy?)) {
+            write_scores(
+                &mahalanobis_path(run, FGSM, *eps),
+                &ScoreFile::fgsm_from_parts(a, c, n)?,
+            )?;
+        }
+        written.push(FGSM.to_string());
     }
     Ok(written)
 }

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use tch::Device;
 
-use crate::data::{self, ImageSet, Split};
+use crate::data::{self, BatchSource, ImageSet, Split};
 use crate::error::{Error, Result};
 use crate::features::{extract, FeatureDir, FeatureManifest, Features, LayerStats};
+use crate::fgsm::FgsmSets;
 use crate::models::LoadedClassifier;
 use crate::progress::Progress;
 
@@ -25,6 +26,9 @@ pub struct PrepareOptions {
     pub max_test: Option<usize>,
     /// See `max_train`.
     pub max_ood: Option<usize>,
+    /// FGSM folder (written by rf-fgsm) whose sets are also extracted, as `fgsm_clean`,
+    /// `fgsm_noisy` and `fgsm_adv`.
+    pub fgsm: Option<std::path::PathBuf>,
 }
 
 fn limit(set: ImageSet, max: Option<usize>) -> ImageSet {
@@ -36,7 +40,7 @@ fn limit(set: ImageSet, max: Option<usize>) -> ImageSet {
 
 fn run_set(
     classifier: &LoadedClassifier,
-    set: &ImageSet,
+    set: BatchSource<'_>,
     options: &PrepareOptions,
     device: Device,
     progress: &mut dyn Progress,
@@ -82,6 +86,10 @@ pub fn prepare(
         data::load(dataset, &options.dataroot, Split::Test)?,
         options.max_test,
     );
+    let fgsm = match &options.fgsm {
+        Some(dir) => Some(FgsmSets::load_for(dir, classifier)?),
+        None => None,
+    };
     let oods = options
         .ood_sets
         .iter()
@@ -97,7 +105,7 @@ pub fn prepare(
     }
 
     let train =
-        run_set(classifier, &train_set, options, device, progress, "train").grouped_by_class();
+        run_set(classifier, (&train_set).into(), options, device, progress, "train").grouped_by_class();
     let mut sets = BTreeMap::new();
     let mut layer_ranks = Vec::new();
     progress.start("statistics", train.layers.len());
@@ -112,14 +120,19 @@ pub fn prepare(
     dir.write_set("train", &train)?;
     sets.insert("train".to_string(), train.len());
 
-    let test = run_set(classifier, &test_set, options, device, progress, "test");
+    let test = run_set(classifier, (&test_set).into(), options, device, progress, "test");
     dir.write_set("test", &test)?;
     sets.insert("test".to_string(), test.len());
     for set in &oods {
         let name = format!("ood_{}", set.name);
-        let features = run_set(classifier, set, options, device, progress, &set.name);
+        let features = run_set(classifier, set.into(), options, device, progress, &set.name);
         dir.write_set(&name, &features)?;
         sets.insert(name, features.len());
+    }
+    for set in fgsm.iter().flat_map(|f| f.named()) {
+        let features = run_set(classifier, set.into(), options, device, progress, &set.name);
+        dir.write_set(&set.name, &features)?;
+        sets.insert(set.name.clone(), features.len());
     }
     let manifest = FeatureManifest {
         net_type: classifier.meta.architecture,

@@ -2,9 +2,11 @@
 //! `[N, C]` log-densities of the test split and each OOD set at every magnitude.
 use tch::{Device, Kind, Tensor};
 
-use crate::artefacts::{flow_dir, resflow_path, write_scores, ScoreFile};
+use crate::artefacts::{flow_dir, resflow_path, write_scores, ScoreFile, FGSM};
+use crate::data::BatchSource;
 use crate::error::{Error, Result};
 use crate::features::{FeatureDir, LayerStats};
+use crate::fgsm::FgsmSets;
 use crate::flow::FlowModel;
 use crate::mahalanobis::{check_classifier, scored_sets, to_array2};
 use crate::models::LoadedClassifier;
@@ -12,7 +14,8 @@ use crate::progress::Progress;
 use crate::scoring::score_set;
 
 /// Scores every layer that has a trained flow under `run`, writing one file per
-/// (OOD set, layer, magnitude). Returns the layers scored.
+/// (OOD set, layer, magnitude). With `fgsm`, also scores the FGSM sets and writes the `fgsm`
+/// files (adversarial rows first, then clean, then noisy). Returns the layers scored.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     classifier: &LoadedClassifier,
@@ -22,6 +25,7 @@ pub fn run(
     magnitudes: &[f64],
     batch_size: usize,
     device: Device,
+    fgsm: Option<&FgsmSets>,
     progress: &mut dyn Progress,
 ) -> Result<Vec<usize>> {
     let manifest = features.manifest()?;
@@ -50,29 +54,37 @@ pub fn run(
             .to_kind(Kind::Float)
             .to_device(device);
         let score = |f: &Tensor| flow.log_prob(f, &means);
-        let score_all =
-            |set: &crate::data::ImageSet, progress: &mut dyn Progress| -> Result<Vec<Tensor>> {
-                progress.start(&format!("{} layer {l}", set.name), set.len());
-                let out = score_set(
-                    classifier.net.as_ref(),
-                    set,
-                    classifier.meta.normalization,
-                    l,
-                    magnitudes,
-                    batch_size,
-                    device,
-                    &score,
-                    &mut |n| progress.advance(n),
-                );
-                progress.finish();
-                out
-            };
-        let in_dist = score_all(&test, progress)?;
+        let score_all = |set: BatchSource<'_>, progress: &mut dyn Progress| -> Result<Vec<Tensor>> {
+            progress.start(&format!("{} layer {l}", set.name()), set.len());
+            let out = score_set(
+                classifier.net.as_ref(),
+                set,
+                classifier.meta.normalization,
+                l,
+                magnitudes,
+                batch_size,
+                device,
+                &score,
+                &mut |n| progress.advance(n),
+            );
+            progress.finish();
+            out
+        };
+        let in_dist = score_all((&test).into(), progress)?;
         for ood in &oods {
-            let out = score_all(ood, progress)?;
+            let out = score_all(ood.into(), progress)?;
             for ((eps, o), i) in magnitudes.iter().zip(&out).zip(&in_dist) {
                 let file = ScoreFile::from_parts(to_array2(o)?, to_array2(i)?)?;
                 write_scores(&resflow_path(run, &ood.name, l, *eps), &file)?;
+            }
+        }
+        if let Some(sets) = fgsm {
+            let clean = score_all((&sets.clean).into(), progress)?;
+            let noisy = score_all((&sets.noisy).into(), progress)?;
+            let adv = score_all((&sets.adv).into(), progress)?;
+            for (k, eps) in magnitudes.iter().enumerate() {
+                let file = ScoreFile::fgsm_from_parts(to_array2(&adv[k])?, to_array2(&clean[k])?, to_array2(&noisy[k])?)?;
+                write_scores(&resflow_path(run, FGSM, l, *eps), &file)?;
             }
         }
         layers.push(l);

@@ -2,7 +2,7 @@
 //! the Mahalanobis detector: one gradient per (batch, layer), reused for every magnitude.
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{Batches, ImageSet, Normalization};
+use crate::data::{BatchSource, Normalization};
 use crate::error::Result;
 use crate::models::{mean_pool, Classifier};
 
@@ -83,11 +83,12 @@ pub fn gradient_step(
 }
 
 /// [`preprocessed_scores`] over a whole set in stored order: per magnitude, the `[N, C]` scores of
-/// every image. `on_batch` receives each batch's size.
+/// every image. `norm` normalises raw image sets and gives the sign step's std. `on_batch`
+/// receives each batch's size.
 #[allow(clippy::too_many_arguments)]
 pub fn score_set(
     net: &dyn Classifier,
-    set: &ImageSet,
+    set: BatchSource<'_>,
     norm: Normalization,
     layer: usize,
     magnitudes: &[f64],
@@ -97,7 +98,7 @@ pub fn score_set(
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<Vec<Tensor>> {
     let mut parts: Vec<Vec<Tensor>> = magnitudes.iter().map(|_| Vec::new()).collect();
-    for batch in Batches::new(set, norm, batch_size, device, None) {
+    for batch in set.batches(norm, batch_size, device) {
         let scores = preprocessed_scores(net, &batch.images, layer, norm.std, magnitudes, score)?;
         for (store, s) in parts.iter_mut().zip(scores) {
             store.push(s);

@@ -37,6 +37,7 @@ fn prepared_features_and_statistics_are_right() {
         max_train: None,
         max_test: None,
         max_ood: Some(50),
+        fgsm: None,
     };
     let manifest = prepare(
         &classifier,
@@ -147,6 +148,7 @@ fn a_classifier_with_the_wrong_number_of_classes_is_rejected() {
         max_train: None,
         max_test: None,
         max_ood: None,
+        fgsm: None,
     };
     let err = prepare(
         &classifier,

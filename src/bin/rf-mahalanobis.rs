@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use resflow::artefacts::{run_dir, MAGNITUDES};
-use resflow::cli::CommonArgs;
+use resflow::cli::{CommonArgs, ValidationArgs};
+use resflow::fgsm::{fgsm_dir, FgsmSets};
 use resflow::features::FeatureDir;
 use resflow::models::load_checkpoint;
 use resflow::progress::Bars;
@@ -18,6 +19,8 @@ use resflow::progress::Bars;
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    validation: ValidationArgs,
     /// Classifier checkpoint (default: the one rf-prepare used, from the feature manifest).
     #[arg(long)]
     classifier: Option<PathBuf>,
@@ -34,6 +37,12 @@ fn main() -> Result<()> {
         .clone()
         .unwrap_or(manifest.classifier.clone());
     let classifier = load_checkpoint(&classifier_path, device).context("loading the classifier")?;
+    let fgsm = if cli.validation.fgsm() {
+        let dir = fgsm_dir(&common.outf, common.net_type, &common.dataset);
+        Some(FgsmSets::load_for(&dir, &classifier).context("loading the FGSM samples (run rf-fgsm first)")?)
+    } else {
+        None
+    };
     let run = run_dir(&common.outf, common.net_type.name(), &common.dataset);
     let written = resflow::mahalanobis::run(
         &classifier,
@@ -43,6 +52,7 @@ fn main() -> Result<()> {
         &MAGNITUDES,
         common.batch_size_or(100),
         device,
+        fgsm.as_ref(),
         &mut Bars::default(),
     )?;
     println!(

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use resflow::cli::CommonArgs;
+use resflow::cli::{CommonArgs, ValidationArgs};
+use resflow::fgsm::fgsm_dir;
 use resflow::data::registry;
 use resflow::features::FeatureDir;
 use resflow::models::load_checkpoint;
@@ -19,6 +20,8 @@ use resflow::progress::Bars;
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    validation: ValidationArgs,
     /// Classifier checkpoint (default: pre_trained/{net}_{dataset}.safetensors).
     #[arg(long)]
     classifier: Option<PathBuf>,
@@ -68,6 +71,10 @@ fn main() -> Result<()> {
         max_train: cli.max_train,
         max_test: cli.max_test,
         max_ood: cli.max_ood,
+        fgsm: cli
+            .validation
+            .fgsm()
+            .then(|| fgsm_dir(&common.outf, common.net_type, &common.dataset)),
     };
     let dir = FeatureDir::new(&common.outf, common.net_type, &common.dataset);
     let manifest = prepare(
@@ -91,6 +98,9 @@ fn main() -> Result<()> {
         .enumerate()
     {
         println!("layer {l}: {c} channels, whitening rank k = {k}");
+    }
+    for (name, rows) in manifest.sets.iter().filter(|(n, _)| n.starts_with("fgsm_")) {
+        println!("{name}: {rows} FGSM samples");
     }
     println!("features written to {}", dir.path.display());
     Ok(())

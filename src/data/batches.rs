@@ -85,3 +85,107 @@ impl Iterator for Batches<'_> {
         })
     }
 }
+
+/// Images already normalised for a classifier: `f32` `[N,3,32,32]` with `i64` labels `[N]`, on the
+/// CPU (the FGSM sets, for example).
+#[derive(Debug)]
+pub struct NormalizedSet {
+    /// Name shown in progress output.
+    pub name: String,
+    /// Normalised images.
+    pub images: Tensor,
+    /// Labels.
+    pub labels: Tensor,
+}
+
+impl NormalizedSet {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.size()[0] as usize
+    }
+
+    /// True when the set holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a stage runs a network over: a `u8` [`ImageSet`] (normalised batch by batch) or a
+/// [`NormalizedSet`] (used as it is).
+#[derive(Debug, Clone, Copy)]
+pub enum BatchSource<'a> {
+    /// Raw images, normalised with the normalisation passed to [`BatchSource::batches`].
+    Images(&'a ImageSet),
+    /// Images that are already normalised.
+    Normalized(&'a NormalizedSet),
+}
+
+impl<'a> From<&'a ImageSet> for BatchSource<'a> {
+    fn from(set: &'a ImageSet) -> Self {
+        BatchSource::Images(set)
+    }
+}
+
+impl<'a> From<&'a NormalizedSet> for BatchSource<'a> {
+    fn from(set: &'a NormalizedSet) -> Self {
+        BatchSource::Normalized(set)
+    }
+}
+
+impl<'a> BatchSource<'a> {
+    /// The set's name.
+    pub fn name(&self) -> &'a str {
+        match self {
+            BatchSource::Images(s) => &s.name,
+            BatchSource::Normalized(s) => &s.name,
+        }
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        match self {
+            BatchSource::Images(s) => s.len(),
+            BatchSource::Normalized(s) => s.len(),
+        }
+    }
+
+    /// True when there is no image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All labels, `i64` `[N]`, on the CPU.
+    pub fn labels(&self) -> Tensor {
+        match self {
+            BatchSource::Images(s) => s.labels.shallow_clone(),
+            BatchSource::Normalized(s) => s.labels.shallow_clone(),
+        }
+    }
+
+    /// Batches in stored order; `norm` applies to [`BatchSource::Images`] only.
+    pub fn batches(
+        &self,
+        norm: Normalization,
+        batch_size: usize,
+        device: Device,
+    ) -> Box<dyn Iterator<Item = Batch> + 'a> {
+        let batch_size = batch_size.max(1);
+        match *self {
+            BatchSource::Images(set) => Box::new(Batches::new(set, norm, batch_size, device, None)),
+            BatchSource::Normalized(set) => {
+                let n = set.len();
+                Box::new((0..n).step_by(batch_size).map(move |start| {
+                    let size = batch_size.min(n - start) as i64;
+                    Batch {
+                        images: set
+                            .images
+                            .narrow(0, start as i64, size)
+                            .to_kind(tch::Kind::Float)
+                            .to_device(device),
+                        labels: set.labels.narrow(0, start as i64, size).to_device(device),
+                    }
+                }))
+            }
+        }
+    }
+}

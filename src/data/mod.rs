@@ -18,7 +18,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 
-pub use batches::{Batch, Batches};
+pub use batches::{Batch, BatchSource, Batches, NormalizedSet};
 pub use registry::{load, DatasetInfo, Role, DATASETS};
 
 /// Side of the square images every network sees.
