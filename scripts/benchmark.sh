@@ -119,8 +119,16 @@ if [ "$DRY" = 0 ]; then
   need=(rf-prepare rf-mahalanobis rf-train rf-score rf-regress)
   [ "$FGSM" = 1 ] && need+=(rf-fgsm)
   for b in "${need[@]}"; do
-    [ -x "$BIN/$b" ] || die "$BIN/$b not found: build with 'scripts/setup.sh --cuda && cargo build --release --features cuda' or pass --bin DIR"
+    hint=""
+    [ "$b" = rf-fgsm ] && hint=" (or pass --validation io to skip FGSM validation)"
+    [ -x "$BIN/$b" ] || die "$BIN/$b not found: build with 'scripts/setup.sh --cuda && cargo build --release --features cuda' or pass --bin DIR$hint"
   done
+  if [ "$FGSM" = 1 ]; then
+    for b in rf-prepare rf-mahalanobis rf-score; do
+      "$BIN/$b" --help 2>/dev/null | grep -q -- --validation-src \
+        || die "$BIN/$b has no --validation-src (FGSM validation, issue 6); pass --validation io"
+    done
+  fi
 fi
 
 # --- steps -----------------------------------------------------------------------------------

@@ -323,7 +323,7 @@ fn fake_bin(dir: &Path, fail_on: Option<&str>) -> PathBuf {
     ] {
         let fail = if fail_on == Some(name) { "exit 3" } else { "" };
         let script = format!(
-            "#!/usr/bin/env bash\necho \"{name} $*\" >>\"{}\"\necho fake {name}\n{fail}\n",
+            "#!/usr/bin/env bash\nif [ \"$1\" = --help ]; then echo \"  --validation-src <V>\"; exit 0; fi\necho \"{name} $*\" >>\"{}\"\necho fake {name}\n{fail}\n",
             dir.join("calls.log").display()
         );
         let path = bin.join(name);
