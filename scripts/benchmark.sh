@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# The reference's full benchmark grid on one GPU machine, resumable, ending in one table.
+#
+#   scripts/benchmark.sh [--nets resnet,densenet] [--datasets cifar10,cifar100,svhn]
+#                        [--gpus 0,1,2,3] [--num-iter 2000] [--validation io,fgsm]
+#                        [--dataroot data] [--outf output] [--pretrained pre_trained]
+#                        [--bin DIR] [--force] [--dry-run]
+#
+# Per (net, dataset), in order:
+#   rf-fgsm                                   (FGSM validation only)
+#   rf-prepare     [--validation-src fgsm]    features of train/test/OOD [and FGSM] sets
+#   rf-mahalanobis [--validation-src fgsm]    Mahalanobis scores
+#   rf-train --layer L --resume               every layer (ResNet 0..4, DenseNet 0..3), in parallel:
+#                                             layer L runs on GPU gpus[L mod #gpus], one job per
+#                                             GPU at a time
+#   rf-score       [--validation-src fgsm]    residual flow scores
+#   rf-regress                                both detectors x both validations
+# then scripts/benchmark_table.py writes {outf}/benchmark.md next to the published numbers.
+#
+# Resumable: a step that succeeded writes {outf}/{net}_{dataset}/.bench/{step}.done holding its
+# command (without --gpu/--outf); it is skipped when that marker matches the command it would run
+# now and no step it depends on is run again. --force redoes every step. Logs go to
+# {outf}/{net}_{dataset}/logs/{step}.log.
+# --dry-run prints the commands in order (with their GPU) and the skipped steps, runs nothing.
+# Binaries: --bin, else $RF_BIN, else target/release (cargo build --release --features cuda).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+NETS="resnet,densenet"
+DATASETS="cifar10,cifar100,svhn"
+GPUS="0"
+NUM_ITER=2000
+VALIDATION="io,fgsm"
+DATAROOT="data"
+OUTF="output"
+PRETRAINED="pre_trained"
+BIN="${RF_BIN:-$ROOT/target/release}"
+FORCE=0
+DRY=0
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+die() { echo "benchmark.sh: $*" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nets) NETS="$2"; shift 2 ;;
+    --datasets) DATASETS="$2"; shift 2 ;;
+    --gpus) GPUS="$2"; shift 2 ;;
+    --num-iter|--num_iter) NUM_ITER="$2"; shift 2 ;;
+    --validation) VALIDATION="$2"; shift 2 ;;
+    --dataroot) DATAROOT="$2"; shift 2 ;;
+    --outf) OUTF="$2"; shift 2 ;;
+    --pretrained) PRETRAINED="$2"; shift 2 ;;
+    --bin) BIN="$2"; shift 2 ;;
+    --force) FORCE=1; shift ;;
+    --dry-run) DRY=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown option '$1' (see --help)" ;;
+  esac
+done
+
+IFS=',' read -r -a NET_LIST <<<"$NETS"
+IFS=',' read -r -a DATASET_LIST <<<"$DATASETS"
+IFS=',' read -r -a GPU_LIST <<<"$GPUS"
+IFS=',' read -r -a VAL_LIST <<<"$VALIDATION"
+[ "${#GPU_LIST[@]}" -gt 0 ] || die "--gpus needs at least one GPU index"
+for g in "${GPU_LIST[@]}"; do [[ "$g" =~ ^[0-9]+$ ]] || die "--gpus: '$g' is not a GPU index"; done
+[[ "$NUM_ITER" =~ ^[0-9]+$ ]] || die "--num-iter: '$NUM_ITER' is not a number"
+
+num_layers() {
+  case "$1" in
+    resnet) echo 5 ;;
+    densenet) echo 4 ;;
+    *) die "unknown network '$1' (resnet or densenet)" ;;
+  esac
+}
+for net in "${NET_LIST[@]}"; do num_layers "$net" >/dev/null; done
+for ds in "${DATASET_LIST[@]}"; do
+  case "$ds" in
+    cifar10|cifar100|svhn) ;;
+    *) echo "benchmark.sh: note: '$ds' is not one of the paper's data sets (cifar10, cifar100, svhn)" >&2 ;;
+  esac
+done
+FGSM=0
+REG_VALS=()
+for v in "${VAL_LIST[@]}"; do
+  case "${v,,}" in
+    io|ood) REG_VALS+=(ood) ;;
+    fgsm) REG_VALS+=(fgsm); FGSM=1 ;;
+    *) die "--validation: '$v' is not io or fgsm" ;;
+  esac
+done
+
+# The Python that writes the final table (stdlib only): the project's venv when set up.
+PY="${RESFLOW_HOME:-$HOME/.cache/resflow}/venv/bin/python"
+[ -x "$PY" ] || PY="python3"
+
+# --- checks before anything runs -------------------------------------------------------------
+missing=0
+for net in "${NET_LIST[@]}"; do
+  for ds in "${DATASET_LIST[@]}"; do
+    ckpt="$PRETRAINED/${net}_${ds}.safetensors"
+    if [ ! -f "$ckpt" ]; then
+      missing=1
+      cat >&2 <<EOF
+benchmark.sh: missing classifier checkpoint $ckpt
+  convert the published weights (${net}_${ds}.pth, links in the original README) with
+    $PY scripts/convert_weights.py classifier --net-type $net --dataset $ds $PRETRAINED/${net}_${ds}.pth $ckpt
+  or train one with
+    rf-classifier train --net-type $net --dataset $ds --dataroot $DATAROOT --out $ckpt
+  (paper size: --width 64 for ResNet, 12 for DenseNet, and more --epochs; see rf-classifier train --help)
+EOF
+    fi
+  done
+done
+[ "$missing" = 0 ] || exit 1
+
+if [ "$DRY" = 0 ]; then
+  need=(rf-prepare rf-mahalanobis rf-train rf-score rf-regress)
+  [ "$FGSM" = 1 ] && need+=(rf-fgsm)
+  for b in "${need[@]}"; do
+    hint=""
+    [ "$b" = rf-fgsm ] && hint=" (or pass --validation io to skip FGSM validation)"
+    [ -x "$BIN/$b" ] || die "$BIN/$b not found: build with 'scripts/setup.sh --cuda && cargo build --release --features cuda' or pass --bin DIR$hint"
+  done
+  if [ "$FGSM" = 1 ]; then
+    for b in rf-prepare rf-mahalanobis rf-score; do
+      "$BIN/$b" --help 2>/dev/null | grep -q -- --validation-src \
+        || die "$BIN/$b has no --validation-src (FGSM validation, issue 6); pass --validation io"
+    done
+  fi
+fi
+
+# --- steps -----------------------------------------------------------------------------------
+declare -A RAN=()   # "{net}_{dataset}/{step}" -> 1 when run (or, in a dry run, to be run) now
+
+# key CMD...: the marker text of a command: its arguments without the binary folder, --gpu, --outf.
+key() {
+  local out=("${1##*/}") skip=0 a
+  shift
+  for a in "$@"; do
+    if [ "$skip" = 1 ]; then skip=0; continue; fi
+    case "$a" in --gpu|--outf) skip=1; continue ;; esac
+    out+=("$a")
+  done
+  printf '%s\n' "${out[*]}"
+}
+
+# needs_run RUN STEP "DEP..." CMD...: whether STEP must run (forced, no matching marker, or a
+# dependency runs now); marks it in RAN, or prints the skip.
+needs_run() {
+  local run="$1" step="$2" deps="$3" d marker
+  shift 3
+  marker="$OUTF/$run/.bench/$step.done"
+  local go=0
+  [ "$FORCE" = 1 ] && go=1
+  for d in $deps; do [ -n "${RAN[$run/$d]:-}" ] && go=1; done
+  if [ "$go" = 0 ] && { [ ! -f "$marker" ] || [ "$(cat "$marker")" != "$(key "$@")" ]; }; then go=1; fi
+  if [ "$go" = 1 ]; then
+    RAN[$run/$step]=1
+    return 0
+  fi
+  echo "# skip $run/$step (done; --force redoes)"
+  return 1
+}
+
+mark_done() {  # RUN STEP CMD...
+  local run="$1" step="$2"
+  shift 2
+  mkdir -p "$OUTF/$run/.bench"
+  key "$@" >"$OUTF/$run/.bench/$step.done.tmp"
+  mv "$OUTF/$run/.bench/$step.done.tmp" "$OUTF/$run/.bench/$step.done"
+}
+
+show() {  # WHERE CMD...: one command line as the dry run prints it
+  local where="$1"
+  shift
+  printf '[%s]' "$where"
+  printf ' %q' "$@"
+  printf '\n'
+}
+
+# step RUN STEP WHERE "DEPS" CMD...: one sequential step.
+step() {
+  local run="$1" s="$2" where="$3" deps="$4"
+  shift 4
+  needs_run "$run" "$s" "$deps" "$@" || return 0
+  show "$where" "$@"
+  [ "$DRY" = 1 ] && return 0
+  mkdir -p "$OUTF/$run/logs"
+  local log="$OUTF/$run/logs/$s.log"
+  if ! "$@" 2>&1 | tee "$log"; then
+    echo "benchmark.sh: $run/$s failed; log: $log" >&2
+    exit 1
+  fi
+  mark_done "$run" "$s" "$@"
+}
+
+# train_layers RUN NET DATASET: every layer, layer L on GPU gpus[L mod #gpus], one job per GPU at
+# a time; waits for all and fails if any failed.
+train_layers() {
+  local run="$1" net="$2" ds="$3" n l i g
+  n="$(num_layers "$net")"
+  local -a lanes=()
+  for ((i = 0; i < ${#GPU_LIST[@]}; i++)); do lanes[i]=""; done
+  for ((l = 0; l < n; l++)); do
+    i=$((l % ${#GPU_LIST[@]}))
+    g="${GPU_LIST[$i]}"
+    local cmd=("$BIN/rf-train" "${COMMON[@]}" --gpu "$g" --layer "$l" --num-iter "$NUM_ITER" --resume)
+    needs_run "$run" "train_layer$l" "prepare" "${cmd[@]}" || continue
+    show "gpu $g" "${cmd[@]}"
+    lanes[i]+=" $l"
+  done
+  [ "$DRY" = 1 ] && return 0
+  mkdir -p "$OUTF/$run/logs"
+  local -a pids=()
+  for ((i = 0; i < ${#GPU_LIST[@]}; i++)); do
+    [ -n "${lanes[i]}" ] || continue
+    g="${GPU_LIST[$i]}"
+    (
+      for l in ${lanes[i]}; do
+        cmd=("$BIN/rf-train" "${COMMON[@]}" --gpu "$g" --layer "$l" --num-iter "$NUM_ITER" --resume)
+        log="$OUTF/$run/logs/train_layer$l.log"
+        echo "  gpu $g: $run layer $l (log: $log)"
+        if ! "${cmd[@]}" >"$log" 2>&1; then
+          echo "benchmark.sh: $run/train_layer$l failed on gpu $g; log: $log" >&2
+          exit 1
+        fi
+        mark_done "$run" "train_layer$l" "${cmd[@]}"
+        echo "  gpu $g: $run layer $l done"
+      done
+    ) &
+    pids+=($!)
+  done
+  local failed=0 p
+  for p in "${pids[@]}"; do wait "$p" || failed=1; done
+  [ "$failed" = 0 ] || { echo "benchmark.sh: training of $run failed" >&2; exit 1; }
+}
+
+G0="${GPU_LIST[0]}"
+VSRC=()
+[ "$FGSM" = 1 ] && VSRC=(--validation-src fgsm)
+for net in "${NET_LIST[@]}"; do
+  for ds in "${DATASET_LIST[@]}"; do
+    run="${net}_${ds}"
+    echo "== $run"
+    COMMON=(--net-type "$net" --dataset "$ds" --dataroot "$DATAROOT" --outf "$OUTF")
+    ckpt="$PRETRAINED/${net}_${ds}.safetensors"
+    n="$(num_layers "$net")"
+    train_deps=""
+    for ((l = 0; l < n; l++)); do train_deps+=" train_layer$l"; done
+    if [ "$FGSM" = 1 ]; then
+      step "$run" fgsm "gpu $G0" "" "$BIN/rf-fgsm" "${COMMON[@]}" --gpu "$G0" --classifier "$ckpt"
+    fi
+    step "$run" prepare "gpu $G0" "fgsm" \
+      "$BIN/rf-prepare" "${COMMON[@]}" --gpu "$G0" --classifier "$ckpt" "${VSRC[@]}"
+    step "$run" mahalanobis "gpu $G0" "prepare" \
+      "$BIN/rf-mahalanobis" "${COMMON[@]}" --gpu "$G0" "${VSRC[@]}"
+    train_layers "$run" "$net" "$ds"
+    step "$run" score "gpu $G0" "prepare $train_deps" \
+      "$BIN/rf-score" "${COMMON[@]}" --gpu "$G0" "${VSRC[@]}"
+    for v in "${REG_VALS[@]}"; do
+      step "$run" "regress_mahalanobis_$v" cpu "mahalanobis" \
+        "$BIN/rf-regress" --detector mahalanobis --net-type "$net" --dataset "$ds" \
+        --validation-src "$v" --outf "$OUTF"
+      step "$run" "regress_resflow_$v" cpu "score" \
+        "$BIN/rf-regress" --detector resflow --net-type "$net" --dataset "$ds" \
+        --validation-src "$v" --outf "$OUTF"
+    done
+  done
+done
+
+echo "== table"
+TABLE=("$PY" "$ROOT/scripts/benchmark_table.py" --outf "$OUTF" --nets "$NETS" --datasets "$DATASETS")
+show cpu "${TABLE[@]}"
+[ "$DRY" = 1 ] && exit 0
+"${TABLE[@]}"
