@@ -54,22 +54,23 @@ pub fn run(
             .to_kind(Kind::Float)
             .to_device(device);
         let score = |f: &Tensor| flow.log_prob(f, &means);
-        let score_all = |set: BatchSource<'_>, progress: &mut dyn Progress| -> Result<Vec<Tensor>> {
-            progress.start(&format!("{} layer {l}", set.name()), set.len());
-            let out = score_set(
-                classifier.net.as_ref(),
-                set,
-                classifier.meta.normalization,
-                l,
-                magnitudes,
-                batch_size,
-                device,
-                &score,
-                &mut |n| progress.advance(n),
-            );
-            progress.finish();
-            out
-        };
+        let score_all =
+            |set: BatchSource<'_>, progress: &mut dyn Progress| -> Result<Vec<Tensor>> {
+                progress.start(&format!("{} layer {l}", set.name()), set.len());
+                let out = score_set(
+                    classifier.net.as_ref(),
+                    set,
+                    classifier.meta.normalization,
+                    l,
+                    magnitudes,
+                    batch_size,
+                    device,
+                    &score,
+                    &mut |n| progress.advance(n),
+                );
+                progress.finish();
+                out
+            };
         let in_dist = score_all((&test).into(), progress)?;
         for ood in &oods {
             let out = score_all(ood.into(), progress)?;
@@ -83,7 +84,11 @@ pub fn run(
             let noisy = score_all((&sets.noisy).into(), progress)?;
             let adv = score_all((&sets.adv).into(), progress)?;
             for (k, eps) in magnitudes.iter().enumerate() {
-                let file = ScoreFile::fgsm_from_parts(to_array2(&adv[k])?, to_array2(&clean[k])?, to_array2(&noisy[k])?)?;
+                let file = ScoreFile::fgsm_from_parts(
+                    to_array2(&adv[k])?,
+                    to_array2(&clean[k])?,
+                    to_array2(&noisy[k])?,
+                )?;
                 write_scores(&resflow_path(run, FGSM, l, *eps), &file)?;
             }
         }
