@@ -24,5 +24,6 @@ pub mod report;
 pub mod resflow_scores;
 pub mod scoring;
 pub mod splits;
+pub mod stage;
 
 pub use error::{Error, Result};

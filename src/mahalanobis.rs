@@ -7,11 +7,11 @@ use crate::artefacts::{mahalanobis_path, write_scores, ScoreFile, FGSM};
 use crate::data::{self, BatchSource, ImageSet, Split};
 use crate::error::{Error, Result};
 use crate::features::{FeatureDir, FeatureManifest, LayerStats};
-use crate::fgsm::FgsmSets;
 use crate::gaussian::mahalanobis_scores;
 use crate::models::LoadedClassifier;
 use crate::progress::Progress;
 use crate::scoring::score_set;
+use crate::stage::ScoringStage;
 
 /// The image sets a scoring stage evaluates: the test split and the OOD sets of the feature
 /// folder, each cut to the size that `rf-prepare` used.
@@ -89,18 +89,21 @@ pub fn to_array2(t: &Tensor) -> Result<Array2<f64>> {
 /// Scores the test split and every prepared OOD set, writing one file per (OOD set, magnitude)
 /// under `run` (see [`crate::artefacts`]). The test split is scored once for all OOD sets. With
 /// `fgsm`, also scores the FGSM sets and writes the `fgsm` files (adversarial rows first).
-#[allow(clippy::too_many_arguments)]
 pub fn run(
-    classifier: &LoadedClassifier,
-    features: &FeatureDir,
-    dataroot: &std::path::Path,
-    run: &std::path::Path,
+    stage: &ScoringStage,
     magnitudes: &[f64],
-    batch_size: usize,
-    device: Device,
-    fgsm: Option<&FgsmSets>,
     progress: &mut dyn Progress,
 ) -> Result<Vec<String>> {
+    let ScoringStage {
+        classifier,
+        features,
+        fgsm,
+        dataroot,
+        run,
+        device,
+        batch_size,
+    } = stage;
+    let (fgsm, device, batch_size) = (fgsm.as_ref(), *device, *batch_size);
     let manifest = features.manifest()?;
     check_classifier(classifier, &manifest, features)?;
     let stats = (0..manifest.layer_channels.len())

@@ -1,33 +1,35 @@
 //! The residual flow's scores with input pre-processing (SPEC section 6): for every layer, the
 //! `[N, C]` log-densities of the test split and each OOD set at every magnitude.
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::artefacts::{flow_dir, resflow_path, write_scores, ScoreFile, FGSM};
 use crate::data::BatchSource;
 use crate::error::{Error, Result};
-use crate::features::{FeatureDir, LayerStats};
-use crate::fgsm::FgsmSets;
+use crate::features::LayerStats;
 use crate::flow::FlowModel;
 use crate::mahalanobis::{check_classifier, scored_sets, to_array2};
-use crate::models::LoadedClassifier;
 use crate::progress::Progress;
 use crate::scoring::score_set;
+use crate::stage::ScoringStage;
 
 /// Scores every layer that has a trained flow under `run`, writing one file per
 /// (OOD set, layer, magnitude). With `fgsm`, also scores the FGSM sets and writes the `fgsm`
 /// files (adversarial rows first, then clean, then noisy). Returns the layers scored.
-#[allow(clippy::too_many_arguments)]
 pub fn run(
-    classifier: &LoadedClassifier,
-    features: &FeatureDir,
-    dataroot: &std::path::Path,
-    run: &std::path::Path,
+    stage: &ScoringStage,
     magnitudes: &[f64],
-    batch_size: usize,
-    device: Device,
-    fgsm: Option<&FgsmSets>,
     progress: &mut dyn Progress,
 ) -> Result<Vec<usize>> {
+    let ScoringStage {
+        classifier,
+        features,
+        fgsm,
+        dataroot,
+        run,
+        device,
+        batch_size,
+    } = stage;
+    let (fgsm, device, batch_size) = (fgsm.as_ref(), *device, *batch_size);
     let manifest = features.manifest()?;
     check_classifier(classifier, &manifest, features)?;
     let (test, oods) = scored_sets(&manifest, dataroot)?;
