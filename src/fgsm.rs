@@ -150,7 +150,12 @@ pub fn attack(
     for batch in BatchSource::from(set).batches(norm, options.batch_size, options.device) {
         let x = &batch.images;
         let clean_pred = predict(net, x);
-        let noisy_x = noisy(x, &standard_noise(&x.size(), &mut rng), options.sigma, &norm);
+        let noisy_x = noisy(
+            x,
+            &standard_noise(&x.size(), &mut rng),
+            options.sigma,
+            &norm,
+        );
         let adv_x = adversarial(net, x, &batch.labels, &norm)?;
         let outputs = [
             x.shallow_clone(),
@@ -182,7 +187,8 @@ impl Attacked {
         let labels = &self.sets.labels;
         let mask = keep_mask(labels, &self.clean_pred, &self.noisy_pred, &self.adv_pred);
         let index = mask.nonzero().squeeze_dim(1);
-        let correct = |pred: &Tensor| pred.eq_tensor(labels).sum(Kind::Int64).int64_value(&[]) as usize;
+        let correct =
+            |pred: &Tensor| pred.eq_tensor(labels).sum(Kind::Int64).int64_value(&[]) as usize;
         let linf = (&self.sets.adv.images - &self.sets.clean.images)
             .abs()
             .flatten(1, -1)
@@ -196,7 +202,11 @@ impl Attacked {
             clean_correct: correct(&self.clean_pred),
             noisy_correct: correct(&self.noisy_pred),
             adv_correct: correct(&self.adv_pred),
-            mean_linf: if total == 0 { 0.0 } else { linf.sum(Kind::Double).double_value(&[]) / total as f64 },
+            mean_linf: if total == 0 {
+                0.0
+            } else {
+                linf.sum(Kind::Double).double_value(&[]) / total as f64
+            },
         };
         let pick = |t: &Tensor| t.index_select(0, &index);
         let sets = FgsmSets::new(
@@ -342,18 +352,28 @@ impl FgsmSets {
             if t.size() != [k, 3, 32, 32] {
                 return Err(Error::format(
                     &path,
-                    format!("expected shape [{k}, 3, 32, 32] (summary.json), found {:?}", t.size()),
+                    format!(
+                        "expected shape [{k}, 3, 32, 32] (summary.json), found {:?}",
+                        t.size()
+                    ),
                 ));
             }
             Ok(t)
         };
-        let (clean, adv, noisy) = (images("clean.npy")?, images("adv.npy")?, images("noisy.npy")?);
+        let (clean, adv, noisy) = (
+            images("clean.npy")?,
+            images("adv.npy")?,
+            images("noisy.npy")?,
+        );
         let labels_path = dir.join("labels.npy");
         let labels = io::read_npy_i64(&labels_path)?;
         if labels.size() != [k] {
             return Err(Error::format(
                 &labels_path,
-                format!("expected {k} labels (summary.json), found shape {:?}", labels.size()),
+                format!(
+                    "expected {k} labels (summary.json), found shape {:?}",
+                    labels.size()
+                ),
             ));
         }
         Ok((FgsmSets::new(clean, noisy, adv, labels), summary))
@@ -422,7 +442,8 @@ pub fn generate(
         library_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     if dir.join("summary.json").exists() {
-        std::fs::remove_file(dir.join("summary.json")).map_err(|e| Error::io(dir.join("summary.json"), e))?;
+        std::fs::remove_file(dir.join("summary.json"))
+            .map_err(|e| Error::io(dir.join("summary.json"), e))?;
     }
     sets.save(dir, &summary)?;
     Ok(summary)

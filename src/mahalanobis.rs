@@ -108,7 +108,9 @@ pub fn run(
         .collect::<Result<Vec<_>>>()?;
     let (test, oods) = scored_sets(&manifest, dataroot)?;
     let mut score = |set: BatchSource<'_>| {
-        layer_scores(classifier, &stats, set, magnitudes, batch_size, device, progress)
+        layer_scores(
+            classifier, &stats, set, magnitudes, batch_size, device, progress,
+        )
     };
     let in_dist = score((&test).into())?;
     let mut written = Vec::new();
@@ -124,7 +126,10 @@ pub fn run(
     }
     if let Some(sets) = fgsm {
         let [clean, noisy, adv] = sets.named().map(|s| score(s.into()));
-        for (eps, ((a, c), n)) in magnitudes.iter().zip(adv?.into_iter().zip(clean?).zip(noisy?)) {
+        for (eps, ((a, c), n)) in magnitudes
+            .iter()
+            .zip(adv?.into_iter().zip(clean?).zip(noisy?))
+        {
             write_scores(
                 &mahalanobis_path(run, FGSM, *eps),
                 &ScoreFile::fgsm_from_parts(a, c, n)?,

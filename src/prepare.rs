@@ -104,8 +104,15 @@ pub fn prepare(
         std::fs::remove_file(dir.manifest_path()).map_err(|e| Error::io(dir.manifest_path(), e))?;
     }
 
-    let train =
-        run_set(classifier, (&train_set).into(), options, device, progress, "train").grouped_by_class();
+    let train = run_set(
+        classifier,
+        (&train_set).into(),
+        options,
+        device,
+        progress,
+        "train",
+    )
+    .grouped_by_class();
     let mut sets = BTreeMap::new();
     let mut layer_ranks = Vec::new();
     progress.start("statistics", train.layers.len());
@@ -120,7 +127,14 @@ pub fn prepare(
     dir.write_set("train", &train)?;
     sets.insert("train".to_string(), train.len());
 
-    let test = run_set(classifier, (&test_set).into(), options, device, progress, "test");
+    let test = run_set(
+        classifier,
+        (&test_set).into(),
+        options,
+        device,
+        progress,
+        "test",
+    );
     dir.write_set("test", &test)?;
     sets.insert("test".to_string(), test.len());
     for set in &oods {

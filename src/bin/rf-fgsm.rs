@@ -12,7 +12,10 @@ use resflow::models::load_checkpoint;
 use resflow::progress::Bars;
 
 #[derive(Parser)]
-#[command(version, about = "FGSM adversarial and noisy samples of the test split")]
+#[command(
+    version,
+    about = "FGSM adversarial and noisy samples of the test split"
+)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
@@ -67,14 +70,34 @@ fn main() -> Result<()> {
         &mut Bars::default(),
     )?;
     let c = &summary.counts;
-    println!("clean accuracy {}/{} ({:.2}%)", c.clean_correct, c.total, 100.0 * summary.clean_accuracy);
-    println!("adversarial accuracy {}/{} ({:.2}%)", c.adv_correct, c.total, 100.0 * summary.adversarial_accuracy);
-    println!("noisy accuracy {}/{} ({:.2}%)", c.noisy_correct, c.total, 100.0 * summary.noisy_accuracy);
+    println!(
+        "clean accuracy {}/{} ({:.2}%)",
+        c.clean_correct,
+        c.total,
+        100.0 * summary.clean_accuracy
+    );
+    println!(
+        "adversarial accuracy {}/{} ({:.2}%)",
+        c.adv_correct,
+        c.total,
+        100.0 * summary.adversarial_accuracy
+    );
+    println!(
+        "noisy accuracy {}/{} ({:.2}%)",
+        c.noisy_correct,
+        c.total,
+        100.0 * summary.noisy_accuracy
+    );
     println!(
         "mean L-inf perturbation {:.4} (normalised-input units: (pixel/255 - mean)/std)",
         c.mean_linf
     );
-    println!("kept {} of {} samples; written to {}", c.kept, c.total, dir.display());
+    println!(
+        "kept {} of {} samples; written to {}",
+        c.kept,
+        c.total,
+        dir.display()
+    );
     if c.kept == 0 {
         eprintln!("warning: no sample kept; the FGSM validation needs at least 20");
     }

@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use resflow::artefacts::{run_dir, MAGNITUDES};
 use resflow::cli::{CommonArgs, ValidationArgs};
-use resflow::fgsm::{fgsm_dir, FgsmSets};
 use resflow::features::FeatureDir;
+use resflow::fgsm::{fgsm_dir, FgsmSets};
 use resflow::models::load_checkpoint;
 use resflow::progress::Bars;
 
@@ -29,11 +29,17 @@ fn main() -> Result<()> {
     let device = common.device().device;
     let features = FeatureDir::new(&common.outf, common.net_type, &common.dataset);
     let manifest = features.manifest()?;
-    let classifier_path = cli.classifier.clone().unwrap_or(manifest.classifier.clone());
+    let classifier_path = cli
+        .classifier
+        .clone()
+        .unwrap_or(manifest.classifier.clone());
     let classifier = load_checkpoint(&classifier_path, device).context("loading the classifier")?;
     let fgsm = if cli.validation.fgsm() {
         let dir = fgsm_dir(&common.outf, common.net_type, &common.dataset);
-        Some(FgsmSets::load_for(&dir, &classifier).context("loading the FGSM samples (run rf-fgsm first)")?)
+        Some(
+            FgsmSets::load_for(&dir, &classifier)
+                .context("loading the FGSM samples (run rf-fgsm first)")?,
+        )
     } else {
         None
     };
