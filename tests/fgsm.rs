@@ -346,27 +346,28 @@ fn fgsm_validation_end_to_end() {
     let outf = dir.path().join("output");
     let io = [("--dataroot", root.as_path()), ("--outf", outf.as_path())];
 
+    // FGSM samples of the first 400 test images only (runtime); the IO test split keeps 1100.
     let printed = run(
         env!("CARGO_BIN_EXE_rf-fgsm"),
-        &["--seed", "3"],
+        &["--seed", "3", "--max_test", "400"],
         &[io[0], io[1], ("--classifier", &weights)],
     );
     let fdir = fgsm_dir(&outf, NetType::Resnet, "fashion-mnist");
     let (sets, summary): (FgsmSets, FgsmSummary) = FgsmSets::load(&fdir).unwrap();
     let c = summary.counts;
-    assert_eq!((c.total, c.clean_correct), (1100, 1100));
+    assert_eq!((c.total, c.clean_correct), (400, 400));
     assert_eq!(sets.len(), c.kept);
-    assert!(c.kept >= 100, "{c:?}");
+    assert!(c.kept >= 40, "{c:?}");
     assert_eq!(
         (summary.sigma, summary.step, summary.seed),
         (0.25 / 4.0, 0.05, 3)
     );
     assert!(
-        printed.contains(&format!("kept {} of 1100 samples", c.kept)),
+        printed.contains(&format!("kept {} of 400 samples", c.kept)),
         "{printed}"
     );
     assert!(
-        printed.contains("clean accuracy 1100/1100 (100.00%)"),
+        printed.contains("clean accuracy 400/400 (100.00%)"),
         "{printed}"
     );
     assert!(
@@ -399,7 +400,8 @@ fn fgsm_validation_end_to_end() {
         &["--batch_size", "100", "--validation-src", "fgsm"],
         &io,
     );
-    for layer in 0..5 {
+    // One flow (layer 0, untrained) keeps the runtime modest.
+    for layer in 0..1 {
         run(
             env!("CARGO_BIN_EXE_rf-train"),
             &[
@@ -430,7 +432,7 @@ fn fgsm_validation_end_to_end() {
             (3 * k, k, 5)
         );
         assert_eq!(maha.group.as_ref().unwrap().to_vec(), groups);
-        let flow = read_scores(&resflow_path(&run_path, FGSM, 2, eps), true).unwrap();
+        let flow = read_scores(&resflow_path(&run_path, FGSM, 0, eps), true).unwrap();
         assert_eq!(
             (flow.n_rows(), flow.n_out, flow.scores.ncols()),
             (3 * k, k, 10)
