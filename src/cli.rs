@@ -92,3 +92,17 @@ impl ValidationArgs {
         self.validation_src == Validation::Fgsm
     }
 }
+
+/// Flags of the scoring stages (`rf-mahalanobis`, `rf-score`).
+#[derive(Debug, Clone, Args)]
+pub struct ScoringArgs {
+    /// The shared flags.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// In-distribution validation source.
+    #[command(flatten)]
+    pub validation: ValidationArgs,
+    /// Classifier checkpoint (default: the one rf-prepare used, from the feature manifest).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use tch::Device;
 
 use crate::artefacts::run_dir;
-use crate::cli::CommonArgs;
+use crate::cli::ScoringArgs;
 use crate::error::{Error, Result};
 use crate::features::FeatureDir;
 use crate::fgsm::{fgsm_dir, FgsmSets};
@@ -33,13 +33,12 @@ pub struct ScoringStage {
 }
 
 impl ScoringStage {
-    /// Opens the inputs named by `common`; `classifier` overrides the checkpoint recorded in the
-    /// feature manifest; `fgsm` also loads the FGSM sets written by rf-fgsm.
-    pub fn open(
-        common: &CommonArgs,
-        classifier: Option<&Path>,
-        fgsm: bool,
-    ) -> Result<ScoringStage> {
+    /// Opens the inputs named by the flags: `--classifier` overrides the checkpoint recorded in the
+    /// feature manifest; `--validation-src fgsm` also loads the FGSM sets written by rf-fgsm.
+    pub fn open(args: &ScoringArgs) -> Result<ScoringStage> {
+        let common = &args.common;
+        let classifier: Option<&Path> = args.classifier.as_deref();
+        let fgsm = args.validation.fgsm();
         let device = common.device().device;
         let features = FeatureDir::new(&common.outf, common.net_type, &common.dataset);
         let manifest = features.manifest()?;

@@ -4,9 +4,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{idx_bytes, random_classifier, root_with_classes, write};
+use common::{idx_bytes, random_classifier, root_with_classes, run_binary as run, write};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use resflow::artefacts::{mahalanobis_path, read_scores, resflow_path, run_dir, FGSM, MAGNITUDES};
@@ -321,22 +320,6 @@ fn selection_keeps_exactly_the_samples_satisfying_the_rule() {
     .unwrap();
     assert!(!other.sets.noisy.images.equal(&all.noisy.images));
     assert!(other.sets.adv.images.equal(&all.adv.images));
-}
-
-fn run(bin: &str, args: &[&str], paths: &[(&str, &Path)]) -> String {
-    let mut cmd = Command::new(bin);
-    cmd.args(args);
-    for (flag, path) in paths {
-        cmd.arg(flag).arg(path);
-    }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{bin} {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 #[test]

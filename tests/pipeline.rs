@@ -3,28 +3,9 @@
 //! Gaussian model, so with full-rank features both detectors must report the same metrics.
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{random_classifier, root_with_classes};
+use common::{random_classifier, root_with_classes, run_binary as run};
 use resflow::artefacts::{mahalanobis_path, read_scores, resflow_path, MAGNITUDES};
 use resflow::report::{read_results, results_path};
-
-fn run(bin: &str, args: &[&str], paths: &[(&str, &Path)]) -> String {
-    let mut cmd = Command::new(bin);
-    cmd.args(args);
-    for (flag, path) in paths {
-        cmd.arg(flag).arg(path);
-    }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{bin} {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 #[test]
 fn untrained_flow_matches_mahalanobis_end_to_end() {

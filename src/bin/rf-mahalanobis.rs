@@ -1,11 +1,9 @@
 //! rf-mahalanobis: the Mahalanobis baseline's scores with input pre-processing (SPEC section 7),
 //! one file per (OOD set, magnitude) under `{outf}/{net}_{dataset}/mahalanobis/`.
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Parser;
 use resflow::artefacts::MAGNITUDES;
-use resflow::cli::{CommonArgs, ValidationArgs};
+use resflow::cli::ScoringArgs;
 use resflow::progress::Bars;
 use resflow::stage::ScoringStage;
 
@@ -16,21 +14,12 @@ use resflow::stage::ScoringStage;
 )]
 struct Cli {
     #[command(flatten)]
-    common: CommonArgs,
-    #[command(flatten)]
-    validation: ValidationArgs,
-    /// Classifier checkpoint (default: the one rf-prepare used, from the feature manifest).
-    #[arg(long)]
-    classifier: Option<PathBuf>,
+    args: ScoringArgs,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let stage = ScoringStage::open(
-        &cli.common,
-        cli.classifier.as_deref(),
-        cli.validation.fgsm(),
-    )?;
+    let stage = ScoringStage::open(&cli.args)?;
     let written = resflow::mahalanobis::run(&stage, &MAGNITUDES, &mut Bars::default())?;
     let run = &stage.run;
     println!(

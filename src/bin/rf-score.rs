@@ -1,11 +1,9 @@
 //! rf-score: residual flow scores with input pre-processing (SPEC section 6), one `[N, C]` file
 //! per (OOD set, layer, magnitude) under `{outf}/{net}_{dataset}/resflow/`.
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Parser;
 use resflow::artefacts::MAGNITUDES;
-use resflow::cli::{CommonArgs, ValidationArgs};
+use resflow::cli::ScoringArgs;
 use resflow::progress::Bars;
 use resflow::stage::ScoringStage;
 
@@ -13,21 +11,12 @@ use resflow::stage::ScoringStage;
 #[command(version, about = "Residual flow scores with input pre-processing")]
 struct Cli {
     #[command(flatten)]
-    common: CommonArgs,
-    #[command(flatten)]
-    validation: ValidationArgs,
-    /// Classifier checkpoint (default: the one rf-prepare used, from the feature manifest).
-    #[arg(long)]
-    classifier: Option<PathBuf>,
+    args: ScoringArgs,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let stage = ScoringStage::open(
-        &cli.common,
-        cli.classifier.as_deref(),
-        cli.validation.fgsm(),
-    )?;
+    let stage = ScoringStage::open(&cli.args)?;
     let layers = resflow::resflow_scores::run(&stage, &MAGNITUDES, &mut Bars::default())?;
     let run = &stage.run;
     println!(

@@ -152,3 +152,21 @@ pub fn random_classifier(path: &Path, dataroot: &Path, num_classes: i64) {
     let meta = CheckpointMeta::new(config, train.channel_stats(), "fashion-mnist");
     save_checkpoint(path, &vs, &meta).unwrap();
 }
+
+/// Runs a binary with `args` and `(flag, path)` pairs; panics with its output unless it succeeds.
+/// Returns its standard output.
+pub fn run_binary(bin: &str, args: &[&str], paths: &[(&str, &Path)]) -> String {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    for (flag, path) in paths {
+        cmd.arg(flag).arg(path);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{bin} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
