@@ -65,6 +65,16 @@ impl CommonArgs {
         choice
     }
 
+    /// Where the classifier of this network and data set lives unless `--classifier` says
+    /// otherwise: `pre_trained/{net}_{dataset}.safetensors`.
+    pub fn default_classifier_path(&self) -> PathBuf {
+        PathBuf::from("pre_trained").join(format!(
+            "{}_{}.safetensors",
+            self.net_type.name(),
+            self.dataset
+        ))
+    }
+
     /// The batch size given, or `default`.
     pub fn batch_size_or(&self, default: usize) -> usize {
         self.batch_size.unwrap_or(default)

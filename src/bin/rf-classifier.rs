@@ -90,15 +90,6 @@ struct EvalArgs {
     checkpoint: Option<PathBuf>,
 }
 
-/// The default checkpoint path of a net type and dataset.
-fn default_checkpoint(common: &CommonArgs) -> PathBuf {
-    PathBuf::from("pre_trained").join(format!(
-        "{}_{}.safetensors",
-        common.net_type.name(),
-        common.dataset
-    ))
-}
-
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train(args),
@@ -138,7 +129,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| default_checkpoint(common));
+        .unwrap_or_else(|| common.default_classifier_path());
     eprintln!(
         "training {} (width {width}) on {}: {} train / {} test images, {} epochs, {} threads",
         common.net_type.name(),
@@ -180,7 +171,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     let path = args
         .checkpoint
         .clone()
-        .unwrap_or_else(|| default_checkpoint(common));
+        .unwrap_or_else(|| common.default_classifier_path());
     let loaded = load_checkpoint(&path, device)?;
     let test_set = data::load(&common.dataset, &common.dataroot, Split::Test)?;
     if test_set.num_classes as i64 != loaded.meta.num_classes {

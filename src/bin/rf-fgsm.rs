@@ -34,13 +34,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let common = &cli.common;
     let device = common.device().device;
-    let classifier_path = cli.classifier.clone().unwrap_or_else(|| {
-        PathBuf::from("pre_trained").join(format!(
-            "{}_{}.safetensors",
-            common.net_type.name(),
-            common.dataset
-        ))
-    });
+    let classifier_path = cli
+        .classifier
+        .clone()
+        .unwrap_or_else(|| common.default_classifier_path());
     let classifier = load_checkpoint(&classifier_path, device).with_context(|| {
         format!(
             "loading the classifier (train one with `rf-classifier train --dataset {}`)",
