@@ -128,24 +128,31 @@ impl ImageSet {
         }
     }
 
-    /// Per-channel mean and (population) standard deviation of the pixels scaled to [0, 1],
-    /// accumulated in float64 over chunks so that memory stays bounded.
+    /// Per-channel mean and (population) standard deviation of the pixels scaled to [0, 1], from
+    /// exact integer sums over chunks: bounded memory, and the same bits whatever the thread count.
     pub fn channel_stats(&self) -> Normalization {
-        let (mut sum, mut sum_sq) = ([0f64; 3], [0f64; 3]);
+        let (mut sum, mut sum_sq) = ([0u64; 3], [0u64; 3]);
         for chunk in self.images.split(4096, 0) {
-            let x = chunk.to_kind(Kind::Double) / 255.0;
-            let s = x.sum_dim_intlist(&[0i64, 2, 3][..], false, Kind::Double);
-            let q = x
-                .square()
-                .sum_dim_intlist(&[0i64, 2, 3][..], false, Kind::Double);
-            for j in 0..3 {
-                sum[j] += s.double_value(&[j as i64]);
-                sum_sq[j] += q.double_value(&[j as i64]);
+            let bytes = Vec::<u8>::try_from(chunk.contiguous().view(-1)).expect("u8 images");
+            for image in bytes.chunks_exact(3 * (IMAGE_SIDE * IMAGE_SIDE) as usize) {
+                for (j, channel) in image
+                    .chunks_exact((IMAGE_SIDE * IMAGE_SIDE) as usize)
+                    .enumerate()
+                {
+                    sum[j] += channel.iter().map(|&v| v as u64).sum::<u64>();
+                    sum_sq[j] += channel
+                        .iter()
+                        .map(|&v| (v as u64) * (v as u64))
+                        .sum::<u64>();
+                }
             }
         }
         let n = (self.len() * (IMAGE_SIDE * IMAGE_SIDE) as usize) as f64;
-        let mean = sum.map(|s| s / n);
-        let std = [0, 1, 2].map(|j| (sum_sq[j] / n - mean[j] * mean[j]).max(0.0).sqrt());
+        let mean = sum.map(|s| s as f64 / n / 255.0);
+        let std = [0, 1, 2].map(|j| {
+            let var = sum_sq[j] as f64 / n / (255.0 * 255.0) - mean[j] * mean[j];
+            var.max(0.0).sqrt()
+        });
         Normalization { mean, std }
     }
 }
