@@ -6,6 +6,7 @@
 //! weights load by name.
 pub mod checkpoint;
 pub mod densenet;
+pub mod init;
 mod layers;
 pub mod resnet;
 pub mod sgd;
@@ -96,6 +97,14 @@ impl NetConfig {
             )));
         }
         Ok(())
+    }
+
+    /// Builds the network in `vs` with weights drawn from a generator seeded by `seed`
+    /// ([`init::seeded_init`]): the same seed gives the same network whatever else the process does.
+    pub fn build_seeded(&self, vs: &nn::VarStore, seed: u64) -> Result<Box<dyn Classifier>> {
+        let net = self.build(&vs.root())?;
+        init::seeded_init(vs, seed)?;
+        Ok(net)
     }
 
     /// Builds the network with its variables under `p` (usually a `VarStore`'s root).

@@ -174,9 +174,8 @@ pub fn train_classifier(
             train.name, train.num_classes, config.net.num_classes
         )));
     }
-    tch::manual_seed(config.seed as i64);
     let vs = VarStore::new(device);
-    let net = config.net.build(&vs.root())?;
+    let net = config.net.build_seeded(&vs, config.seed)?;
     let mut sgd = Sgd::new(&vs, config.momentum, config.weight_decay);
     let (resume_weights, resume_json) = resume_paths(out);
     let mut state = ResumeState {

@@ -140,14 +140,13 @@ pub fn root_with_classes(root: &Path, train_per_class: usize, test: usize) {
 }
 
 pub fn random_classifier(path: &Path, dataroot: &Path, num_classes: i64) {
-    tch::manual_seed(3);
     let vs = VarStore::new(Device::Cpu);
     let config = NetConfig {
         net_type: NetType::Resnet,
         width: 4,
         num_classes,
     };
-    config.build(&vs.root()).unwrap();
+    config.build_seeded(&vs, 3).unwrap();
     let train = data::load("fashion-mnist", dataroot, Split::Train).unwrap();
     let meta = CheckpointMeta::new(config, train.channel_stats(), "fashion-mnist");
     save_checkpoint(path, &vs, &meta).unwrap();
