@@ -32,7 +32,10 @@ fn the_same_seed_gives_the_same_network_whatever_the_global_generator_holds() {
         assert_eq!(a.len(), b.len());
         let mut random = 0;
         for (name, t) in &a {
-            assert!(t.equal(&b[name]), "{net_type:?} {name} depends on the global seed");
+            assert!(
+                t.equal(&b[name]),
+                "{net_type:?} {name} depends on the global seed"
+            );
             if !t.equal(&c[name]) {
                 random += 1;
             }
@@ -72,8 +75,14 @@ fn the_distributions_match_tch_initialisation() {
                 want.std(true).double_value(&[]),
             );
             if want.numel() >= 2000 {
-                assert!((g_max / w_max - 1.0).abs() < 0.01, "{name}: max {g_max} vs {w_max}");
-                assert!((g_std / w_std - 1.0).abs() < 0.06, "{name}: std {g_std} vs {w_std}");
+                assert!(
+                    (g_max / w_max - 1.0).abs() < 0.01,
+                    "{name}: max {g_max} vs {w_max}"
+                );
+                assert!(
+                    (g_std / w_std - 1.0).abs() < 0.06,
+                    "{name}: std {g_std} vs {w_std}"
+                );
                 assert!((w_std * 3f64.sqrt() / w_max - 1.0).abs() < 0.06, "{name}");
             }
         }

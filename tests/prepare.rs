@@ -27,7 +27,7 @@ fn prepared_features_and_statistics_are_right() {
     let root = dir.path().join("data");
     root_with_classes(&root, 8, 20);
     let weights = dir.path().join("net.safetensors");
-    random_classifier(&weights, &root, 10);
+    random_classifier(&weights, &root, 10, 3);
     let classifier = load_checkpoint(&weights, Device::Cpu).unwrap();
     let fdir = FeatureDir::new(&dir.path().join("out"), NetType::Resnet, "fashion-mnist");
     let options = PrepareOptions {
@@ -138,7 +138,7 @@ fn a_classifier_with_the_wrong_number_of_classes_is_rejected() {
     let root = dir.path().join("data");
     root_with_classes(&root, 8, 20);
     let weights = dir.path().join("net.safetensors");
-    random_classifier(&weights, &root, 7);
+    random_classifier(&weights, &root, 7, 3);
     let classifier = load_checkpoint(&weights, Device::Cpu).unwrap();
     let fdir = FeatureDir::new(dir.path(), NetType::Resnet, "fashion-mnist");
     let options = PrepareOptions {
@@ -176,7 +176,7 @@ fn rf_prepare_binary_writes_the_feature_folder() {
     let root = dir.path().join("data");
     root_with_classes(&root, 8, 20);
     let weights = dir.path().join("pre/resnet_fashion-mnist.safetensors");
-    random_classifier(&weights, &root, 10);
+    random_classifier(&weights, &root, 10, 3);
     let out = Command::new(env!("CARGO_BIN_EXE_rf-prepare"))
         .args([
             "--dataset",

@@ -39,10 +39,7 @@ pub fn seeded_init(vs: &VarStore, seed: u64) -> Result<()> {
 }
 
 /// The half-width of the uniform distribution `name` is drawn from, or `None` for a constant.
-fn init_bound(
-    name: &str,
-    variables: &HashMap<String, Tensor>,
-) -> Result<Option<f32>> {
+fn init_bound(name: &str, variables: &HashMap<String, Tensor>) -> Result<Option<f32>> {
     let size = variables[name].size();
     if name.ends_with(".weight") {
         if size.len() < 2 {
@@ -59,7 +56,7 @@ fn init_bound(
             .ok_or_else(|| Error::Invalid(format!("bias `{name}` without `{weight}`")))?;
         return Ok(match weight_size.len() {
             2 => Some((1.0 / (weight_size[1] as f64).sqrt()) as f32), // Linear
-            1 => None,                                                 // BatchNorm shift
+            1 => None,                                                // BatchNorm shift
             _ => {
                 return Err(Error::Invalid(format!(
                     "convolution bias `{name}`: the classifiers use bias-free convolutions"

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use resflow::cli::NetType;
-use resflow::data::{self, Split};
+use resflow::data::{self, BatchSource, Split};
 use resflow::models::{save_checkpoint, CheckpointMeta, NetConfig};
 use tch::{nn::VarStore, Device};
 
@@ -139,16 +139,28 @@ pub fn root_with_classes(root: &Path, train_per_class: usize, test: usize) {
     );
 }
 
-pub fn random_classifier(path: &Path, dataroot: &Path, num_classes: i64) {
+/// A ResNet (width 4) with weights drawn from `seed` and BatchNorm statistics of the training
+/// images, saved with the training set's normalisation.
+pub fn random_classifier(path: &Path, dataroot: &Path, num_classes: i64, seed: u64) {
     let vs = VarStore::new(Device::Cpu);
     let config = NetConfig {
         net_type: NetType::Resnet,
         width: 4,
         num_classes,
     };
-    config.build_seeded(&vs, 3).unwrap();
+    let net = config.build_seeded(&vs, seed).unwrap();
     let train = data::load("fashion-mnist", dataroot, Split::Train).unwrap();
-    let meta = CheckpointMeta::new(config, train.channel_stats(), "fashion-mnist");
+    let norm = train.channel_stats();
+    // BatchNorm statistics of the training images (train-mode passes move them), so that in eval
+    // mode the random network is a normalised one with varied predictions, not a near-constant one.
+    tch::no_grad(|| {
+        for _ in 0..20 {
+            for batch in BatchSource::from(&train).batches(norm, 100, Device::Cpu) {
+                let _ = net.forward_t(&batch.images, true);
+            }
+        }
+    });
+    let meta = CheckpointMeta::new(config, norm, "fashion-mnist");
     save_checkpoint(path, &vs, &meta).unwrap();
 }
 
