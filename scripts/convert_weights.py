@@ -11,12 +11,14 @@ checked against the reference module definition (scripts/reference_models.py) wi
 `load_state_dict`, then written as float32 safetensors plus the JSON sidecar that resflow reads
 (architecture, width, classes, the reference's input normalisation of that network, dataset).
 
-Flows (`flow`): a per-class flow state dict (SPEC section 4 names) written as safetensors with
-unchanged names and dtypes.
+Flows (`flow`): the per-class flow state dicts of one layer (SPEC section 4 names), one `.pth` per
+class in class order, written as a flow folder that rf-score reads: `flow_<c>.safetensors` (names
+and dtypes unchanged) plus `flow.json` (classes, k, length_hidden, layer, network, data set; resflow
+derives log |det A_inv| from `A_`). Put it at output/<net>_<dataset>/flow/layer_<L>.
 
 Usage:
   convert_weights.py classifier --net-type resnet --dataset cifar10 IN.pth OUT.safetensors
-  convert_weights.py flow IN.pth OUT.safetensors
+  convert_weights.py flow --net-type resnet --dataset cifar10 --layer 2 OUT_DIR CLASS0.pth CLASS1.pth ...
 """
 import argparse
 import collections
@@ -164,13 +166,46 @@ def convert_classifier(args):
     print("%s: %s width %d, %d classes, %d tensors -> %s" % (args.input, args.net_type, width, num_classes, len(tensors), args.output))
 
 
+FLOW_REQUIRED = ("A", "A_", "mask", "s.0.fc1.weight")
+
+
 def convert_flow(args):
-    sd = to_state_dict(load_any(args.input), args.input)
-    for required in ("A", "A_", "mask"):
-        if required not in sd:
-            raise SystemExit("%s: no `%s`: not a residual-flow state dict" % (args.input, required))
-    write(args.output, {k: v.contiguous() for k, v in sd.items()})
-    print("%s: flow with %d tensors -> %s" % (args.input, len(sd), args.output))
+    dicts = []
+    for path in args.inputs:
+        if not os.path.exists(path):
+            raise SystemExit("%s: no such file" % path)
+        sd = to_state_dict(load_any(path), path)
+        for required in FLOW_REQUIRED:
+            if required not in sd:
+                raise SystemExit("%s: no `%s`: not a residual-flow state dict" % (path, required))
+        dicts.append((path, sd))
+    first_path, first = dicts[0]
+    k, dim = first["A_"].shape[0], first["A_"].shape[1]
+    hidden = first["s.0.fc1.weight"].shape[0]
+    for path, sd in dicts[1:]:
+        got = (sd["A_"].shape[0], sd["A_"].shape[1], sd["s.0.fc1.weight"].shape[0])
+        if got != (k, dim, hidden):
+            raise SystemExit(
+                "%s: k, dimension and hidden width %s differ from %s's %s"
+                % (path, got, first_path, (k, dim, hidden))
+            )
+    os.makedirs(args.output, exist_ok=True)
+    for c, (path, sd) in enumerate(dicts):
+        write(os.path.join(args.output, "flow_%d.safetensors" % c), {n: v.contiguous() for n, v in sd.items()})
+    meta = {
+        "num_classes": len(dicts),
+        "k": k,
+        "length_hidden": hidden / k,
+        "layer": args.layer,
+        "net": args.net_type,
+        "dataset": args.dataset,
+    }
+    meta_path = os.path.join(args.output, "flow.json")
+    with open(meta_path + ".tmp", "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+    os.replace(meta_path + ".tmp", meta_path)
+    print("%d class flows (k %d, dimension %d, hidden %d) -> %s" % (len(dicts), k, dim, hidden, args.output))
 
 
 def write(path, tensors):
@@ -187,11 +222,14 @@ def main():
     c.add_argument("--dataset", required=True, help="training set of the network (for the sidecar)")
     c.add_argument("input")
     c.add_argument("output")
-    f = sub.add_parser("flow", help="a published per-class residual flow")
-    f.add_argument("input")
-    f.add_argument("output")
+    f = sub.add_parser("flow", help="the published per-class residual flows of one layer")
+    f.add_argument("--net-type", "--net_type", choices=["resnet", "densenet"], required=True)
+    f.add_argument("--dataset", required=True, help="in-distribution data set of the flows")
+    f.add_argument("--layer", type=int, required=True, help="feature layer of the flows")
+    f.add_argument("output", help="flow folder to write")
+    f.add_argument("inputs", nargs="+", help="one .pth per class, in class order")
     args = parser.parse_args()
-    if not os.path.exists(args.input):
+    if args.kind == "classifier" and not os.path.exists(args.input):
         raise SystemExit("%s: no such file" % args.input)
     (convert_classifier if args.kind == "classifier" else convert_flow)(args)
 

@@ -3,12 +3,16 @@
 //! reference's names (`models.densenet.DenseNet3`, ...), with PyTorch 0.3 traits (no
 //! `num_batches_tracked`, no `padding_mode`), saved with `_use_new_zipfile_serialization=False`.
 mod common;
+mod flow_ref;
 
 use std::path::Path;
 use std::process::Command;
 
+use flow_ref::{randn, randomise};
 use resflow::cli::NetType;
 use resflow::data::Normalization;
+use resflow::flow::{FlowModel, FlowSpec};
+use resflow::gaussian::whitening;
 use resflow::models::checkpoint::read_tensors;
 use resflow::models::load_checkpoint;
 use tch::{Device, Kind};
@@ -54,10 +58,6 @@ bad = r.state_dict()
 del bad["layer3.1.conv2.weight"]
 torch.save(bad, out + "/bad.pth", _use_new_zipfile_serialization=False)
 
-k = 4
-flow = {"A": torch.randn(6, k), "A_": torch.randn(k, 6), "mask": torch.ones(10, k),
-        "perm.0.perm": torch.randperm(k), "s.0.rescale.weight_g": torch.ones(1, 1)}
-torch.save(flow, out + "/flow.pth", _use_new_zipfile_serialization=False)
 save_file({k: v.contiguous() for k, v in expected.items()}, out + "/expected.safetensors")
 "#;
 
@@ -139,10 +139,100 @@ fn converted_legacy_files_load_and_give_pytorch_logits() {
         "{message}"
     );
     assert!(!dir.path().join("bad.safetensors").exists());
+}
 
-    convert_ok(&["flow", &d("flow.pth"), &d("flow.safetensors")]);
-    let flow = read_tensors(&dir.path().join("flow.safetensors")).unwrap();
-    assert_eq!(flow.len(), 5);
-    assert_eq!(flow["A"].size(), vec![6, 4]);
-    assert_eq!(flow["perm.0.perm"].kind(), Kind::Int64);
+/// Our flow's per-class safetensors written back as legacy `.pth` state dicts (the published form).
+const FLOWS_TO_PTH: &str = r#"
+import sys, glob, torch
+from safetensors.torch import load_file
+src, out = sys.argv[1], sys.argv[2]
+for c in range(3):
+    sd = load_file("%s/flow_%d.safetensors" % (src, c))
+    torch.save(sd, "%s/class%d.pth" % (out, c), _use_new_zipfile_serialization=False)
+bad = load_file(src + "/flow_0.safetensors")
+del bad["A_"]
+torch.save(bad, out + "/bad.pth", _use_new_zipfile_serialization=False)
+"#;
+
+#[test]
+fn converted_published_flows_form_a_flow_folder_with_the_same_densities() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let features = randn(&[300, 8], 1);
+    let w = whitening(&features).unwrap();
+    let spec = FlowSpec {
+        num_classes: 3,
+        length_hidden: 0.5,
+        layer: 2,
+        net: "resnet".into(),
+        dataset: "cifar10".into(),
+    };
+    let init = FlowModel::init(
+        &spec,
+        &w.a,
+        &w.a_inv,
+        w.log_abs_det_a_inv,
+        4,
+        Kind::Double,
+        Device::Cpu,
+    )
+    .unwrap();
+    let original = randomise(
+        &init,
+        &dir.path().join("ours"),
+        0.5,
+        (0.2, 0.6),
+        Kind::Double,
+    );
+    common::run_python(FLOWS_TO_PTH, &[&dir.path().join("ours"), dir.path()]);
+
+    let classes = [d("class0.pth"), d("class1.pth"), d("class2.pth")];
+    let mut args = vec![
+        "flow",
+        "--net_type",
+        "resnet",
+        "--dataset",
+        "cifar10",
+        "--layer",
+        "2",
+    ];
+    let folder = d("output/resnet_cifar10/flow/layer_2");
+    args.push(&folder);
+    args.extend(classes.iter().map(String::as_str));
+    convert_ok(&args);
+    let converted = FlowModel::load(Path::new(&folder), Kind::Double, Device::Cpu).unwrap();
+    // log |det A_inv| comes from the singular values of `A_` (not in the published files).
+    let (ours, theirs) = (&original.meta, &converted.meta);
+    assert!((ours.log_abs_det_a_inv - theirs.log_abs_det_a_inv).abs() < 1e-9);
+    let same = resflow::flow::FlowMeta {
+        log_abs_det_a_inv: ours.log_abs_det_a_inv,
+        ..theirs.clone()
+    };
+    assert_eq!(&same, ours);
+    let means = randn(&[3, 8], 2);
+    let q = randn(&[20, 8], 3);
+    let want = original.log_prob(&q, &means).unwrap();
+    let got = converted.log_prob(&q, &means).unwrap();
+    let err = (got - want).abs().max().double_value(&[]);
+    assert!(err < 1e-9, "{err}");
+
+    let bad = convert(&[
+        "flow",
+        "--net-type",
+        "resnet",
+        "--dataset",
+        "cifar10",
+        "--layer",
+        "2",
+        &d("bad_out"),
+        &classes[0],
+        &d("bad.pth"),
+    ]);
+    assert!(!bad.status.success());
+    let message = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        message.contains("bad.pth") && message.contains("`A_`"),
+        "{message}"
+    );
+    assert!(!dir.path().join("bad_out").exists());
 }

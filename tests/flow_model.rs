@@ -3,7 +3,7 @@
 mod common;
 mod flow_ref;
 
-use flow_ref::NaiveFlow;
+use flow_ref::{randn, randomise, NaiveFlow};
 use resflow::flow::checkpoint::class_file;
 use resflow::flow::{default_length_hidden, hidden_size, FlowModel, FlowSpec};
 use resflow::gaussian::{centre_by_class, class_means, whitening, TiedGaussian};
@@ -20,17 +20,6 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
             .max(),
     )
     .unwrap()
-}
-
-/// Standard normal samples from a seeded generator (independent of libtorch's global RNG, which
-/// tests running in parallel would share).
-fn randn(shape: &[i64], seed: u64) -> Tensor {
-    use rand::SeedableRng;
-    use rand_distr::{Distribution, StandardNormal};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n: i64 = shape.iter().product();
-    let v: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-    Tensor::from_slice(&v).view(shape)
 }
 
 /// Labelled features of rank `rank` in `d` dimensions with class offsets (well conditioned).
@@ -67,46 +56,6 @@ fn setup(n: i64, d: i64, rank: i64, classes: i64, length_hidden: f64, kind: Kind
         features,
         labels,
     }
-}
-
-/// Replaces every trainable (and frozen) weight of every class by random values, through a
-/// checkpoint: save, perturb the safetensors files, load.
-fn randomise(
-    model: &FlowModel,
-    dir: &Path,
-    scale: f64,
-    g_range: (f64, f64),
-    kind: Kind,
-) -> FlowModel {
-    model.save(dir).unwrap();
-    for c in 0..model.num_classes() {
-        let dict = model.class_state_dict(c).unwrap();
-        let out: Vec<(String, Tensor)> = dict
-            .into_iter()
-            .enumerate()
-            .map(|(j, (name, t))| {
-                let seed = 1000 * c as u64 + j as u64;
-                let noise = randn(&t.size(), seed).to_kind(t.kind());
-                let new = if name.contains(".fc") {
-                    let fan_in = if name.ends_with("weight") {
-                        t.size()[1]
-                    } else {
-                        t.size()[0]
-                    };
-                    noise * (scale / (fan_in as f64).sqrt())
-                } else if name.ends_with("weight_g") {
-                    (noise.sigmoid() * (g_range.1 - g_range.0)) + g_range.0
-                } else if name.ends_with("weight_v") {
-                    noise
-                } else {
-                    t
-                };
-                (name, new)
-            })
-            .collect();
-        Tensor::write_safetensors(&out, class_file(dir, c)).unwrap();
-    }
-    FlowModel::load(dir, kind, CPU).unwrap()
 }
 
 fn naive_flows(model: &FlowModel) -> Vec<NaiveFlow> {
@@ -198,69 +147,15 @@ fn batched_model_equals_per_class_flows() {
 }
 
 const PYTORCH_FLOW: &str = r#"
-import sys, json, math, numpy as np, torch
-from torch import nn
-import torch.nn.functional as F
-from safetensors.torch import load_file
+import sys, json, numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+from realnvp import load_flows
 torch.set_default_dtype(torch.float64)
-d = sys.argv[1]
+d = sys.argv[2]
 meta = json.load(open(d + '/flow.json'))
-k, h = meta['k'], int(meta['length_hidden'] * meta['k'])
-
-class Net(nn.Module):
-    def __init__(self, with_rescale):
-        super().__init__()
-        self.fc1 = nn.Linear(k, h); self.fc2 = nn.Linear(h, h); self.fc3 = nn.Linear(h, k)
-        if with_rescale:
-            self.rescale = Rescale()
-    def forward(self, x):
-        x = F.leaky_relu(self.fc1(x)); x = F.leaky_relu(self.fc2(x)); x = self.fc3(x)
-        return self.rescale(torch.tanh(x)) if hasattr(self, 'rescale') else x
-
-class Rescale(nn.Module):
-    # nn.utils.weight_norm(Rescale) with dim=0: weight = g * v / ||v|| over all but dim 0.
-    def __init__(self):
-        super().__init__()
-        self.weight_g = nn.Parameter(torch.ones(1, 1)); self.weight_v = nn.Parameter(torch.ones(1, k))
-    def forward(self, x):
-        return torch._weight_norm(self.weight_v, self.weight_g, 0) * x
-
-class Perm(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.register_buffer('perm', torch.zeros(k, dtype=torch.long))
-        self.register_buffer('inv_perm', torch.zeros(k, dtype=torch.long))
-        self.register_buffer('W', torch.zeros(k, k))
-
-class RealNVP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.mask = nn.Parameter(torch.zeros(10, k), requires_grad=False)
-        self.t = nn.ModuleList([Net(False) for _ in range(10)])
-        self.s = nn.ModuleList([Net(True) for _ in range(10)])
-        self.perm = nn.ModuleList([Perm() for _ in range(5)])
-        self.A_ = nn.Parameter(torch.zeros(k, meta['dim']), requires_grad=False)
-        self.A = nn.Parameter(torch.zeros(meta['dim'], k), requires_grad=False)
-    def log_prob(self, x):
-        z = torch.mm(self.A_, x.t()).t()
-        ld = torch.zeros(x.shape[0]) + meta['log_abs_det_a_inv']
-        for i in reversed(range(10)):
-            z_ = self.mask[i] * z
-            s = self.s[i](z_) * (1 - self.mask[i]); t = self.t[i](z_) * (1 - self.mask[i])
-            z = (1 - self.mask[i]) * (z - t) * torch.exp(-s) + z_
-            ld -= s.sum(dim=1)
-            if i % 2 == 0:
-                z = z[:, self.perm[i // 2].perm]
-        return -0.5 * z.size(1) * math.log(2 * math.pi) - 0.5 * (z ** 2).sum(dim=1) + ld
-
 q = torch.from_numpy(np.load(d + '/q.npy')); means = torch.from_numpy(np.load(d + '/means.npy'))
-cols = []
-for c in range(meta['num_classes']):
-    flow = RealNVP()
-    sd = {n: t.to(torch.float64) if t.is_floating_point() else t for n, t in load_file(d + '/flow_%d.safetensors' % c).items()}
-    flow.load_state_dict(sd, strict=True)
-    with torch.no_grad():
-        cols.append(flow.log_prob(q - means[c]))
+with torch.no_grad():
+    cols = [flow.log_prob(q - means[c]) for c, flow in enumerate(load_flows(d, meta))]
 np.save(d + '/lp.npy', torch.stack(cols, 1).numpy())
 print('ok')
 "#;
@@ -273,7 +168,8 @@ fn batched_model_equals_a_pytorch_reimplementation_of_the_reference() {
     let q = randn(&[30, 10], 103) * 2.0;
     q.write_npy(dir.path().join("q.npy")).unwrap();
     s.means.write_npy(dir.path().join("means.npy")).unwrap();
-    let out = common::run_python(PYTORCH_FLOW, &[dir.path()]);
+    let flow_ref = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flow_ref");
+    let out = common::run_python(PYTORCH_FLOW, &[&flow_ref, dir.path()]);
     assert!(out.contains("ok"));
     let want = Tensor::read_npy(dir.path().join("lp.npy")).unwrap();
     let lp = model.log_prob(&q, &s.means).unwrap();

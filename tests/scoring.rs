@@ -1,12 +1,15 @@
-//! Input pre-processing (SPEC 6, 7): the reused-gradient scores equal a direct per-magnitude
-//! computation, and the Mahalanobis gradient sign step and scores equal the reference's PyTorch
-//! code on the same weights.
+//! Input pre-processing (SPEC 6, 7): for the Mahalanobis scores and the residual flow, the
+//! reused-gradient scores equal a direct per-magnitude computation, and the gradient sign step and
+//! scores equal PyTorch code (the reference's, transcribed) on the same weights.
 mod common;
+mod flow_ref;
 
 use std::path::Path;
 
+use flow_ref::{randn, randomise};
 use resflow::cli::NetType;
-use resflow::gaussian::mahalanobis_scores;
+use resflow::flow::{FlowModel, FlowSpec};
+use resflow::gaussian::{mahalanobis_scores, whitening};
 use resflow::models::checkpoint::read_tensors;
 use resflow::models::{load_weights_strict, mean_pool, Classifier, NetConfig};
 use resflow::scoring::{gradient_step, preprocessed_scores, sign_step};
@@ -117,45 +120,56 @@ fn mahalanobis_preprocessing_matches_the_reference_pytorch_code() {
     }
 }
 
+/// Scores after pre-processing with magnitude `eps`, computed directly: a fresh gradient of the
+/// loss written out per sample, the sign step by hand, then the perturbed scores.
+fn direct_scores(
+    net: &dyn Classifier,
+    x: &Tensor,
+    layer: usize,
+    eps: f64,
+    score: &dyn Fn(&Tensor) -> resflow::error::Result<Tensor>,
+) -> Tensor {
+    let n = x.size()[0];
+    let input = x.detach().set_requires_grad(true);
+    let f = mean_pool(&net.intermediate_forward(&input, layer).unwrap());
+    let s = score(&f).unwrap();
+    let mut loss = Tensor::zeros([], (s.kind(), Device::Cpu));
+    for i in 0..n {
+        let c = s.get(i).argmax(0, false).int64_value(&[]);
+        loss -= s.get(i).get(c);
+    }
+    let grad = Tensor::run_backward(&[loss / n as f64], &[&input], false, false)
+        .pop()
+        .unwrap();
+    let mut step = grad.sign();
+    step = step.where_self(&grad.ne(0.0), &Tensor::ones_like(&step));
+    let stds = Tensor::from_slice(&STD.map(|v| v as f32)).view([1, 3, 1, 1]);
+    let perturbed = x - (step / stds) * eps;
+    tch::no_grad(|| {
+        let f = mean_pool(&net.intermediate_forward(&perturbed, layer).unwrap());
+        score(&f).unwrap()
+    })
+}
+
 #[test]
 fn reused_gradient_equals_a_direct_computation_per_magnitude() {
-    tch::manual_seed(11);
     let vs = VarStore::new(Device::Cpu);
     let net = NetConfig {
         net_type: NetType::Resnet,
         width: 4,
         num_classes: 10,
     }
-    .build(&vs.root())
+    .build_seeded(&vs, 11)
     .unwrap();
-    let x = Tensor::randn([5, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let x = randn(&[5, 3, 32, 32], 12).to_kind(Kind::Float);
     let layer = 3;
     let d = net.layer_channels()[layer];
-    let means = Tensor::randn([10, d], (Kind::Double, Device::Cpu)) * 0.2;
+    let means = randn(&[10, d], 13) * 0.2;
     let precision = Tensor::eye(d, (Kind::Double, Device::Cpu)) * 2.0;
     let score = |f: &Tensor| mahalanobis_scores(f, &means, &precision);
     let reused = preprocessed_scores(net.as_ref(), &x, layer, STD, &MAGNITUDES, &score).unwrap();
     for (k, &eps) in MAGNITUDES.iter().enumerate() {
-        // Direct: a fresh gradient for this magnitude, loss written out per sample.
-        let input = x.detach().set_requires_grad(true);
-        let f = mean_pool(&net.intermediate_forward(&input, layer).unwrap());
-        let s = mahalanobis_scores(&f, &means, &precision).unwrap();
-        let mut loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
-        for i in 0..5 {
-            let c = s.get(i).argmax(0, false).int64_value(&[]);
-            loss -= s.get(i).get(c);
-        }
-        let grad = Tensor::run_backward(&[loss / 5.0], &[&input], false, false)
-            .pop()
-            .unwrap();
-        let mut step = grad.sign();
-        step = step.where_self(&grad.ne(0.0), &Tensor::ones_like(&step));
-        let stds = Tensor::from_slice(&STD.map(|v| v as f32)).view([1, 3, 1, 1]);
-        let perturbed = &x - (step / stds) * eps;
-        let direct = tch::no_grad(|| {
-            let f = mean_pool(&net.intermediate_forward(&perturbed, layer).unwrap());
-            mahalanobis_scores(&f, &means, &precision).unwrap()
-        });
+        let direct = direct_scores(net.as_ref(), &x, layer, eps, &score);
         assert!(
             max_abs_diff(&reused[k], &direct) < 1e-4,
             "eps {eps}: {}",
@@ -170,4 +184,136 @@ fn sign_step_counts_zero_as_positive_and_divides_by_std() {
     let step = sign_step(&grad, [0.5, 0.25, 2.0]);
     let expected = Tensor::from_slice(&[2.0f32, -2.0, 4.0, -4.0, 0.5, 0.5]).view([1, 3, 2, 1]);
     assert!(step.equal(&expected), "{step:?}");
+}
+
+/// The residual flow's pre-processing (SPEC 6) in PyTorch: the ResNet and the reference's RealNVP
+/// flows of one layer in float64, gradient sign step and class-max scores after each magnitude.
+const FLOW_SCRIPT: &str = r#"
+import sys, json, numpy as np, torch
+sys.path.insert(0, sys.argv[1] + "/scripts")
+sys.path.insert(0, sys.argv[1] + "/tests/flow_ref")
+import reference_models as rm
+from realnvp import load_flows
+from safetensors.torch import load_file, save_file
+d, layer = sys.argv[2], int(sys.argv[3])
+torch.set_default_dtype(torch.float64)
+model = rm.build("resnet", 4, 10).double()
+model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in load_file(d + "/weights.safetensors").items()})
+model.eval()
+flows = load_flows(d + "/flow", json.load(open(d + "/flow/flow.json")))
+case = load_file(d + "/input.safetensors")
+x, means = case["x"].double(), case["means"].double()
+def scores(inp):
+    f = model.intermediate_forward(inp, layer)
+    f = torch.mean(f.view(f.size(0), f.size(1), -1), 2)
+    return torch.stack([flow.log_prob(f - means[c]) for c, flow in enumerate(flows)], 1)
+inputs = x.clone().requires_grad_(True)
+s = scores(inputs)
+best = s.max(1)[1]
+loss = torch.mean(-s.gather(1, best.view(-1, 1)))
+loss.backward()
+gradient = (torch.ge(inputs.grad.data, 0).double() - 0.5) * 2
+for j, sd in enumerate([0.2023, 0.1994, 0.2010]):
+    gradient[:, j] = gradient[:, j] / sd
+out = {"grad": inputs.grad.contiguous(), "step": gradient.contiguous()}
+for k, magnitude in enumerate([0.0, 0.01, 0.002, 0.0005]):
+    with torch.no_grad():
+        out["scores%d" % k] = scores(torch.add(x, gradient, alpha=-magnitude)).contiguous()
+save_file(out, d + "/case.safetensors")
+"#;
+
+/// A seeded width-4 ResNet saved to `dir/weights.safetensors`, and a flow with random weights for
+/// its layer `layer` (whitening of random features) saved to `dir/flow`, with class means.
+fn resnet_and_flow(dir: &Path, layer: usize) -> (Box<dyn Classifier>, FlowModel, Tensor) {
+    let vs = VarStore::new(Device::Cpu);
+    let net = NetConfig {
+        net_type: NetType::Resnet,
+        width: 4,
+        num_classes: 10,
+    }
+    .build_seeded(&vs, 21)
+    .unwrap();
+    vs.save(dir.join("weights.safetensors")).unwrap();
+    let d = net.layer_channels()[layer];
+    let w = whitening(&(randn(&[400, d], 5) * 0.5)).unwrap();
+    let spec = FlowSpec {
+        num_classes: 10,
+        length_hidden: 1.0,
+        layer,
+        net: "resnet".into(),
+        dataset: "synthetic".into(),
+    };
+    let init = FlowModel::init(
+        &spec,
+        &w.a,
+        &w.a_inv,
+        w.log_abs_det_a_inv,
+        3,
+        Kind::Float,
+        Device::Cpu,
+    )
+    .unwrap();
+    let flow_dir = dir.join("flow");
+    let flow = randomise(&init, &flow_dir, 0.5, (0.2, 0.6), Kind::Float);
+    let means = randn(&[10, d], 6).to_kind(Kind::Float) * 0.3;
+    (net, flow, means)
+}
+
+#[test]
+fn flow_preprocessing_matches_a_pytorch_implementation_of_the_reference() {
+    let layer = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let (net, flow, means) = resnet_and_flow(dir.path(), layer);
+    let x = randn(&[6, 3, 32, 32], 7).to_kind(Kind::Float);
+    let input = [("x", &x), ("means", &means)];
+    Tensor::write_safetensors(&input, dir.path().join("input.safetensors")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    common::run_python(
+        FLOW_SCRIPT,
+        &[root, dir.path(), Path::new(&layer.to_string())],
+    );
+    let case = read_tensors(&dir.path().join("case.safetensors")).unwrap();
+    let score = |f: &Tensor| flow.log_prob(f, &means);
+
+    // Signs agree wherever the reference gradient is clear of float32 rounding.
+    let step = gradient_step(net.as_ref(), &x, layer, STD, &score).unwrap();
+    let grad = &case["grad"];
+    let clear = grad.abs().gt(1e-4 * grad.abs().max().double_value(&[]));
+    let step = step.to_kind(Kind::Double);
+    assert!(max_abs_diff(&step.abs(), &case["step"].abs()) < 1e-6);
+    let disagree = step
+        .gt(0.0)
+        .ne_tensor(&case["step"].gt(0.0))
+        .logical_and(&clear)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    let clear_count = clear.sum(Kind::Int64).int64_value(&[]);
+    assert!(clear_count > 6 * 3 * 32 * 32 * 9 / 10, "{clear_count}");
+    assert_eq!(disagree, 0, "sign steps differ");
+
+    let ours = preprocessed_scores(net.as_ref(), &x, layer, STD, &MAGNITUDES, &score).unwrap();
+    for (k, scores) in ours.iter().enumerate() {
+        let theirs = &case[&format!("scores{k}")];
+        let tol = 1e-4 * (1.0 + theirs.abs().max().double_value(&[]));
+        let err = max_abs_diff(scores, theirs);
+        assert!(err < tol, "eps {}: {err} (tolerance {tol})", MAGNITUDES[k]);
+    }
+}
+
+#[test]
+fn flow_reused_gradient_equals_a_direct_computation_per_magnitude() {
+    let layer = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let (net, flow, means) = resnet_and_flow(dir.path(), layer);
+    let x = randn(&[5, 3, 32, 32], 8).to_kind(Kind::Float);
+    let score = |f: &Tensor| flow.log_prob(f, &means);
+    let reused = preprocessed_scores(net.as_ref(), &x, layer, STD, &MAGNITUDES, &score).unwrap();
+    for (k, &eps) in MAGNITUDES.iter().enumerate() {
+        let direct = direct_scores(net.as_ref(), &x, layer, eps, &score);
+        let err = max_abs_diff(&reused[k], &direct);
+        assert!(
+            err < 1e-4 * (1.0 + direct.abs().max().double_value(&[])),
+            "eps {eps}: {err}"
+        );
+    }
 }

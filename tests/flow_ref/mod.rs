@@ -2,6 +2,10 @@
 //! multiplicative masks, one class at a time), written independently of `resflow::flow::model`.
 #![allow(dead_code)]
 use std::collections::HashMap;
+use std::path::Path;
+
+use resflow::flow::checkpoint::class_file;
+use resflow::flow::FlowModel;
 use tch::{Kind, Tensor};
 
 /// One class's flow: tensors by reference name, plus `log |det A_inv|`.
@@ -77,4 +81,55 @@ impl NaiveFlow {
         let c = -0.5 * k as f64 * (2.0 * std::f64::consts::PI).ln();
         logdet - z.square().sum_dim_intlist(1, false, z.kind()) * 0.5 + c
     }
+}
+
+/// Standard normal samples from a seeded generator (independent of libtorch's global RNG, which
+/// tests running in parallel would share).
+pub fn randn(shape: &[i64], seed: u64) -> Tensor {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: i64 = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_slice(&v).view(shape)
+}
+
+/// Replaces every trainable (and frozen) weight of every class by random values, through a
+/// checkpoint: save, perturb the safetensors files, load.
+pub fn randomise(
+    model: &FlowModel,
+    dir: &Path,
+    scale: f64,
+    g_range: (f64, f64),
+    kind: Kind,
+) -> FlowModel {
+    model.save(dir).unwrap();
+    for c in 0..model.num_classes() {
+        let dict = model.class_state_dict(c).unwrap();
+        let out: Vec<(String, Tensor)> = dict
+            .into_iter()
+            .enumerate()
+            .map(|(j, (name, t))| {
+                let seed = 1000 * c as u64 + j as u64;
+                let noise = randn(&t.size(), seed).to_kind(t.kind());
+                let new = if name.contains(".fc") {
+                    let fan_in = if name.ends_with("weight") {
+                        t.size()[1]
+                    } else {
+                        t.size()[0]
+                    };
+                    noise * (scale / (fan_in as f64).sqrt())
+                } else if name.ends_with("weight_g") {
+                    (noise.sigmoid() * (g_range.1 - g_range.0)) + g_range.0
+                } else if name.ends_with("weight_v") {
+                    noise
+                } else {
+                    t
+                };
+                (name, new)
+            })
+            .collect();
+        Tensor::write_safetensors(&out, class_file(dir, c)).unwrap();
+    }
+    FlowModel::load(dir, kind, tch::Device::Cpu).unwrap()
 }
