@@ -50,6 +50,8 @@ COMMON=(--dataset "$DATASET" --net-type "$NET" --dataroot "$DATAROOT" --outf "$O
 
 # stage NAME UPSTREAM -- COMMAND...: runs COMMAND unless the stamp of NAME records the same command
 # and the same upstream stamp; then records them. A changed upstream stage reruns everything after it.
+# With FRESH=DIR, DIR (a resumable checkpoint) is removed first unless it belongs to an interrupted
+# run of this very stage (same command and upstream, no --force).
 stage() {
   local name="$1" upstream="$2"; shift 3
   local key
@@ -59,9 +61,17 @@ stage() {
     return
   fi
   echo "== $name"
-  "$@"
+  if [ -n "${FRESH:-}" ] && { [ "$FORCE" = 1 ] || [ "$(cat "$STAMPS/$name.running" 2>/dev/null || true)" != "$key" ]; }; then
+    rm -rf "$FRESH"
+  fi
   mkdir -p "$STAMPS"
-  echo "$key" > "$STAMPS/$name"
+  rm -f "$STAMPS/$name"
+  echo "$key" > "$STAMPS/$name.running"
+  local began
+  began=$(date +%s)
+  "$@"
+  mv "$STAMPS/$name.running" "$STAMPS/$name"
+  echo "== $name: done in $(($(date +%s) - began)) s"
 }
 
 mkdir -p "$STAMPS"
@@ -69,7 +79,9 @@ mkdir -p "$STAMPS"
 # the checksum of the weights, so a new classifier reruns every later stage.
 if [ "$FORCE" = 1 ] || [ ! -f "$CLASSIFIER" ]; then
   echo "== classifier"
+  began=$(date +%s)
   "$BIN/rf-classifier" train "${COMMON[@]}" --out "$CLASSIFIER"
+  echo "== classifier: done in $(($(date +%s) - began)) s"
 else
   echo "== classifier: reusing $CLASSIFIER"
 fi
@@ -77,7 +89,8 @@ sha256sum "$CLASSIFIER" | cut -d' ' -f1 > "$STAMPS/classifier"
 stage prepare classifier -- "$BIN/rf-prepare" "${COMMON[@]}" --classifier "$CLASSIFIER" "${LIMITS[@]}"
 stage mahalanobis prepare -- "$BIN/rf-mahalanobis" "${COMMON[@]}" --batch-size 200
 for layer in 0 1 2 3 4; do
-  stage "train_layer$layer" prepare -- "$BIN/rf-train" "${COMMON[@]}" --layer "$layer" --resume "${TRAIN_OPTS[@]}"
+  FRESH="$RUN/flow/layer_$layer" \
+    stage "train_layer$layer" prepare -- "$BIN/rf-train" "${COMMON[@]}" --layer "$layer" --resume "${TRAIN_OPTS[@]}"
 done
 stage score train_layer4 -- "$BIN/rf-score" "${COMMON[@]}" --batch-size 200
 stage regress_mahalanobis mahalanobis -- "$BIN/rf-regress" --detector mahalanobis --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"

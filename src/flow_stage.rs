@@ -113,6 +113,47 @@ fn write_histories(run: &Path, layer: usize, ood: &str, history: &[IterationReco
     )
 }
 
+/// Refuses to resume a checkpoint made from other features (another whitening of the layer) or
+/// with another learning rate, batch size or seed: continuing it would silently mix two runs.
+fn check_resumable(
+    trainer: &Trainer,
+    stats: &LayerStats,
+    config: &TrainConfig,
+    dir: &Path,
+) -> Result<()> {
+    let saved = &trainer.model().a_inv;
+    let current = &stats.whitening.a_inv;
+    let same_whitening = saved.size() == current.size() && {
+        let current = current.to_kind(Kind::Double).to_device(Device::Cpu);
+        let diff = (saved.to_kind(Kind::Double).to_device(Device::Cpu) - &current)
+            .abs()
+            .max()
+            .double_value(&[]);
+        diff <= 1e-5 * (1.0 + current.abs().max().double_value(&[]))
+    };
+    if !same_whitening {
+        return Err(Error::format(
+            dir,
+            "this flow was trained on other features (the layer's whitening differs, e.g. after a new \
+             classifier or rf-prepare run); train without --resume to start afresh"
+                .to_string(),
+        ));
+    }
+    let saved = trainer.config();
+    let weights_of = |c: &TrainConfig| (c.lr, c.batch_size, c.seed);
+    if weights_of(saved) != weights_of(config) {
+        return Err(Error::format(
+            dir,
+            format!(
+                "this flow was trained with lr {}, batch size {}, seed {}, not the requested lr {}, \
+                 batch size {}, seed {}; resume with the same settings or train without --resume",
+                saved.lr, saved.batch_size, saved.seed, config.lr, config.batch_size, config.seed
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Trains (or resumes) the flow of one layer; `on_iteration` sees every iteration's record.
 pub fn train_layer(
     features: &FeatureDir,
@@ -155,7 +196,9 @@ pub fn train_layer(
     let means = stats.means.to_kind(Kind::Float).to_device(options.device);
 
     let mut trainer = if options.resume && dir.join(crate::flow::checkpoint::META_FILE).exists() {
-        Trainer::resume(&dir, train, validation, Kind::Float, options.device)?
+        let trainer = Trainer::resume(&dir, train, validation, Kind::Float, options.device)?;
+        check_resumable(&trainer, &stats, &options.config, &dir)?;
+        trainer
     } else {
         let spec = FlowSpec {
             num_classes: manifest.num_classes,

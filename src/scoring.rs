@@ -31,34 +31,37 @@ pub fn preprocessed_scores(
     magnitudes: &[f64],
     score: &ScoreFn,
 ) -> Result<Vec<Tensor>> {
+    let to_output = |s: &Tensor| s.detach().to_kind(Kind::Double).to_device(Device::Cpu);
     let scores_of = |input: &Tensor| -> Result<Tensor> {
         tch::no_grad(|| -> Result<Tensor> {
             let f = mean_pool(&net.intermediate_forward(input, layer)?);
-            Ok(score(&f)?.to_kind(Kind::Double).to_device(Device::Cpu))
+            Ok(to_output(&score(&f)?))
         })
     };
     let perturbed: Vec<f64> = magnitudes.iter().copied().filter(|&e| e != 0.0).collect();
-    // All perturbed copies go through the network in one call (far fewer, larger kernels).
-    let mut perturbed_scores = if perturbed.is_empty() {
-        Vec::new()
+    let (clean, mut perturbed_scores) = if perturbed.is_empty() {
+        (scores_of(x)?, Vec::new().into_iter())
     } else {
-        let step = gradient_step(net, x, layer, std, score)?;
+        // The gradient's forward pass already gives the clean scores (magnitude 0).
+        let (step, clean) = gradient_step_and_scores(net, x, layer, std, score)?;
+        // All perturbed copies go through the network in one call (far fewer, larger kernels).
         let inputs: Vec<Tensor> = perturbed.iter().map(|&eps| x - &step * eps).collect();
-        scores_of(&Tensor::cat(&inputs, 0))?.chunk(perturbed.len() as i64, 0)
-    }
-    .into_iter();
-    let clean = if perturbed.len() < magnitudes.len() {
-        Some(scores_of(x)?)
-    } else {
-        None
+        let all = scores_of(&Tensor::cat(&inputs, 0))?;
+        (
+            to_output(&clean),
+            all.chunk(perturbed.len() as i64, 0).into_iter(),
+        )
     };
     Ok(magnitudes
         .iter()
-        .map(|&eps| match (&clean, eps == 0.0) {
-            (Some(clean), true) => clean.shallow_clone(),
-            _ => perturbed_scores
-                .next()
-                .expect("one score matrix per non-zero magnitude"),
+        .map(|&eps| {
+            if eps == 0.0 {
+                clean.shallow_clone()
+            } else {
+                perturbed_scores
+                    .next()
+                    .expect("one score matrix per non-zero magnitude")
+            }
         })
         .collect())
 }
@@ -71,6 +74,17 @@ pub fn gradient_step(
     std: [f64; 3],
     score: &ScoreFn,
 ) -> Result<Tensor> {
+    Ok(gradient_step_and_scores(net, x, layer, std, score)?.0)
+}
+
+/// [`gradient_step`] and the clean scores `[N, C]` its forward pass computed on the way.
+fn gradient_step_and_scores(
+    net: &dyn Classifier,
+    x: &Tensor,
+    layer: usize,
+    std: [f64; 3],
+    score: &ScoreFn,
+) -> Result<(Tensor, Tensor)> {
     let input = x.detach().set_requires_grad(true);
     let f = mean_pool(&net.intermediate_forward(&input, layer)?);
     let s = score(&f)?;
@@ -79,7 +93,7 @@ pub fn gradient_step(
     let grad = Tensor::run_backward(&[loss], &[&input], false, false)
         .pop()
         .expect("one gradient per input");
-    Ok(sign_step(&grad, std))
+    Ok((sign_step(&grad, std), s.detach()))
 }
 
 /// [`preprocessed_scores`] over a whole set in stored order: per magnitude, the `[N, C]` scores of

@@ -135,4 +135,49 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
             flow.metrics()
         );
     }
+
+    // Resuming a flow with other settings, or after the features changed, is refused.
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "--layer",
+            "4",
+            "--num_iter",
+            "1",
+            "--validation-total",
+            "100",
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rf-train"));
+        cmd.args(&args);
+        for (flag, path) in io {
+            cmd.arg(flag).arg(path);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = train(&["--resume", "--lr", "1e-3"]);
+    assert!(
+        !ok && err.contains("layer_4") && err.contains("lr 0.001"),
+        "{err}"
+    );
+    random_classifier(&weights, &root, 10, 4);
+    run(
+        env!("CARGO_BIN_EXE_rf-prepare"),
+        &[
+            "--ood",
+            "uniform",
+            "--max-ood",
+            "100",
+            "--batch-size",
+            "100",
+        ],
+        &[io[0], io[1], ("--classifier", &weights)],
+    );
+    let (ok, err) = train(&["--resume"]);
+    assert!(!ok && err.contains("trained on other features"), "{err}");
+    let (ok, err) = train(&[]);
+    assert!(ok, "{err}");
 }
