@@ -69,16 +69,7 @@ fn setup(k: usize) -> Setup {
         net: "bench".into(),
         dataset: "bench".into(),
     };
-    let model = FlowModel::init(
-        &spec,
-        &w.a,
-        &w.a_inv,
-        w.log_abs_det_a_inv,
-        1,
-        Kind::Float,
-        Device::Cpu,
-    )
-    .expect("init");
+    let model = FlowModel::init(&spec, &w, 1, Kind::Float, Device::Cpu).expect("init");
     let per = TRAIN + VALIDATION;
     let validation = (0..CLASSES as i64)
         .map(|c| x.narrow(0, c * per, VALIDATION))

@@ -92,16 +92,7 @@ fn main() {
             net: "resnet".into(),
             dataset: "bench".into(),
         };
-        let flow = FlowModel::init(
-            &spec,
-            &w.a,
-            &w.a_inv,
-            w.log_abs_det_a_inv,
-            2,
-            Kind::Float,
-            Device::Cpu,
-        )
-        .expect("flow");
+        let flow = FlowModel::init(&spec, &w, 2, Kind::Float, Device::Cpu).expect("flow");
         let means = Tensor::zeros([10, d], (Kind::Float, Device::Cpu));
         let score = |f: &Tensor| flow.log_prob(f, &means);
         // Warm-up, then one timed batch each.

@@ -209,12 +209,9 @@ pub fn train_layer(
             net: manifest.net_type.name().to_string(),
             dataset: manifest.dataset.clone(),
         };
-        let w = &stats.whitening;
         let model = FlowModel::init(
             &spec,
-            &w.a,
-            &w.a_inv,
-            w.log_abs_det_a_inv,
+            &stats.whitening,
             options.config.seed,
             Kind::Float,
             options.device,

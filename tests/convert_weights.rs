@@ -167,16 +167,7 @@ fn converted_published_flows_form_a_flow_folder_with_the_same_densities() {
         net: "resnet".into(),
         dataset: "cifar10".into(),
     };
-    let init = FlowModel::init(
-        &spec,
-        &w.a,
-        &w.a_inv,
-        w.log_abs_det_a_inv,
-        4,
-        Kind::Double,
-        Device::Cpu,
-    )
-    .unwrap();
+    let init = FlowModel::init(&spec, &w, 4, Kind::Double, Device::Cpu).unwrap();
     let original = randomise(
         &init,
         &dir.path().join("ours"),

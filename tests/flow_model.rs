@@ -49,7 +49,7 @@ fn setup(n: i64, d: i64, rank: i64, classes: i64, length_hidden: f64, kind: Kind
         net: "resnet".into(),
         dataset: "cifar10".into(),
     };
-    let model = FlowModel::init(&spec, &w.a, &w.a_inv, w.log_abs_det_a_inv, 5, kind, CPU).unwrap();
+    let model = FlowModel::init(&spec, &w, 5, kind, CPU).unwrap();
     Setup {
         model,
         means,

@@ -56,7 +56,7 @@ fn data_with_hidden(kind: Kind, length_hidden: f64) -> Data {
         net: "resnet".into(),
         dataset: "toy".into(),
     };
-    let model = FlowModel::init(&spec, &w.a, &w.a_inv, w.log_abs_det_a_inv, 3, kind, CPU).unwrap();
+    let model = FlowModel::init(&spec, &w, 3, kind, CPU).unwrap();
     let centred: Vec<Tensor> = feats
         .iter()
         .enumerate()

@@ -243,16 +243,7 @@ fn resnet_and_flow(dir: &Path, layer: usize) -> (Box<dyn Classifier>, FlowModel,
         net: "resnet".into(),
         dataset: "synthetic".into(),
     };
-    let init = FlowModel::init(
-        &spec,
-        &w.a,
-        &w.a_inv,
-        w.log_abs_det_a_inv,
-        3,
-        Kind::Float,
-        Device::Cpu,
-    )
-    .unwrap();
+    let init = FlowModel::init(&spec, &w, 3, Kind::Float, Device::Cpu).unwrap();
     let flow_dir = dir.join("flow");
     let flow = randomise(&init, &flow_dir, 0.5, (0.2, 0.6), Kind::Float);
     let means = randn(&[10, d], 6).to_kind(Kind::Float) * 0.3;

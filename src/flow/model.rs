@@ -11,6 +11,7 @@
 //! weight matrices into checkpoints.
 use super::config::{hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
 use crate::error::{Error, Result};
+use crate::gaussian::Whitening;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -125,17 +126,17 @@ fn uniform(rng: &mut ChaCha8Rng, out: &mut Vec<f64>, n: usize, bound: f64) {
 impl FlowModel {
     /// A new flow for every class, initialised as SPEC section 4 with a seeded RNG: PyTorch's
     /// default Linear init (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases) for fc1 and
-    /// fc2, zero fc3, rescale `v = 1`, `g = sqrt(k)`, random permutations per class.
-    /// `a` is `[d, k]`, `a_inv` `[k, d]` (any float kind; converted to `kind`).
+    /// fc2, zero fc3, rescale `v = 1`, `g = sqrt(k)`, random permutations per class. The linear
+    /// part is `whitening` (`A` `[d, k]`, `A_inv` `[k, d]`, converted to `kind`).
     pub fn init(
         spec: &FlowSpec,
-        a: &Tensor,
-        a_inv: &Tensor,
-        log_abs_det_a_inv: f64,
+        whitening: &Whitening,
         seed: u64,
         kind: Kind,
         device: Device,
     ) -> Result<Self> {
+        let (a, a_inv) = (&whitening.a, &whitening.a_inv);
+        let log_abs_det_a_inv = whitening.log_abs_det_a_inv;
         let (k, d) = match a_inv.size().as_slice() {
             [k, d] => (*k as usize, *d as usize),
             other => {
