@@ -123,22 +123,22 @@ fn converted_legacy_files_load_and_give_pytorch_logits() {
         assert_eq!(tensors["bn1.num_batches_tracked"].int64_value(&[]), 0);
     }
 
-    let bad = convert(&[
-        "classifier",
-        "--net-type",
-        "resnet",
-        "--dataset",
-        "cifar10",
-        &d("bad.pth"),
-        &d("bad.safetensors"),
-    ]);
+    let args = ["classifier", "--net-type", "resnet", "--dataset", "cifar10"];
+    let out = d("bad.safetensors");
+    convert_refused(&args, &[&d("bad.pth"), &out], "layer3.1.conv2.weight", &out);
+}
+
+/// The conversion fails, naming `bad.pth` and `mentions`, and writes nothing at `output`.
+fn convert_refused(args: &[&str], paths: &[&str], mentions: &str, output: &str) {
+    let all: Vec<&str> = args.iter().chain(paths).copied().collect();
+    let bad = convert(&all);
     assert!(!bad.status.success());
     let message = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        message.contains("bad.pth") && message.contains("layer3.1.conv2.weight"),
+        message.contains("bad.pth") && message.contains(mentions),
         "{message}"
     );
-    assert!(!dir.path().join("bad.safetensors").exists());
+    assert!(!Path::new(output).exists());
 }
 
 /// Our flow's per-class safetensors written back as legacy `.pth` state dicts (the published form).
@@ -207,7 +207,8 @@ fn converted_published_flows_form_a_flow_folder_with_the_same_densities() {
     let err = (got - want).abs().max().double_value(&[]);
     assert!(err < 1e-9, "{err}");
 
-    let bad = convert(&[
+    let out = d("bad_out");
+    let args = [
         "flow",
         "--net-type",
         "resnet",
@@ -215,15 +216,6 @@ fn converted_published_flows_form_a_flow_folder_with_the_same_densities() {
         "cifar10",
         "--layer",
         "2",
-        &d("bad_out"),
-        &classes[0],
-        &d("bad.pth"),
-    ]);
-    assert!(!bad.status.success());
-    let message = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        message.contains("bad.pth") && message.contains("`A_`"),
-        "{message}"
-    );
-    assert!(!dir.path().join("bad_out").exists());
+    ];
+    convert_refused(&args, &[&out, &classes[0], &d("bad.pth")], "`A_`", &out);
 }

@@ -77,6 +77,19 @@ fn resnet(weights: &Path) -> (VarStore, Box<dyn Classifier>) {
     (vs, net)
 }
 
+/// A width-4 ResNet with weights drawn from `seed`.
+fn seeded_resnet(seed: u64) -> (VarStore, Box<dyn Classifier>) {
+    let vs = VarStore::new(Device::Cpu);
+    let net = NetConfig {
+        net_type: NetType::Resnet,
+        width: 4,
+        num_classes: 10,
+    }
+    .build_seeded(&vs, seed)
+    .unwrap();
+    (vs, net)
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
         .abs()
@@ -153,14 +166,7 @@ fn direct_scores(
 
 #[test]
 fn reused_gradient_equals_a_direct_computation_per_magnitude() {
-    let vs = VarStore::new(Device::Cpu);
-    let net = NetConfig {
-        net_type: NetType::Resnet,
-        width: 4,
-        num_classes: 10,
-    }
-    .build_seeded(&vs, 11)
-    .unwrap();
+    let (_vs, net) = seeded_resnet(11);
     let x = randn(&[5, 3, 32, 32], 12).to_kind(Kind::Float);
     let layer = 3;
     let d = net.layer_channels()[layer];
@@ -225,14 +231,7 @@ save_file(out, d + "/case.safetensors")
 /// A seeded width-4 ResNet saved to `dir/weights.safetensors`, and a flow with random weights for
 /// its layer `layer` (whitening of random features) saved to `dir/flow`, with class means.
 fn resnet_and_flow(dir: &Path, layer: usize) -> (Box<dyn Classifier>, FlowModel, Tensor) {
-    let vs = VarStore::new(Device::Cpu);
-    let net = NetConfig {
-        net_type: NetType::Resnet,
-        width: 4,
-        num_classes: 10,
-    }
-    .build_seeded(&vs, 21)
-    .unwrap();
+    let (vs, net) = seeded_resnet(21);
     vs.save(dir.join("weights.safetensors")).unwrap();
     let d = net.layer_channels()[layer];
     let w = whitening(&(randn(&[400, d], 5) * 0.5)).unwrap();
