@@ -196,6 +196,21 @@ step() {
   mark_done "$run" "$s" "$@"
 }
 
+# fresh_unless_interrupted RUN LAYER CMD...: removes the layer's flow checkpoint before training,
+# unless it belongs to an interrupted or failed run of this very command (no --force, features not
+# re-prepared), which --resume then continues; records the attempt.
+fresh_unless_interrupted() {
+  local run="$1" l="$2" k
+  shift 2
+  k="$(key "$@")"
+  local running="$OUTF/$run/.bench/train_layer$l.running"
+  if [ "$FORCE" = 1 ] || [ -n "${RAN[$run/prepare]:-}" ] || [ "$(cat "$running" 2>/dev/null || true)" != "$k" ]; then
+    rm -rf "$OUTF/$run/flow/layer_$l"
+  fi
+  mkdir -p "$OUTF/$run/.bench"
+  printf '%s\n' "$k" >"$running"
+}
+
 # train_layers RUN NET DATASET: every layer, layer L on GPU gpus[L mod #gpus], one job per GPU at
 # a time; waits for all and fails if any failed.
 train_layers() {
@@ -221,12 +236,14 @@ train_layers() {
       for l in ${lanes[i]}; do
         cmd=("$BIN/rf-train" "${COMMON[@]}" --gpu "$g" --layer "$l" --num-iter "$NUM_ITER" --resume)
         log="$OUTF/$run/logs/train_layer$l.log"
+        fresh_unless_interrupted "$run" "$l" "${cmd[@]}"
         echo "  gpu $g: $run layer $l (log: $log)"
         if ! "${cmd[@]}" >"$log" 2>&1; then
           echo "benchmark.sh: $run/train_layer$l failed on gpu $g; log: $log" >&2
           exit 1
         fi
         mark_done "$run" "train_layer$l" "${cmd[@]}"
+        rm -f "$OUTF/$run/.bench/train_layer$l.running"
         echo "  gpu $g: $run layer $l done"
       done
     ) &

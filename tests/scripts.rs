@@ -374,6 +374,14 @@ fn benchmark_runs_resumes_and_stops_on_failure() {
         fs::read_to_string(dir.path().join("calls.log")).unwrap(),
         calls
     );
+    // --force retrains the flows from scratch: their old checkpoints are removed first.
+    let stale = run.join("flow/layer_0/flow.json");
+    fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    fs::write(&stale, "{}").unwrap();
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    stdout_ok(&bash("scripts/benchmark.sh", &forced, dir.path(), &env));
+    assert!(!stale.exists());
 
     // A failing training stops the sweep before scoring, and leaves no marker.
     let dir = workdir(&[("resnet", "cifar10")]);
@@ -390,6 +398,13 @@ fn benchmark_runs_resumes_and_stops_on_failure() {
         .join("out/resnet_cifar10/.bench/train_layer0.done")
         .exists());
     assert!(String::from_utf8_lossy(&out.stderr).contains("train_layer"));
+    // The failed layer's checkpoint is kept for the next attempt to resume.
+    let partial = dir.path().join("out/resnet_cifar10/flow/layer_0/flow.json");
+    fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    fs::write(&partial, "{}").unwrap();
+    let out = bash("scripts/benchmark.sh", &args, dir.path(), &env);
+    assert!(!out.status.success());
+    assert!(partial.exists());
 }
 
 #[test]
