@@ -56,7 +56,8 @@ trap 'rm -rf "$STAGE"' EXIT
 
 # Fetches (once) and unpacks a source archive; prints the folder it was unpacked into.
 unpack() {
-  local kind="$1" name="$2" dir="$STAGE/$kind-$2"
+  local kind="$1" name="$2"
+  local dir="$STAGE/$kind-$name"
   if [ ! -d "$dir" ]; then
     mkdir -p "$dir"
     case "$kind" in
