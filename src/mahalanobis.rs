@@ -4,42 +4,14 @@ use ndarray::Array2;
 use tch::{Device, Tensor};
 
 use crate::artefacts::{mahalanobis_path, write_scores, ScoreFile, FGSM};
-use crate::data::{self, BatchSource, ImageSet, Split};
-use crate::error::{Error, Result};
-use crate::features::{FeatureDir, FeatureManifest, LayerStats};
+use crate::data::BatchSource;
+use crate::error::Result;
+use crate::features::LayerStats;
 use crate::gaussian::mahalanobis_scores;
 use crate::models::LoadedClassifier;
 use crate::progress::Progress;
 use crate::scoring::score_set;
-use crate::stage::ScoringStage;
-
-/// The image sets a scoring stage evaluates: the test split and the OOD sets of the feature
-/// folder, each cut to the size that `rf-prepare` used.
-pub fn scored_sets(
-    manifest: &FeatureManifest,
-    dataroot: &std::path::Path,
-) -> Result<(ImageSet, Vec<ImageSet>)> {
-    let load = |name: &str, key: &str| -> Result<ImageSet> {
-        let set = data::load(name, dataroot, Split::Test)?;
-        let rows = manifest.sets[key];
-        if set.len() < rows {
-            return Err(Error::Invalid(format!(
-                "`{name}` under {} has {} images but the features were prepared from {rows}; rerun rf-prepare",
-                dataroot.display(),
-                set.len()
-            )));
-        }
-        Ok(set.take(rows))
-    };
-    let test = load(&manifest.dataset, "test")?;
-    let oods = manifest
-        .sets
-        .keys()
-        .filter_map(|k| k.strip_prefix("ood_"))
-        .map(|name| load(name, &format!("ood_{name}")))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((test, oods))
-}
+use crate::stage::{ScoredInputs, ScoringStage};
 
 /// Per magnitude, the `[N, L]` matrix of per-layer Mahalanobis scores (max over classes) of `set`.
 pub fn layer_scores(
@@ -94,25 +66,24 @@ pub fn run(
     magnitudes: &[f64],
     progress: &mut dyn Progress,
 ) -> Result<Vec<String>> {
-    let ScoringStage {
-        classifier,
-        features,
-        fgsm,
-        dataroot,
-        run,
-        device,
-        batch_size,
-    } = stage;
-    let (fgsm, device, batch_size) = (fgsm.as_ref(), *device, *batch_size);
-    let manifest = features.manifest()?;
-    check_classifier(classifier, &manifest, features)?;
+    let ScoredInputs {
+        manifest,
+        test,
+        oods,
+    } = stage.inputs()?;
+    let (classifier, run) = (&stage.classifier, &stage.run);
     let stats = (0..manifest.layer_channels.len())
-        .map(|l| LayerStats::load(&features.stats_path(l)))
+        .map(|l| LayerStats::load(&stage.features.stats_path(l)))
         .collect::<Result<Vec<_>>>()?;
-    let (test, oods) = scored_sets(&manifest, dataroot)?;
     let mut score = |set: BatchSource<'_>| {
         layer_scores(
-            classifier, &stats, set, magnitudes, batch_size, device, progress,
+            classifier,
+            &stats,
+            set,
+            magnitudes,
+            stage.batch_size,
+            stage.device,
+            progress,
         )
     };
     let in_dist = score((&test).into())?;
@@ -127,7 +98,7 @@ pub fn run(
         }
         written.push(ood.name.clone());
     }
-    if let Some(sets) = fgsm {
+    if let Some(sets) = &stage.fgsm {
         let [clean, noisy, adv] = sets.named().map(|s| score(s.into()));
         for (eps, ((a, c), n)) in magnitudes
             .iter()
@@ -141,31 +112,4 @@ pub fn run(
         written.push(FGSM.to_string());
     }
     Ok(written)
-}
-
-/// Fails when the feature folder was prepared with another network than `classifier`.
-pub fn check_classifier(
-    classifier: &LoadedClassifier,
-    manifest: &FeatureManifest,
-    features: &FeatureDir,
-) -> Result<()> {
-    let channels = classifier.net.layer_channels();
-    if manifest.net_type != classifier.meta.architecture
-        || manifest.layer_channels != channels
-        || manifest.num_classes != classifier.meta.num_classes as usize
-    {
-        return Err(Error::format(
-            features.manifest_path(),
-            format!(
-                "features of a {} with layers {:?} and {} classes, but the classifier is a {} with layers {:?} and {} classes; rerun rf-prepare with this classifier",
-                manifest.net_type.name(),
-                manifest.layer_channels,
-                manifest.num_classes,
-                classifier.meta.architecture.name(),
-                channels,
-                classifier.meta.num_classes
-            ),
-        ));
-    }
-    Ok(())
 }

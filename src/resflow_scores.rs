@@ -7,10 +7,10 @@ use crate::data::BatchSource;
 use crate::error::{Error, Result};
 use crate::features::LayerStats;
 use crate::flow::FlowModel;
-use crate::mahalanobis::{check_classifier, scored_sets, to_array2};
+use crate::mahalanobis::to_array2;
 use crate::progress::Progress;
 use crate::scoring::score_set;
-use crate::stage::ScoringStage;
+use crate::stage::{ScoredInputs, ScoringStage};
 
 /// Scores every layer that has a trained flow under `run`, writing one file per
 /// (OOD set, layer, magnitude). With `fgsm`, also scores the FGSM sets and writes the `fgsm`
@@ -20,19 +20,13 @@ pub fn run(
     magnitudes: &[f64],
     progress: &mut dyn Progress,
 ) -> Result<Vec<usize>> {
-    let ScoringStage {
-        classifier,
-        features,
-        fgsm,
-        dataroot,
-        run,
-        device,
-        batch_size,
-    } = stage;
-    let (fgsm, device, batch_size) = (fgsm.as_ref(), *device, *batch_size);
-    let manifest = features.manifest()?;
-    check_classifier(classifier, &manifest, features)?;
-    let (test, oods) = scored_sets(&manifest, dataroot)?;
+    let ScoredInputs {
+        manifest,
+        test,
+        oods,
+    } = stage.inputs()?;
+    let (classifier, features, run) = (&stage.classifier, &stage.features, &stage.run);
+    let (fgsm, device, batch_size) = (stage.fgsm.as_ref(), stage.device, stage.batch_size);
     let mut layers = Vec::new();
     for l in 0..manifest.layer_channels.len() {
         let dir = flow_dir(run, l);

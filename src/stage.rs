@@ -6,13 +6,25 @@ use tch::Device;
 
 use crate::artefacts::run_dir;
 use crate::cli::ScoringArgs;
+use crate::data::{self, ImageSet, Split};
 use crate::error::{Error, Result};
-use crate::features::FeatureDir;
+use crate::features::{FeatureDir, FeatureManifest};
 use crate::fgsm::{fgsm_dir, FgsmSets};
 use crate::models::{load_checkpoint, LoadedClassifier};
 
 /// Default batch size of the scoring stages.
 pub const SCORING_BATCH_SIZE: usize = 100;
+
+/// What a scoring stage scores: the feature manifest (checked against the classifier), the
+/// test split and every OOD set, each cut to the size `rf-prepare` used.
+pub struct ScoredInputs {
+    /// The feature folder's manifest.
+    pub manifest: FeatureManifest,
+    /// The in-distribution test split.
+    pub test: ImageSet,
+    /// The OOD sets, in the manifest's order.
+    pub oods: Vec<ImageSet>,
+}
 
 /// Everything a scoring stage reads.
 pub struct ScoringStage {
@@ -61,4 +73,71 @@ impl ScoringStage {
             batch_size: common.batch_size_or(SCORING_BATCH_SIZE),
         })
     }
+}
+
+impl ScoringStage {
+    /// Reads the manifest, checks that it was prepared with this classifier, and loads the sets
+    /// to score.
+    pub fn inputs(&self) -> Result<ScoredInputs> {
+        let manifest = self.features.manifest()?;
+        check_classifier(&self.classifier, &manifest, &self.features)?;
+        let (test, oods) = scored_sets(&manifest, &self.dataroot)?;
+        Ok(ScoredInputs {
+            manifest,
+            test,
+            oods,
+        })
+    }
+}
+
+/// The image sets a scoring stage evaluates: the test split and the OOD sets of the feature
+/// folder, each cut to the size that `rf-prepare` used.
+fn scored_sets(manifest: &FeatureManifest, dataroot: &Path) -> Result<(ImageSet, Vec<ImageSet>)> {
+    let load = |name: &str, key: &str| -> Result<ImageSet> {
+        let set = data::load(name, dataroot, Split::Test)?;
+        let rows = manifest.sets[key];
+        if set.len() < rows {
+            return Err(Error::Invalid(format!(
+                "`{name}` under {} has {} images but the features were prepared from {rows}; rerun rf-prepare",
+                dataroot.display(),
+                set.len()
+            )));
+        }
+        Ok(set.take(rows))
+    };
+    let test = load(&manifest.dataset, "test")?;
+    let oods = manifest
+        .sets
+        .keys()
+        .filter_map(|k| k.strip_prefix("ood_"))
+        .map(|name| load(name, &format!("ood_{name}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((test, oods))
+}
+
+/// Fails when the feature folder was prepared with another network than `classifier`.
+fn check_classifier(
+    classifier: &LoadedClassifier,
+    manifest: &FeatureManifest,
+    features: &FeatureDir,
+) -> Result<()> {
+    let channels = classifier.net.layer_channels();
+    if manifest.net_type != classifier.meta.architecture
+        || manifest.layer_channels != channels
+        || manifest.num_classes != classifier.meta.num_classes as usize
+    {
+        return Err(Error::format(
+            features.manifest_path(),
+            format!(
+                "features of a {} with layers {:?} and {} classes, but the classifier is a {} with layers {:?} and {} classes; rerun rf-prepare with this classifier",
+                manifest.net_type.name(),
+                manifest.layer_channels,
+                manifest.num_classes,
+                classifier.meta.architecture.name(),
+                channels,
+                classifier.meta.num_classes
+            ),
+        ));
+    }
+    Ok(())
 }
