@@ -2,12 +2,14 @@
 //!
 //! Flags are kebab-case; the original scripts' snake_case spellings (`--net_type`, `--batch_size`)
 //! are accepted as aliases so that old commands keep working with the binary name swapped.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
 use crate::detector::Validation;
 use crate::device::{select_device, DeviceChoice};
+use crate::error::{Error, Result};
+use crate::models::{load_checkpoint, LoadedClassifier};
 
 /// The classifier architectures of the paper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -73,6 +75,25 @@ impl CommonArgs {
             self.net_type.name(),
             self.dataset
         ))
+    }
+
+    /// Loads the classifier at `explicit` (`--classifier`) or at
+    /// [`CommonArgs::default_classifier_path`]; returns its path too. A failure says how to train one.
+    pub fn load_classifier(
+        &self,
+        explicit: Option<&Path>,
+        device: tch::Device,
+    ) -> Result<(PathBuf, LoadedClassifier)> {
+        let path = explicit
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.default_classifier_path());
+        let classifier = load_checkpoint(&path, device).map_err(|e| {
+            Error::Invalid(format!(
+                "{e}\n(train one with `rf-classifier train --dataset {}`)",
+                self.dataset
+            ))
+        })?;
+        Ok((path, classifier))
     }
 
     /// The batch size given, or `default`.

@@ -1,46 +1,30 @@
 //! The Mahalanobis detector's scores (SPEC section 7): tied-covariance class scores of every layer
 //! with input pre-processing, one score file per (OOD set, magnitude).
 use ndarray::Array2;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use crate::artefacts::{mahalanobis_path, write_scores, ScoreFile, FGSM};
 use crate::data::BatchSource;
 use crate::error::Result;
 use crate::features::LayerStats;
 use crate::gaussian::mahalanobis_scores;
-use crate::models::LoadedClassifier;
 use crate::progress::Progress;
-use crate::scoring::score_set;
 use crate::stage::{ScoredInputs, ScoringStage};
 
 /// Per magnitude, the `[N, L]` matrix of per-layer Mahalanobis scores (max over classes) of `set`.
 pub fn layer_scores(
-    classifier: &LoadedClassifier,
+    stage: &ScoringStage,
     stats: &[LayerStats],
     set: BatchSource<'_>,
     magnitudes: &[f64],
-    batch_size: usize,
-    device: Device,
     progress: &mut dyn Progress,
 ) -> Result<Vec<Array2<f64>>> {
     let mut columns: Vec<Vec<Tensor>> = magnitudes.iter().map(|_| Vec::new()).collect();
     for (l, layer) in stats.iter().enumerate() {
-        let means = layer.means.to_device(device);
-        let precision = layer.precision.to_device(device);
+        let means = layer.means.to_device(stage.device);
+        let precision = layer.precision.to_device(stage.device);
         let score = |f: &Tensor| mahalanobis_scores(f, &means, &precision);
-        progress.start(&format!("{} layer {l}", set.name()), set.len());
-        let per_eps = score_set(
-            classifier.net.as_ref(),
-            set,
-            classifier.meta.normalization,
-            l,
-            magnitudes,
-            batch_size,
-            device,
-            &score,
-            &mut |n| progress.advance(n),
-        )?;
-        progress.finish();
+        let per_eps = stage.score_layer(set, l, magnitudes, &score, progress)?;
         for (store, s) in columns.iter_mut().zip(per_eps) {
             store.push(s.max_dim(1, false).0);
         }
@@ -71,21 +55,11 @@ pub fn run(
         test,
         oods,
     } = stage.inputs()?;
-    let (classifier, run) = (&stage.classifier, &stage.run);
+    let run = &stage.run;
     let stats = (0..manifest.layer_channels.len())
         .map(|l| LayerStats::load(&stage.features.stats_path(l)))
         .collect::<Result<Vec<_>>>()?;
-    let mut score = |set: BatchSource<'_>| {
-        layer_scores(
-            classifier,
-            &stats,
-            set,
-            magnitudes,
-            stage.batch_size,
-            stage.device,
-            progress,
-        )
-    };
+    let mut score = |set: BatchSource<'_>| layer_scores(stage, &stats, set, magnitudes, progress);
     let in_dist = score((&test).into())?;
     let mut written = Vec::new();
     for ood in &oods {

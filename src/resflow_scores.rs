@@ -9,7 +9,6 @@ use crate::features::LayerStats;
 use crate::flow::FlowModel;
 use crate::mahalanobis::to_array2;
 use crate::progress::Progress;
-use crate::scoring::score_set;
 use crate::stage::{ScoredInputs, ScoringStage};
 
 /// Scores every layer that has a trained flow under `run`, writing one file per
@@ -25,8 +24,8 @@ pub fn run(
         test,
         oods,
     } = stage.inputs()?;
-    let (classifier, features, run) = (&stage.classifier, &stage.features, &stage.run);
-    let (fgsm, device, batch_size) = (stage.fgsm.as_ref(), stage.device, stage.batch_size);
+    let (features, run) = (&stage.features, &stage.run);
+    let (fgsm, device) = (stage.fgsm.as_ref(), stage.device);
     let mut layers = Vec::new();
     for l in 0..manifest.layer_channels.len() {
         let dir = flow_dir(run, l);
@@ -50,23 +49,9 @@ pub fn run(
             .to_kind(Kind::Float)
             .to_device(device);
         let score = |f: &Tensor| flow.log_prob(f, &means);
-        let score_all =
-            |set: BatchSource<'_>, progress: &mut dyn Progress| -> Result<Vec<Tensor>> {
-                progress.start(&format!("{} layer {l}", set.name()), set.len());
-                let out = score_set(
-                    classifier.net.as_ref(),
-                    set,
-                    classifier.meta.normalization,
-                    l,
-                    magnitudes,
-                    batch_size,
-                    device,
-                    &score,
-                    &mut |n| progress.advance(n),
-                );
-                progress.finish();
-                out
-            };
+        let score_all = |set: BatchSource<'_>, progress: &mut dyn Progress| {
+            stage.score_layer(set, l, magnitudes, &score, progress)
+        };
         let in_dist = score_all((&test).into(), progress)?;
         for ood in &oods {
             let out = score_all(ood.into(), progress)?;

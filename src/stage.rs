@@ -2,15 +2,17 @@
 //! shared flags: classifier, feature folder, optional FGSM sets, run folder, device, batch size.
 use std::path::{Path, PathBuf};
 
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::artefacts::run_dir;
 use crate::cli::ScoringArgs;
-use crate::data::{self, ImageSet, Split};
+use crate::data::{self, BatchSource, ImageSet, Split};
 use crate::error::{Error, Result};
 use crate::features::{FeatureDir, FeatureManifest};
 use crate::fgsm::{fgsm_dir, FgsmSets};
 use crate::models::{load_checkpoint, LoadedClassifier};
+use crate::progress::Progress;
+use crate::scoring::{score_set, ScoreFn};
 
 /// Default batch size of the scoring stages.
 pub const SCORING_BATCH_SIZE: usize = 100;
@@ -87,6 +89,32 @@ impl ScoringStage {
             test,
             oods,
         })
+    }
+
+    /// Scores `set` at feature layer `layer` for every magnitude with the stage's classifier,
+    /// batch size and device ([`score_set`]), showing progress under `{set} layer {layer}`.
+    pub fn score_layer(
+        &self,
+        set: BatchSource<'_>,
+        layer: usize,
+        magnitudes: &[f64],
+        score: &ScoreFn,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<Tensor>> {
+        progress.start(&format!("{} layer {layer}", set.name()), set.len());
+        let out = score_set(
+            self.classifier.net.as_ref(),
+            set,
+            self.classifier.meta.normalization,
+            layer,
+            magnitudes,
+            self.batch_size,
+            self.device,
+            score,
+            &mut |n| progress.advance(n),
+        );
+        progress.finish();
+        out
     }
 }
 

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use resflow::cli::CommonArgs;
 use resflow::data::{self, Split};
 use resflow::models::train::{evaluate, train_classifier, RunOptions, Schedule, TrainConfig};
-use resflow::models::{default_width, load_checkpoint, NetConfig};
+use resflow::models::{default_width, NetConfig};
 
 /// ResNet base width of the demo configuration (see `rf-classifier train --help`).
 const DEMO_RESNET_WIDTH: i64 = 4;
@@ -168,11 +168,7 @@ fn train(args: TrainArgs) -> Result<()> {
 fn eval(args: EvalArgs) -> Result<()> {
     let common = &args.common;
     let device = common.device().device;
-    let path = args
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| common.default_classifier_path());
-    let loaded = load_checkpoint(&path, device)?;
+    let (path, loaded) = common.load_classifier(args.checkpoint.as_deref(), device)?;
     let test_set = data::load(&common.dataset, &common.dataroot, Split::Test)?;
     if test_set.num_classes as i64 != loaded.meta.num_classes {
         anyhow::bail!(

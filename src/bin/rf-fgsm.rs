@@ -3,12 +3,11 @@
 //! `{outf}/{net}_{dataset}/fgsm/` (layout in `resflow::fgsm`).
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use resflow::cli::CommonArgs;
 use resflow::data::{self, Split};
 use resflow::fgsm::{fgsm_dir, generate, noise_sigma, FgsmOptions, DEFAULT_BATCH_SIZE};
-use resflow::models::load_checkpoint;
 use resflow::progress::Bars;
 
 #[derive(Parser)]
@@ -34,16 +33,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let common = &cli.common;
     let device = common.device().device;
-    let classifier_path = cli
-        .classifier
-        .clone()
-        .unwrap_or_else(|| common.default_classifier_path());
-    let classifier = load_checkpoint(&classifier_path, device).with_context(|| {
-        format!(
-            "loading the classifier (train one with `rf-classifier train --dataset {}`)",
-            common.dataset
-        )
-    })?;
+    let (classifier_path, classifier) =
+        common.load_classifier(cli.classifier.as_deref(), device)?;
     let mut test = data::load(&common.dataset, &common.dataroot, Split::Test)?;
     if let Some(n) = cli.max_test {
         test = test.take(n);

@@ -2,13 +2,12 @@
 //! tied precision (SPEC section 3), under `{outf}/{net}_{dataset}/features/`.
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use resflow::cli::{CommonArgs, ValidationArgs};
 use resflow::data::registry;
 use resflow::features::FeatureDir;
 use resflow::fgsm::fgsm_dir;
-use resflow::models::load_checkpoint;
 use resflow::prepare::{prepare, PrepareOptions};
 use resflow::progress::Bars;
 
@@ -43,16 +42,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let common = &cli.common;
     let device = common.device().device;
-    let classifier_path = cli
-        .classifier
-        .clone()
-        .unwrap_or_else(|| common.default_classifier_path());
-    let classifier = load_checkpoint(&classifier_path, device).with_context(|| {
-        format!(
-            "loading the classifier (train one with `rf-classifier train --dataset {}`)",
-            common.dataset
-        )
-    })?;
+    let (classifier_path, classifier) =
+        common.load_classifier(cli.classifier.as_deref(), device)?;
     let ood_sets = match &cli.ood {
         Some(list) => list.clone(),
         None => registry::info(&common.dataset)?

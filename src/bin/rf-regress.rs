@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Parser;
 use resflow::artefacts::{self, DetectorKind};
-use resflow::cli::NetType;
-use resflow::detector::Validation;
+use resflow::cli::{NetType, ValidationArgs};
 use resflow::report;
 
 #[derive(Parser)]
@@ -29,15 +28,9 @@ struct Cli {
     /// OOD sets (comma-separated or repeated); default: those with score files.
     #[arg(long, value_delimiter = ',')]
     ood: Vec<String>,
-    /// Fit and select on the OOD set itself (`ood`, alias `io`) or on FGSM samples (`fgsm`).
-    #[arg(
-        long = "validation-src",
-        alias = "validation_src",
-        value_enum,
-        ignore_case = true,
-        default_value_t = Validation::Ood
-    )]
-    validation_src: Validation,
+    /// Validation data for fitting and magnitude selection.
+    #[command(flatten)]
+    validation: ValidationArgs,
     /// Folder of the pipeline's outputs.
     #[arg(long, default_value = "output")]
     outf: PathBuf,
@@ -82,12 +75,13 @@ fn main() -> Result<()> {
             net,
             dataset,
             cli.detector,
-            cli.validation_src,
+            cli.validation.validation_src,
             &cli.ood,
             !cli.no_plots,
         )?;
         print!("{}", report::format_table(dataset, &out.records));
-        let cmp = report::comparison_text(dataset, &out.results.results, cli.validation_src);
+        let cmp =
+            report::comparison_text(dataset, &out.results.results, cli.validation.validation_src);
         if !cmp.is_empty() {
             println!("{cmp}");
         }
