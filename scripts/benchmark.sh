@@ -26,15 +26,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-NETS="resnet,densenet"
-DATASETS="cifar10,cifar100,svhn"
+# shellcheck source=scripts/grid.sh
+source "$ROOT/scripts/grid.sh"
 GPUS="0"
-NUM_ITER=2000
-VALIDATION="io,fgsm"
-DATAROOT="data"
-OUTF="output"
-PRETRAINED="pre_trained"
-BIN="${RF_BIN:-$ROOT/target/release}"
 FORCE=0
 DRY=0
 
@@ -43,77 +37,25 @@ die() { echo "benchmark.sh: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --nets) NETS="$2"; shift 2 ;;
-    --datasets) DATASETS="$2"; shift 2 ;;
     --gpus) GPUS="$2"; shift 2 ;;
-    --num-iter|--num_iter) NUM_ITER="$2"; shift 2 ;;
-    --validation) VALIDATION="$2"; shift 2 ;;
-    --dataroot) DATAROOT="$2"; shift 2 ;;
-    --outf) OUTF="$2"; shift 2 ;;
-    --pretrained) PRETRAINED="$2"; shift 2 ;;
-    --bin) BIN="$2"; shift 2 ;;
     --force) FORCE=1; shift ;;
     --dry-run) DRY=1; shift ;;
     -h|--help) usage; exit 0 ;;
-    *) die "unknown option '$1' (see --help)" ;;
+    *) grid_option "$1" "${2:-}" || die "unknown option '$1' (see --help)"; shift 2 ;;
   esac
 done
 
-IFS=',' read -r -a NET_LIST <<<"$NETS"
-IFS=',' read -r -a DATASET_LIST <<<"$DATASETS"
 IFS=',' read -r -a GPU_LIST <<<"$GPUS"
-IFS=',' read -r -a VAL_LIST <<<"$VALIDATION"
 [ "${#GPU_LIST[@]}" -gt 0 ] || die "--gpus needs at least one GPU index"
 for g in "${GPU_LIST[@]}"; do [[ "$g" =~ ^[0-9]+$ ]] || die "--gpus: '$g' is not a GPU index"; done
-[[ "$NUM_ITER" =~ ^[0-9]+$ ]] || die "--num-iter: '$NUM_ITER' is not a number"
-
-num_layers() {
-  case "$1" in
-    resnet) echo 5 ;;
-    densenet) echo 4 ;;
-    *) die "unknown network '$1' (resnet or densenet)" ;;
-  esac
-}
-for net in "${NET_LIST[@]}"; do num_layers "$net" >/dev/null; done
-for ds in "${DATASET_LIST[@]}"; do
+# --- checks before anything runs -------------------------------------------------------------
+for ds in ${DATASETS//,/ }; do
   case "$ds" in
     cifar10|cifar100|svhn) ;;
     *) echo "benchmark.sh: note: '$ds' is not one of the paper's data sets (cifar10, cifar100, svhn)" >&2 ;;
   esac
 done
-FGSM=0
-REG_VALS=()
-for v in "${VAL_LIST[@]}"; do
-  case "${v,,}" in
-    io|ood) REG_VALS+=(ood) ;;
-    fgsm) REG_VALS+=(fgsm); FGSM=1 ;;
-    *) die "--validation: '$v' is not io or fgsm" ;;
-  esac
-done
-
-# The Python that writes the final table (stdlib only): the project's venv when set up.
-PY="${RESFLOW_HOME:-$HOME/.cache/resflow}/venv/bin/python"
-[ -x "$PY" ] || PY="python3"
-
-# --- checks before anything runs -------------------------------------------------------------
-missing=0
-for net in "${NET_LIST[@]}"; do
-  for ds in "${DATASET_LIST[@]}"; do
-    ckpt="$PRETRAINED/${net}_${ds}.safetensors"
-    if [ ! -f "$ckpt" ]; then
-      missing=1
-      cat >&2 <<EOF
-benchmark.sh: missing classifier checkpoint $ckpt
-  convert the published weights (${net}_${ds}.pth, links in the original README) with
-    $PY scripts/convert_weights.py classifier --net-type $net --dataset $ds $PRETRAINED/${net}_${ds}.pth $ckpt
-  or train one with
-    rf-classifier train --net-type $net --dataset $ds --dataroot $DATAROOT --out $ckpt
-  (paper size: --width 64 for ResNet, 12 for DenseNet, and more --epochs; see rf-classifier train --help)
-EOF
-    fi
-  done
-done
-[ "$missing" = 0 ] || exit 1
+grid_check
 
 if [ "$DRY" = 0 ]; then
   need=(rf-prepare rf-mahalanobis rf-train rf-score rf-regress)

@@ -672,7 +672,12 @@ fn scripts_pass_shellcheck() {
         return;
     }
     let out = Command::new("shellcheck")
-        .args(["scripts/benchmark.sh", "scripts/slurm/submit.sh"])
+        .args([
+            "--external-sources",
+            "scripts/benchmark.sh",
+            "scripts/slurm/submit.sh",
+            "scripts/grid.sh",
+        ])
         .current_dir(repo())
         .output()
         .unwrap();

@@ -24,14 +24,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
-NETS="resnet,densenet"
-DATASETS="cifar10,cifar100,svhn"
-NUM_ITER=2000
-VALIDATION="io,fgsm"
-DATAROOT="data"
-OUTF="output"
-PRETRAINED="pre_trained"
-BIN="${RF_BIN:-$ROOT/target/release}"
+# shellcheck source=scripts/grid.sh
+source "$ROOT/scripts/grid.sh"
 PARTITION="gpu"
 ACCOUNT=""
 GRES="gpu:1"
@@ -49,14 +43,6 @@ die() { echo "submit.sh: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --nets) NETS="$2"; shift 2 ;;
-    --datasets) DATASETS="$2"; shift 2 ;;
-    --num-iter|--num_iter) NUM_ITER="$2"; shift 2 ;;
-    --validation) VALIDATION="$2"; shift 2 ;;
-    --dataroot) DATAROOT="$2"; shift 2 ;;
-    --outf) OUTF="$2"; shift 2 ;;
-    --pretrained) PRETRAINED="$2"; shift 2 ;;
-    --bin) BIN="$2"; shift 2 ;;
     --partition) PARTITION="$2"; shift 2 ;;
     --account) ACCOUNT="$2"; shift 2 ;;
     --gres) GRES="$2"; shift 2 ;;
@@ -69,7 +55,7 @@ while [ $# -gt 0 ]; do
     --jobdir) JOBDIR="$2"; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     -h|--help) usage; exit 0 ;;
-    *) die "unknown option '$1' (see --help)" ;;
+    *) grid_option "$1" "${2:-}" || die "unknown option '$1' (see --help)"; shift 2 ;;
   esac
 done
 
@@ -81,41 +67,10 @@ BIN="$(abs "$BIN")"
 JOBDIR="$(abs "${JOBDIR:-$OUTF/slurm}")"
 WORKDIR="$PWD"
 
-IFS=',' read -r -a NET_LIST <<<"$NETS"
-IFS=',' read -r -a DATASET_LIST <<<"$DATASETS"
-IFS=',' read -r -a VAL_LIST <<<"$VALIDATION"
-[[ "$NUM_ITER" =~ ^[0-9]+$ ]] || die "--num-iter: '$NUM_ITER' is not a number"
 [ -z "$MAX_PARALLEL" ] || [[ "$MAX_PARALLEL" =~ ^[0-9]+$ ]] || die "--max-parallel: '$MAX_PARALLEL' is not a number"
-num_layers() {
-  case "$1" in
-    resnet) echo 5 ;;
-    densenet) echo 4 ;;
-    *) die "unknown network '$1' (resnet or densenet)" ;;
-  esac
-}
-FGSM=0
-REG_VALS=()
-for v in "${VAL_LIST[@]}"; do
-  case "${v,,}" in
-    io|ood) REG_VALS+=(ood) ;;
-    fgsm) REG_VALS+=(fgsm); FGSM=1 ;;
-    *) die "--validation: '$v' is not io or fgsm" ;;
-  esac
-done
+grid_check
 VSRC=""
 [ "$FGSM" = 1 ] && VSRC=" --validation-src fgsm"
-
-missing=0
-for net in "${NET_LIST[@]}"; do
-  num_layers "$net" >/dev/null
-  for ds in "${DATASET_LIST[@]}"; do
-    if [ ! -f "$PRETRAINED/${net}_${ds}.safetensors" ]; then
-      missing=1
-      echo "submit.sh: missing classifier checkpoint $PRETRAINED/${net}_${ds}.safetensors (convert the published weights with scripts/convert_weights.py classifier, or train one with rf-classifier train; see scripts/benchmark.sh)" >&2
-    fi
-  done
-done
-[ "$missing" = 0 ] || exit 1
 if [ "$DRY" = 0 ]; then
   command -v sbatch >/dev/null || die "sbatch not found (use --dry-run to see the jobs)"
   for b in rf-prepare rf-mahalanobis rf-train rf-score rf-regress; do
@@ -124,9 +79,6 @@ if [ "$DRY" = 0 ]; then
 fi
 
 mkdir -p "$JOBDIR/logs"
-
-PY="${RESFLOW_HOME:-$HOME/.cache/resflow}/venv/bin/python"
-[ -x "$PY" ] || PY="python3"
 
 # header NAME TIME GPU(0/1) [ARRAY]: the #SBATCH lines and the shared prologue of a job script.
 header() {
