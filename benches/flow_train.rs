@@ -8,12 +8,12 @@
 //! `cargo bench --bench flow_train [-- [--threads N] K...]` (default K = 64 512; on a loaded machine
 //! `--threads 1` avoids OpenMP oversubscription). Prints seconds per iteration,
 //! the speed-up and the achieved GFLOP/s next to a measured float32 matrix-product peak.
-#[path = "../tests/flow_ref/mod.rs"]
+#[path = "../tests/it/flow_ref/mod.rs"]
 mod flow_ref;
 
 use flow_ref::{trainable_names, NaiveFlow};
-use resflow::flow::{epoch_order, FlowModel, FlowSpec, TrainConfig, Trainer};
-use resflow::gaussian::whitening;
+use resflow::detect::flow::{epoch_order, FlowModel, FlowSpec, FlowTrainConfig, Trainer};
+use resflow::detect::gaussian::whitening;
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
@@ -182,7 +182,7 @@ fn main() {
             s.model,
             s.train.iter().map(|t| t.shallow_clone()).collect(),
             s.validation.iter().map(|t| t.shallow_clone()).collect(),
-            TrainConfig::default(),
+            FlowTrainConfig::default(),
         )
         .expect("trainer");
         // Warm-up (allocator, thread pools), then timed iterations.

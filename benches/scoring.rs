@@ -1,5 +1,5 @@
 //! Input pre-processing for the residual flow (SPEC section 6): one gradient per batch reused for
-//! every magnitude (`resflow::scoring::preprocessed_scores`) against recomputing the gradient for
+//! every magnitude (`resflow::detect::preprocess::preprocessed_scores`) against recomputing the gradient for
 //! each magnitude: as the reference does (a gradient for all seven magnitudes, zero included) and
 //! with magnitude 0 skipped. Same network, flow, batch and magnitudes.
 //!
@@ -7,12 +7,12 @@
 //! ResNet-34 width 16, batch 64, layers 1 and 4). Prints seconds per batch and the speed-up.
 use std::time::Instant;
 
-use resflow::artefacts::MAGNITUDES;
-use resflow::cli::NetType;
-use resflow::flow::{FlowModel, FlowSpec};
-use resflow::gaussian::whitening;
+use resflow::detect::flow::{FlowModel, FlowSpec};
+use resflow::detect::gaussian::whitening;
+use resflow::detect::preprocess::{gradient_step, preprocessed_scores};
+use resflow::detect::MAGNITUDES;
+use resflow::models::NetType;
 use resflow::models::{mean_pool, Classifier, NetConfig};
-use resflow::scoring::{gradient_step, preprocessed_scores};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 const STD: [f64; 3] = [0.2023, 0.1994, 0.2010];

@@ -5,7 +5,7 @@
 //! (same model and work in Python torch) via `scripts/bench_features.sh`.
 use std::time::Instant;
 
-use resflow::cli::NetType;
+use resflow::models::NetType;
 use resflow::models::{mean_pool, NetConfig};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 

@@ -88,7 +88,7 @@ fi
 sha256sum "$CLASSIFIER" | cut -d' ' -f1 > "$STAMPS/classifier"
 stage prepare classifier -- "$BIN/rf-prepare" "${COMMON[@]}" --classifier "$CLASSIFIER" "${LIMITS[@]}"
 stage mahalanobis prepare -- "$BIN/rf-mahalanobis" "${COMMON[@]}" --batch-size 200
-for layer in 0 1 2 3 4; do
+for layer in $("$BIN/rf-data" layers --net-type "$NET"); do
   FRESH="$RUN/flow/layer_$layer" \
     stage "train_layer$layer" prepare -- "$BIN/rf-train" "${COMMON[@]}" --layer "$layer" --resume "${TRAIN_OPTS[@]}"
 done

@@ -30,13 +30,15 @@ grid_option() {
   esac
 }
 
-# num_layers NET: the number of feature layers of a network.
+# num_layers NET: the number of feature layers of a network, from `rf-data layers` ($RF_DATA,
+# else the rf-data beside the other binaries, else target/release's).
 num_layers() {
-  case "$1" in
-    resnet) echo 5 ;;
-    densenet) echo 4 ;;
-    *) die "unknown network '$1' (resnet or densenet)" ;;
-  esac
+  local rf_data="${RF_DATA:-$BIN/rf-data}" layers list
+  [ -x "$rf_data" ] || rf_data="$ROOT/target/release/rf-data"
+  layers="$("$rf_data" layers --net-type "$1" 2>/dev/null)" \
+    || die "unknown network '$1' (resnet or densenet), or no rf-data to ask (build with cargo build --release, or set RF_DATA)"
+  read -r -a list <<<"$layers"
+  echo "${#list[@]}"
 }
 
 # grid_check: splits the lists (NET_LIST, DATASET_LIST, VAL_LIST), checks them, sets REG_VALS

@@ -1,4 +1,4 @@
-//! File helpers shared by every stage: atomic writes (temporary file, then rename) and
+//! File helpers shared by every module that writes files: atomic writes (temporary file, then rename) and
 //! conversion between `tch` tensors and numpy `.npy` files.
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -49,6 +49,11 @@ fn temporary_sibling(path: &Path) -> PathBuf {
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| Error::format(path, e.to_string()))?;
+    write_text(path, &text)
+}
+
+/// Writes `text`, atomically.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
     write_atomically(path, |tmp| {
         std::fs::write(tmp, text).map_err(|e| Error::io(tmp, e))
     })

@@ -1,29 +1,30 @@
 //! resflow: Deep Residual Flow (Zisselman & Tamar, CVPR 2020) and Mahalanobis (Lee et al. 2018)
 //! out-of-distribution detection for image classifiers, on libtorch via `tch`.
 //!
-//! The pipeline stages are binaries in `src/bin/`; this library holds everything they compute.
-pub mod artefacts;
-pub mod cli;
+//! The modules follow the data, each depending only on those before it:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`data`] | image sets: readers, registry, batching, normalisation |
+//! | [`models`] | classifiers: architectures, checkpoints, feature extraction, training |
+//! | [`detect`] | detectors: Gaussian statistics, input pre-processing, Mahalanobis, residual flow, FGSM |
+//! | [`fit`] | the regression detector: logistic regression, splits, metrics |
+//! | [`store`] | files on disk: a run's paths ([`store::RunDir`]) and artefact formats |
+//! | [`pipeline`] | the stages, one file each: options, `run`, summary |
+//! | [`report`] | tables and plots of the results |
+//!
+//! beside the shared [`error`], [`io`] (atomic writes, `.npy`), [`device`] and [`progress`].
+//! The binaries in `src/bin/` parse flags, call a [`pipeline`] stage and print its summary.
 pub mod data;
-pub mod detector;
+pub mod detect;
 pub mod device;
 pub mod error;
-pub mod features;
-pub mod fgsm;
-pub mod flow;
-pub mod flow_stage;
-pub mod gaussian;
+pub mod fit;
 pub mod io;
-pub mod mahalanobis;
-pub mod metrics;
 pub mod models;
-pub mod prepare;
+pub mod pipeline;
 pub mod progress;
-pub mod regression;
 pub mod report;
-pub mod resflow_scores;
-pub mod scoring;
-pub mod splits;
-pub mod stage;
+pub mod store;
 
 pub use error::{Error, Result};

@@ -1,9 +1,11 @@
-//! rf-data: lists the datasets the pipeline knows and summarises those found under `--dataroot`.
-use std::path::PathBuf;
+//! rf-data: lists the datasets the pipeline knows and summarises those found under `--dataroot`;
+//! tells scripts the pipeline's stages and each network's feature layers.
+mod cli;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use resflow::data::{self, Role, Split, DATASETS};
+use resflow::pipeline::STAGES;
 
 #[derive(Parser)]
 #[command(version, about = "Datasets of the resflow pipeline")]
@@ -18,10 +20,16 @@ enum Command {
     List,
     /// Load every dataset found under --dataroot and print its size and pixel statistics.
     Summary {
-        /// Folder holding the datasets.
-        #[arg(long, default_value = "data")]
-        dataroot: PathBuf,
+        #[command(flatten)]
+        dataroot: cli::DatarootArgs,
     },
+    /// Print the feature layers of a network, space-separated (`0 1 2 3 4` for ResNet).
+    Layers {
+        #[command(flatten)]
+        net: cli::NetArgs,
+    },
+    /// Print the stages' binaries in pipeline order, one per line.
+    Stages,
 }
 
 fn main() -> Result<()> {
@@ -35,7 +43,14 @@ fn main() -> Result<()> {
                 println!("{:<16} {:<16} {}", d.name, role, d.layout);
             }
         }
-        Command::Summary { dataroot } => summary(&dataroot),
+        Command::Summary { dataroot } => summary(&dataroot.dataroot),
+        Command::Layers { net } => {
+            let layers: Vec<String> = (0..net.net_type.num_layers())
+                .map(|l| l.to_string())
+                .collect();
+            println!("{}", layers.join(" "));
+        }
+        Command::Stages => STAGES.iter().for_each(|s| println!("{s}")),
     }
     Ok(())
 }

@@ -1,13 +1,13 @@
 //! rf-fgsm: clean, noisy and FGSM adversarial versions of the in-distribution test split (SPEC
 //! section 9), kept where clean and noisy are classified right and adversarial wrong, saved under
-//! `{outf}/{net}_{dataset}/fgsm/` (layout in `resflow::fgsm`).
+//! `{outf}/{net}_{dataset}/fgsm/` (layout in `resflow::store::fgsm`).
+mod cli;
+
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use resflow::cli::CommonArgs;
-use resflow::data::{self, Split};
-use resflow::fgsm::{fgsm_dir, generate, noise_sigma, FgsmOptions, DEFAULT_BATCH_SIZE};
+use resflow::pipeline::fgsm;
 use resflow::progress::Bars;
 
 #[derive(Parser)]
@@ -17,7 +17,7 @@ use resflow::progress::Bars;
 )]
 struct Cli {
     #[command(flatten)]
-    common: CommonArgs,
+    common: cli::CommonArgs,
     /// Classifier checkpoint (default: pre_trained/{net}_{dataset}.safetensors).
     #[arg(long)]
     classifier: Option<PathBuf>,
@@ -31,32 +31,13 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let common = &cli.common;
-    let device = common.device().device;
-    let (classifier_path, classifier) =
-        common.load_classifier(cli.classifier.as_deref(), device)?;
-    let mut test = data::load(&common.dataset, &common.dataroot, Split::Test)?;
-    if let Some(n) = cli.max_test {
-        test = test.take(n);
-    }
-    let options = FgsmOptions {
-        sigma: cli
-            .sigma
-            .unwrap_or_else(|| noise_sigma(classifier.meta.architecture, &common.dataset)),
-        batch_size: common.batch_size_or(DEFAULT_BATCH_SIZE),
-        seed: common.seed,
-        device,
+    let options = fgsm::Options {
+        common: cli.common.common(),
+        classifier: cli.classifier,
+        max_test: cli.max_test,
+        sigma: cli.sigma,
     };
-    let dir = fgsm_dir(&common.outf, classifier.meta.architecture, &common.dataset);
-    let summary = generate(
-        &classifier,
-        &classifier_path,
-        &common.dataset,
-        &test,
-        &options,
-        &dir,
-        &mut Bars::default(),
-    )?;
+    let fgsm::Summary { dir, summary } = fgsm::run(&options, &mut Bars::default())?;
     let c = &summary.counts;
     println!(
         "clean accuracy {}/{} ({:.2}%)",

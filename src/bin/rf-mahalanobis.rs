@@ -1,11 +1,12 @@
 //! rf-mahalanobis: the Mahalanobis baseline's scores with input pre-processing (SPEC section 7),
 //! one file per (OOD set, magnitude) under `{outf}/{net}_{dataset}/mahalanobis/`.
+mod cli;
+
 use anyhow::Result;
 use clap::Parser;
-use resflow::artefacts::MAGNITUDES;
-use resflow::cli::ScoringArgs;
+use resflow::detect::{DetectorKind, MAGNITUDES};
+use resflow::pipeline::score;
 use resflow::progress::Bars;
-use resflow::stage::ScoringStage;
 
 #[derive(Parser)]
 #[command(
@@ -14,20 +15,19 @@ use resflow::stage::ScoringStage;
 )]
 struct Cli {
     #[command(flatten)]
-    args: ScoringArgs,
+    args: cli::ScoringArgs,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let stage = ScoringStage::open(&cli.args)?;
-    let written = resflow::mahalanobis::run(&stage, &MAGNITUDES, &mut Bars::default())?;
-    let run = &stage.run;
+    let options = cli.args.options(DetectorKind::Mahalanobis);
+    let summary = score::run(&options, &mut Bars::default())?;
     println!(
         "Mahalanobis scores for {} OOD set(s) ({}) x {} magnitudes in {}",
-        written.len(),
-        written.join(", "),
+        summary.sets.len(),
+        summary.sets.join(", "),
         MAGNITUDES.len(),
-        run.join("mahalanobis").display()
+        summary.dir.display()
     );
     Ok(())
 }

@@ -1,14 +1,12 @@
 //! rf-prepare: per-layer features of the train, test and OOD sets, class means, whitening and
 //! tied precision (SPEC section 3), under `{outf}/{net}_{dataset}/features/`.
+mod cli;
+
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use resflow::cli::{CommonArgs, ValidationArgs};
-use resflow::data::registry;
-use resflow::features::FeatureDir;
-use resflow::fgsm::fgsm_dir;
-use resflow::prepare::{prepare, PrepareOptions};
+use resflow::pipeline::prepare;
 use resflow::progress::Bars;
 
 #[derive(Parser)]
@@ -18,9 +16,9 @@ use resflow::progress::Bars;
 )]
 struct Cli {
     #[command(flatten)]
-    common: CommonArgs,
+    common: cli::CommonArgs,
     #[command(flatten)]
-    validation: ValidationArgs,
+    validation: cli::ValidationArgs,
     /// Classifier checkpoint (default: pre_trained/{net}_{dataset}.safetensors).
     #[arg(long)]
     classifier: Option<PathBuf>,
@@ -40,40 +38,16 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let common = &cli.common;
-    let device = common.device().device;
-    let (classifier_path, classifier) =
-        common.load_classifier(cli.classifier.as_deref(), device)?;
-    let ood_sets = match &cli.ood {
-        Some(list) => list.clone(),
-        None => registry::info(&common.dataset)?
-            .ood_sets
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    };
-    let options = PrepareOptions {
-        dataroot: common.dataroot.clone(),
-        ood_sets,
-        batch_size: common.batch_size_or(200),
+    let options = prepare::Options {
+        common: cli.common.common(),
+        classifier: cli.classifier,
+        ood_sets: cli.ood,
+        validation: cli.validation.validation_src,
         max_train: cli.max_train,
         max_test: cli.max_test,
         max_ood: cli.max_ood,
-        fgsm: cli
-            .validation
-            .fgsm()
-            .then(|| fgsm_dir(&common.outf, common.net_type, &common.dataset)),
     };
-    let dir = FeatureDir::new(&common.outf, common.net_type, &common.dataset);
-    let manifest = prepare(
-        &classifier,
-        &classifier_path,
-        &common.dataset,
-        &dir,
-        &options,
-        device,
-        &mut Bars::default(),
-    )?;
+    let prepare::Summary { dir, manifest } = prepare::run(&options, &mut Bars::default())?;
     println!(
         "train accuracy {:.2}%, test accuracy {:.2}%",
         100.0 * manifest.train_accuracy,

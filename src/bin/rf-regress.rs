@@ -1,12 +1,13 @@
 //! rf-regress: the regression detector of SPEC section 8 on the score files of one detector,
 //! for every in-distribution set and OOD set found (or named), with the reference's printed
 //! table, `results.json`, `results.md` and plots in each run folder (see `resflow::report`).
-use std::path::PathBuf;
+mod cli;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Parser;
-use resflow::artefacts::{self, DetectorKind};
-use resflow::cli::{NetType, ValidationArgs};
+use resflow::detect::DetectorKind;
+use resflow::pipeline::regress;
+use resflow::progress::Bars;
 use resflow::report;
 
 #[derive(Parser)]
@@ -16,11 +17,10 @@ use resflow::report;
 )]
 struct Cli {
     /// Which detector's scores to use (one per run, as in the reference).
-    #[arg(long, value_enum, default_value_t = DetectorKind::Resflow)]
+    #[arg(long, value_parser = cli::detector_parser(), default_value = "resflow")]
     detector: DetectorKind,
-    /// Classifier architecture.
-    #[arg(long = "net-type", alias = "net_type", value_enum, default_value_t = NetType::Resnet)]
-    net_type: NetType,
+    #[command(flatten)]
+    net: cli::NetArgs,
     /// In-distribution sets (comma-separated or repeated); default: every `{net}_{dataset}` run
     /// folder under --outf.
     #[arg(long, value_delimiter = ',')]
@@ -30,10 +30,9 @@ struct Cli {
     ood: Vec<String>,
     /// Validation data for fitting and magnitude selection.
     #[command(flatten)]
-    validation: ValidationArgs,
-    /// Folder of the pipeline's outputs.
-    #[arg(long, default_value = "output")]
-    outf: PathBuf,
+    validation: cli::ValidationArgs,
+    #[command(flatten)]
+    outf: cli::OutfArgs,
     /// Do not draw the PNG plots.
     #[arg(long = "no-plots")]
     no_plots: bool,
@@ -41,47 +40,27 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let net = cli.net_type.name();
-    let datasets = if cli.dataset.is_empty() {
-        // Every run folder that has score files of this detector; the others are named.
-        let mut with_scores = Vec::new();
-        for d in artefacts::list_datasets(&cli.outf, net)? {
-            let run = artefacts::run_dir(&cli.outf, net, &d);
-            if artefacts::list_ood_sets(&run, cli.detector)?.is_empty() {
-                eprintln!(
-                    "note: skipping {}: no {} score files",
-                    run.display(),
-                    cli.detector.name()
-                );
-            } else {
-                with_scores.push(d);
-            }
-        }
-        with_scores
-    } else {
-        cli.dataset.clone()
+    let validation = cli.validation.validation_src;
+    let options = regress::Options {
+        outf: cli.outf.outf,
+        net_type: cli.net.net_type,
+        datasets: cli.dataset,
+        detector: cli.detector,
+        validation,
+        oods: cli.ood,
+        plots: !cli.no_plots,
     };
-    if datasets.is_empty() {
-        bail!(
-            "no {net}_{{dataset}} run folders with {} score files under {}; run the scoring stages first or pass --outf",
-            cli.detector.name(),
-            cli.outf.display()
+    let summary = regress::run(&options, &mut Bars::default())?;
+    for run in &summary.skipped {
+        eprintln!(
+            "note: skipping {}: no {} score files",
+            run.path().display(),
+            options.detector.name()
         );
     }
-    for dataset in &datasets {
-        let run = artefacts::run_dir(&cli.outf, net, dataset);
-        let out = report::regress_dataset(
-            &run,
-            net,
-            dataset,
-            cli.detector,
-            cli.validation.validation_src,
-            &cli.ood,
-            !cli.no_plots,
-        )?;
+    for (dataset, run, out) in &summary.runs {
         print!("{}", report::format_table(dataset, &out.records));
-        let cmp =
-            report::comparison_text(dataset, &out.results.results, cli.validation.validation_src);
+        let cmp = report::comparison_text(dataset, &out.results.results, validation);
         if !cmp.is_empty() {
             println!("{cmp}");
         }
@@ -90,15 +69,15 @@ fn main() -> Result<()> {
         }
         println!(
             "wrote {}, {}{}",
-            report::results_path(&run).display(),
-            run.join("results.md").display(),
+            run.results_path().display(),
+            run.results_markdown_path().display(),
             if out.plots.is_empty() {
                 String::new()
             } else {
                 format!(
                     " and {} plots in {}",
                     out.plots.len(),
-                    run.join("plots").display()
+                    run.plots_dir().display()
                 )
             }
         );

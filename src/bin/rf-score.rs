@@ -1,28 +1,29 @@
 //! rf-score: residual flow scores with input pre-processing (SPEC section 6), one `[N, C]` file
 //! per (OOD set, layer, magnitude) under `{outf}/{net}_{dataset}/resflow/`.
+mod cli;
+
 use anyhow::Result;
 use clap::Parser;
-use resflow::artefacts::MAGNITUDES;
-use resflow::cli::ScoringArgs;
+use resflow::detect::{DetectorKind, MAGNITUDES};
+use resflow::pipeline::score;
 use resflow::progress::Bars;
-use resflow::stage::ScoringStage;
 
 #[derive(Parser)]
 #[command(version, about = "Residual flow scores with input pre-processing")]
 struct Cli {
     #[command(flatten)]
-    args: ScoringArgs,
+    args: cli::ScoringArgs,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let stage = ScoringStage::open(&cli.args)?;
-    let layers = resflow::resflow_scores::run(&stage, &MAGNITUDES, &mut Bars::default())?;
-    let run = &stage.run;
+    let options = cli.args.options(DetectorKind::Resflow);
+    let summary = score::run(&options, &mut Bars::default())?;
     println!(
-        "residual flow scores of layer(s) {layers:?} x {} magnitudes in {}",
+        "residual flow scores of layer(s) {:?} x {} magnitudes in {}",
+        summary.layers,
         MAGNITUDES.len(),
-        run.join("resflow").display()
+        summary.dir.display()
     );
     Ok(())
 }

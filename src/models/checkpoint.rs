@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use tch::{nn::VarStore, Device, Tensor};
 
 use super::{Classifier, NetConfig};
-use crate::cli::NetType;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
+use crate::models::NetType;
 
 /// The JSON sidecar of a classifier checkpoint.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -12,8 +12,8 @@ use tch::Tensor;
 
 use super::layers::{batch_norm, conv};
 use super::{layer_error, Classifier};
-use crate::cli::NetType;
 use crate::error::Result;
+use crate::models::NetType;
 
 /// The paper's growth rate.
 pub const PAPER_GROWTH: i64 = 12;

@@ -1,26 +1,29 @@
-//! The classifiers of the paper (ResNet-34 and DenseNet-BC-100 for 32x32 inputs), one trait over
-//! both, and their checkpoints.
+//! The classifiers: the paper's ResNet-34 and DenseNet-BC-100 for 32x32 inputs, one trait over
+//! both ([`Classifier`]), their architecture names ([`NetType`]) and sizes ([`NetConfig`]), seeded
+//! initialisation, checkpoints, feature extraction and training from scratch ([`train`]).
 //!
 //! Parameter and BatchNorm buffer names equal the PyTorch state-dict names of the reference
 //! modules (`layer1.0.shortcut.0.weight`, `block1.layer.3.bn2.running_var`, ...), so converted
 //! weights load by name.
 pub mod checkpoint;
 pub mod densenet;
+pub mod features;
 pub mod init;
 mod layers;
+pub mod net_type;
 pub mod resnet;
-pub mod sgd;
 pub mod train;
 
 use tch::{nn, Tensor};
 
-use crate::cli::NetType;
 use crate::error::{Error, Result};
 
 pub use checkpoint::{
     load_checkpoint, load_weights_strict, save_checkpoint, CheckpointMeta, LoadedClassifier,
 };
 pub use densenet::DenseNet;
+pub use features::{extract, Features};
+pub use net_type::NetType;
 pub use resnet::ResNet;
 
 /// A classifier whose hidden layers the detectors read.

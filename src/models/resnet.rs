@@ -9,8 +9,8 @@ use tch::Tensor;
 
 use super::layers::{batch_norm, conv};
 use super::{layer_error, Classifier};
-use crate::cli::NetType;
 use crate::error::Result;
+use crate::models::NetType;
 
 /// The paper's base width.
 pub const PAPER_WIDTH: i64 = 64;

@@ -1,0 +1,172 @@
+//! Command-line flags shared by the stage binaries, defined once and mapped onto the library's
+//! options (`resflow::pipeline::Common`).
+//!
+//! Flags are kebab-case; the original scripts' snake_case spellings (`--net_type`, `--batch_size`)
+//! are accepted as aliases so that old commands keep working with the binary name swapped.
+// Each binary uses part of this module.
+#![allow(dead_code)]
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::Args;
+use resflow::detect::DetectorKind;
+use resflow::device::select_device;
+use resflow::fit::Validation;
+use resflow::models::NetType;
+use resflow::pipeline::Common;
+
+/// A parser of the library enum `T` from `values` (listed in `--help`, any case).
+fn enum_parser<T>(
+    values: impl IntoIterator<Item = PossibleValue>,
+) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(values).try_map(|s| s.parse::<T>())
+}
+
+/// `resnet` or `densenet`.
+pub fn net_type_parser() -> impl TypedValueParser<Value = NetType> {
+    enum_parser(NetType::ALL.map(|n| PossibleValue::new(n.name())))
+}
+
+/// `ood` (alias `io`) or `fgsm`.
+pub fn validation_parser() -> impl TypedValueParser<Value = Validation> {
+    enum_parser([
+        PossibleValue::new("ood").alias("io"),
+        PossibleValue::new("fgsm"),
+    ])
+}
+
+/// One of the detectors' names.
+pub fn detector_parser() -> impl TypedValueParser<Value = DetectorKind> {
+    enum_parser(DetectorKind::ALL.map(|d| PossibleValue::new(d.name())))
+}
+
+/// Flags common to the pipeline stages.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// In-distribution dataset (see `rf-data list`).
+    #[arg(long, default_value = "fashion-mnist")]
+    pub dataset: String,
+    /// Classifier architecture.
+    #[arg(long = "net-type", alias = "net_type", value_parser = net_type_parser(), default_value = "resnet")]
+    pub net_type: NetType,
+    /// CUDA device index; the CPU is used (and said so) when CUDA or that device is missing.
+    #[arg(long)]
+    pub gpu: Option<usize>,
+    /// Folder holding the datasets.
+    #[arg(long, default_value = "data")]
+    pub dataroot: PathBuf,
+    /// Folder for the pipeline's outputs.
+    #[arg(long, default_value = "output")]
+    pub outf: PathBuf,
+    /// Random seed (shuffling, initialisation, noise).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Batch size; each stage has its own default.
+    #[arg(long = "batch-size", alias = "batch_size")]
+    pub batch_size: Option<usize>,
+}
+
+// The same three flags for the binaries without the other common flags (rf-regress, rf-data);
+// CommonArgs keeps them as plain fields.
+
+/// `--net-type` (alias `--net_type`).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct NetArgs {
+    /// Classifier architecture.
+    #[arg(long = "net-type", alias = "net_type", value_parser = net_type_parser(), default_value = "resnet")]
+    pub net_type: NetType,
+}
+
+/// `--dataroot`.
+#[derive(Debug, Clone, Args)]
+pub struct DatarootArgs {
+    /// Folder holding the datasets.
+    #[arg(long, default_value = "data")]
+    pub dataroot: PathBuf,
+}
+
+/// `--outf`.
+#[derive(Debug, Clone, Args)]
+pub struct OutfArgs {
+    /// Folder for the pipeline's outputs.
+    #[arg(long, default_value = "output")]
+    pub outf: PathBuf,
+}
+
+impl CommonArgs {
+    /// The library's stage settings; picks the device, printing the notice when the CPU
+    /// replaces a missing GPU.
+    pub fn common(&self) -> Common {
+        let choice = select_device(self.gpu);
+        if let Some(notice) = &choice.notice {
+            eprintln!("note: {notice}");
+        }
+        Common {
+            dataset: self.dataset.clone(),
+            net_type: self.net_type,
+            dataroot: self.dataroot.clone(),
+            outf: self.outf.clone(),
+            device: choice.device,
+            seed: self.seed,
+            batch_size: self.batch_size,
+        }
+    }
+
+    /// The batch size given, or `default`.
+    pub fn batch_size_or(&self, default: usize) -> usize {
+        self.batch_size.unwrap_or(default)
+    }
+}
+
+/// `--validation-src` (alias `--validation_src`, case-insensitive): `ood` (alias `io`, the
+/// default) or `fgsm`, which makes the stages also process the FGSM sets written by rf-fgsm.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ValidationArgs {
+    /// Validation data: the OOD sets themselves (`ood`, alias `io`) or FGSM samples (`fgsm`).
+    #[arg(
+        long = "validation-src",
+        alias = "validation_src",
+        value_parser = validation_parser(),
+        ignore_case = true,
+        default_value = "ood"
+    )]
+    pub validation_src: Validation,
+}
+
+impl ValidationArgs {
+    /// True for `fgsm`.
+    pub fn fgsm(&self) -> bool {
+        self.validation_src == Validation::Fgsm
+    }
+}
+
+/// Flags of the scoring stages (`rf-mahalanobis`, `rf-score`).
+#[derive(Debug, Clone, Args)]
+pub struct ScoringArgs {
+    /// The shared flags.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// In-distribution validation source.
+    #[command(flatten)]
+    pub validation: ValidationArgs,
+    /// Classifier checkpoint (default: the one rf-prepare used, from the feature manifest).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+}
+
+impl ScoringArgs {
+    /// The scoring stage's options for `detector`.
+    pub fn options(&self, detector: DetectorKind) -> resflow::pipeline::score::Options {
+        resflow::pipeline::score::Options {
+            common: self.common.common(),
+            detector,
+            validation: self.validation.validation_src,
+            classifier: self.classifier.clone(),
+            ..Default::default()
+        }
+    }
+}

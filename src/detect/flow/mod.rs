@@ -1,0 +1,13 @@
+//! The residual flow (SPEC sections 4 and 5): one batched model per layer holding every class's flow,
+//! its checkpoints in the reference's names, and its trainer.
+pub mod adam;
+pub mod checkpoint;
+pub mod config;
+pub mod model;
+pub mod train;
+
+pub use config::{default_length_hidden, hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
+pub use model::{FlowModel, FlowSpec};
+pub use train::{
+    epoch_order, split_validation, FlowTrainConfig, IterationRecord, MonitorRecord, Trainer,
+};

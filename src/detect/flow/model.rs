@@ -1,0 +1,486 @@
+//! The residual flows of all classes of one layer as one batched model (SPEC section 4).
+//!
+//! Every coupling parameter is stacked with a leading class dimension and evaluated with batched
+//! matrix products. The s- and t-nets of a coupling are stacked too (rows `0..C` are the s-nets,
+//! rows `C..2C` the t-nets), so one coupling is three `baddbmm` calls for all classes and both nets.
+//!
+//! Mask-aware layout: coupling `i` only reads the `k/2` unmasked coordinates of `z` and only uses
+//! the `k/2` masked-out outputs of its last Linear. The trainable tensors hold exactly those halves
+//! (`w1: [2C, h, k/2]`, `w3: [2C, k/2, h]`, `b3: [2C, 1, k/2]`); the other halves get a zero
+//! gradient in the reference and never change, so they are kept aside (frozen) only to write full
+//! weight matrices into checkpoints.
+use super::config::{hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
+use crate::detect::gaussian::Whitening;
+use crate::error::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+/// Trainable parameters of one coupling for all classes (compute layout, see the module docs).
+#[derive(Debug)]
+pub struct CouplingParams {
+    /// First Linear, used input columns: `[2C, h, k/2]`.
+    pub w1: Tensor,
+    /// First Linear bias: `[2C, 1, h]`.
+    pub b1: Tensor,
+    /// Second Linear: `[2C, h, h]`.
+    pub w2: Tensor,
+    /// Second Linear bias: `[2C, 1, h]`.
+    pub b2: Tensor,
+    /// Last Linear, used output rows: `[2C, k/2, h]`.
+    pub w3: Tensor,
+    /// Last Linear bias, used outputs: `[2C, 1, k/2]`.
+    pub b3: Tensor,
+    /// Weight-norm magnitude of the s-net rescale: `[C, 1, 1]`.
+    pub g: Tensor,
+    /// Weight-norm direction of the s-net rescale: `[C, 1, k]`.
+    pub v: Tensor,
+}
+
+/// Names of the trainable tensors of a coupling, in [`CouplingParams::tensors`] order.
+pub const PARAM_NAMES: [&str; 8] = ["w1", "b1", "w2", "b2", "w3", "b3", "g", "v"];
+
+impl CouplingParams {
+    /// The trainable tensors in [`PARAM_NAMES`] order.
+    pub fn tensors(&self) -> [&Tensor; 8] {
+        [
+            &self.w1, &self.b1, &self.w2, &self.b2, &self.w3, &self.b3, &self.g, &self.v,
+        ]
+    }
+
+    fn tensors_mut(&mut self) -> [&mut Tensor; 8] {
+        [
+            &mut self.w1,
+            &mut self.b1,
+            &mut self.w2,
+            &mut self.b2,
+            &mut self.w3,
+            &mut self.b3,
+            &mut self.g,
+            &mut self.v,
+        ]
+    }
+}
+
+/// The never-used halves of a coupling's weights (kept for checkpoints only).
+#[derive(Debug)]
+pub struct CouplingFrozen {
+    /// First Linear, masked input columns: `[2C, h, k/2]`.
+    pub w1: Tensor,
+    /// Last Linear, masked output rows: `[2C, k/2, h]`.
+    pub w3: Tensor,
+    /// Last Linear bias, masked outputs: `[2C, 1, k/2]`.
+    pub b3: Tensor,
+}
+
+/// All class flows of one layer.
+#[derive(Debug)]
+pub struct FlowModel {
+    /// Sizes and identification.
+    pub meta: FlowMeta,
+    /// `A`: `[d, k]`.
+    pub a: Tensor,
+    /// `A_inv`: `[k, d]`.
+    pub a_inv: Tensor,
+    /// The permutations: `[NUM_PERMUTATIONS, C, k]` (int64), one set per class.
+    pub perms: Tensor,
+    /// Trainable parameters per coupling.
+    pub couplings: Vec<CouplingParams>,
+    /// Frozen halves per coupling.
+    pub frozen: Vec<CouplingFrozen>,
+    kind: Kind,
+    device: Device,
+}
+
+/// What identifies a new flow (the sizes come from the whitening).
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    /// Number of classes.
+    pub num_classes: usize,
+    /// `length_hidden` (see [`super::config::default_length_hidden`]).
+    pub length_hidden: f64,
+    /// Feature layer index.
+    pub layer: usize,
+    /// Network name.
+    pub net: String,
+    /// Data set name.
+    pub dataset: String,
+}
+
+/// `(start of the unmasked input half, start of the used output half)` of coupling `i`:
+/// even couplings use the right mask (`[0]*(k/2) ++ [1]*(k/2)`), odd ones the left mask.
+pub fn coupling_halves(i: usize, k: usize) -> (usize, usize) {
+    let half = k / 2;
+    if i.is_multiple_of(2) {
+        (half, 0)
+    } else {
+        (0, half)
+    }
+}
+
+fn uniform(rng: &mut ChaCha8Rng, out: &mut Vec<f64>, n: usize, bound: f64) {
+    out.extend((0..n).map(|_| rng.random_range(-bound..bound)));
+}
+
+impl FlowModel {
+    /// A new flow for every class, initialised as SPEC section 4 with a seeded RNG: PyTorch's
+    /// default Linear init (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases) for fc1 and
+    /// fc2, zero fc3, rescale `v = 1`, `g = sqrt(k)`, random permutations per class. The linear
+    /// part is `whitening` (`A` `[d, k]`, `A_inv` `[k, d]`, converted to `kind`).
+    pub fn init(
+        spec: &FlowSpec,
+        whitening: &Whitening,
+        seed: u64,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self> {
+        let (a, a_inv) = (&whitening.a, &whitening.a_inv);
+        let log_abs_det_a_inv = whitening.log_abs_det_a_inv;
+        let (k, d) = match a_inv.size().as_slice() {
+            [k, d] => (*k as usize, *d as usize),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "A_inv must be [k, d], got {other:?}"
+                )))
+            }
+        };
+        if a.size() != [d as i64, k as i64] {
+            return Err(Error::Invalid(format!(
+                "A is {:?}, expected [{d}, {k}]",
+                a.size()
+            )));
+        }
+        if k == 0 || k % 2 != 0 {
+            return Err(Error::Invalid(format!(
+                "the whitened dimension k = {k} must be even and positive"
+            )));
+        }
+        let h = hidden_size(spec.length_hidden, k);
+        if h == 0 || spec.num_classes == 0 {
+            return Err(Error::Invalid(format!(
+                "empty flow: hidden width {h}, {} classes",
+                spec.num_classes
+            )));
+        }
+        let c = spec.num_classes;
+        let meta = FlowMeta {
+            num_classes: c,
+            dim: d,
+            k,
+            hidden: h,
+            length_hidden: spec.length_hidden,
+            layer: spec.layer,
+            net: spec.net.clone(),
+            dataset: spec.dataset.clone(),
+            log_abs_det_a_inv,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // Full fc1 weights/biases and fc2 weights/biases per coupling, rows ordered [s classes, t classes].
+        let mut w1 = vec![vec![0f64; 2 * c * h * k]; NUM_COUPLINGS];
+        let mut b1 = vec![vec![0f64; 2 * c * h]; NUM_COUPLINGS];
+        let mut w2 = vec![vec![0f64; 2 * c * h * h]; NUM_COUPLINGS];
+        let mut b2 = vec![vec![0f64; 2 * c * h]; NUM_COUPLINGS];
+        let mut perms = Vec::with_capacity(NUM_PERMUTATIONS * c * k);
+        let mut perms_by_class = vec![Vec::new(); c];
+        let (bound1, bound2) = (1.0 / (k as f64).sqrt(), 1.0 / (h as f64).sqrt());
+        let mut buf = Vec::new();
+        for (class, class_perms) in perms_by_class.iter_mut().enumerate() {
+            // The reference builds the t-nets, then the s-nets, then the permutations.
+            for net in [1usize, 0] {
+                let row = net * c + class;
+                for i in 0..NUM_COUPLINGS {
+                    for (target, n, bound) in [
+                        (&mut w1[i], h * k, bound1),
+                        (&mut b1[i], h, bound1),
+                        (&mut w2[i], h * h, bound2),
+                        (&mut b2[i], h, bound2),
+                    ] {
+                        buf.clear();
+                        uniform(&mut rng, &mut buf, n, bound);
+                        target[row * n..(row + 1) * n].copy_from_slice(&buf);
+                    }
+                }
+            }
+            for _ in 0..NUM_PERMUTATIONS {
+                let mut p: Vec<i64> = (0..k as i64).collect();
+                p.shuffle(&mut rng);
+                class_perms.push(p);
+            }
+        }
+        for j in 0..NUM_PERMUTATIONS {
+            for class_perms in &perms_by_class {
+                perms.extend_from_slice(&class_perms[j]);
+            }
+        }
+        let opts = (kind, device);
+        let (c2, h64, k64, half) = (2 * c as i64, h as i64, k as i64, (k / 2) as i64);
+        let mut couplings = Vec::with_capacity(NUM_COUPLINGS);
+        let mut frozen = Vec::with_capacity(NUM_COUPLINGS);
+        for i in 0..NUM_COUPLINGS {
+            let (in_lo, _) = coupling_halves(i, k);
+            let masked_in = (in_lo + k / 2) % k;
+            let w1_full = Tensor::from_slice(&w1[i])
+                .view([c2, h64, k64])
+                .to_kind(kind)
+                .to_device(device);
+            couplings.push(CouplingParams {
+                w1: w1_full.narrow(2, in_lo as i64, half).contiguous(),
+                b1: Tensor::from_slice(&b1[i])
+                    .view([c2, 1, h64])
+                    .to_kind(kind)
+                    .to_device(device),
+                w2: Tensor::from_slice(&w2[i])
+                    .view([c2, h64, h64])
+                    .to_kind(kind)
+                    .to_device(device),
+                b2: Tensor::from_slice(&b2[i])
+                    .view([c2, 1, h64])
+                    .to_kind(kind)
+                    .to_device(device),
+                w3: Tensor::zeros([c2, half, h64], opts),
+                b3: Tensor::zeros([c2, 1, half], opts),
+                g: Tensor::full([c as i64, 1, 1], (k as f64).sqrt(), opts),
+                v: Tensor::ones([c as i64, 1, k64], opts),
+            });
+            frozen.push(CouplingFrozen {
+                w1: w1_full.narrow(2, masked_in as i64, half).contiguous(),
+                w3: Tensor::zeros([c2, half, h64], opts),
+                b3: Tensor::zeros([c2, 1, half], opts),
+            });
+        }
+        Ok(FlowModel {
+            meta,
+            a: a.to_kind(kind).to_device(device),
+            a_inv: a_inv.to_kind(kind).to_device(device),
+            perms: Tensor::from_slice(&perms)
+                .view([NUM_PERMUTATIONS as i64, c as i64, k64])
+                .to_device(device),
+            couplings,
+            frozen,
+            kind,
+            device,
+        })
+    }
+
+    /// Assembles a model from its parts (used by checkpoint loading); checks the shapes.
+    pub fn from_parts(
+        meta: FlowMeta,
+        a: Tensor,
+        a_inv: Tensor,
+        perms: Tensor,
+        couplings: Vec<CouplingParams>,
+        frozen: Vec<CouplingFrozen>,
+    ) -> Result<Self> {
+        let (c, d, k, h) = (
+            meta.num_classes as i64,
+            meta.dim as i64,
+            meta.k as i64,
+            meta.hidden as i64,
+        );
+        let half = k / 2;
+        let bad = |what: &str, t: &Tensor, want: &[i64]| -> Result<()> {
+            if t.size() != want {
+                return Err(Error::Invalid(format!(
+                    "flow {what} has shape {:?}, expected {want:?}",
+                    t.size()
+                )));
+            }
+            Ok(())
+        };
+        bad("A", &a, &[d, k])?;
+        bad("A_inv", &a_inv, &[k, d])?;
+        bad("permutations", &perms, &[NUM_PERMUTATIONS as i64, c, k])?;
+        if couplings.len() != NUM_COUPLINGS || frozen.len() != NUM_COUPLINGS {
+            return Err(Error::Invalid(format!(
+                "a flow needs {NUM_COUPLINGS} couplings"
+            )));
+        }
+        for (p, f) in couplings.iter().zip(&frozen) {
+            let want: [&[i64]; 8] = [
+                &[2 * c, h, half],
+                &[2 * c, 1, h],
+                &[2 * c, h, h],
+                &[2 * c, 1, h],
+                &[2 * c, half, h],
+                &[2 * c, 1, half],
+                &[c, 1, 1],
+                &[c, 1, k],
+            ];
+            for ((name, t), w) in PARAM_NAMES.iter().zip(p.tensors()).zip(want) {
+                bad(name, t, w)?;
+            }
+            bad("frozen w1", &f.w1, &[2 * c, h, half])?;
+            bad("frozen w3", &f.w3, &[2 * c, half, h])?;
+            bad("frozen b3", &f.b3, &[2 * c, 1, half])?;
+        }
+        let (kind, device) = (a_inv.kind(), a_inv.device());
+        Ok(FlowModel {
+            meta,
+            a,
+            a_inv,
+            perms,
+            couplings,
+            frozen,
+            kind,
+            device,
+        })
+    }
+
+    /// The floating-point kind of the parameters.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The device of the parameters.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.meta.num_classes
+    }
+
+    /// All trainable tensors, coupling by coupling in [`PARAM_NAMES`] order.
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        self.couplings.iter().flat_map(|p| p.tensors()).collect()
+    }
+
+    /// Mutable access to the trainable tensors, in [`FlowModel::parameters`] order.
+    pub fn parameters_mut(&mut self) -> Vec<&mut Tensor> {
+        self.couplings
+            .iter_mut()
+            .flat_map(|p| p.tensors_mut())
+            .collect()
+    }
+
+    /// Turns gradient tracking of the trainable tensors on or off.
+    pub fn set_trainable(&mut self, trainable: bool) {
+        for p in self.parameters_mut() {
+            *p = p.detach().set_requires_grad(trainable);
+        }
+    }
+
+    /// `log p_c(features - means_c)` for every sample and class: `features` `[N, d]`, `means`
+    /// `[C, d]`; returns `[N, C]` in the model's kind, differentiable in `features`.
+    pub fn log_prob(&self, features: &Tensor, means: &Tensor) -> Result<Tensor> {
+        let c = self.meta.num_classes as i64;
+        let d = self.meta.dim as i64;
+        if features.dim() != 2 || features.size()[1] != d || means.size() != [c, d] {
+            return Err(Error::Invalid(format!(
+                "log_prob: features {:?} and means {:?} do not fit a flow of {c} classes in dimension {d}",
+                features.size(),
+                means.size()
+            )));
+        }
+        let features = features.to_kind(self.kind).to_device(self.device);
+        let means = means.to_kind(self.kind).to_device(self.device);
+        let centred = features.unsqueeze(0) - means.unsqueeze(1);
+        Ok(self.log_prob_centred(&centred, None)?.transpose(0, 1))
+    }
+
+    /// [`FlowModel::log_prob`] without gradients, `chunk` samples at a time (bounded memory).
+    pub fn log_prob_chunked(
+        &self,
+        features: &Tensor,
+        means: &Tensor,
+        chunk: usize,
+    ) -> Result<Tensor> {
+        let n = features.size().first().copied().unwrap_or(0);
+        let chunk = chunk.max(1) as i64;
+        tch::no_grad(|| {
+            let parts = (0..n)
+                .step_by(chunk as usize)
+                .map(|s| self.log_prob(&features.narrow(0, s, chunk.min(n - s)), means))
+                .collect::<Result<Vec<_>>>()?;
+            if parts.is_empty() {
+                return Ok(Tensor::zeros(
+                    [0, self.meta.num_classes as i64],
+                    (self.kind, self.device),
+                ));
+            }
+            Ok(Tensor::cat(&parts, 0))
+        })
+    }
+
+    /// Per-class log-densities of already centred features: `centred` is `[C', B, d]` where row
+    /// `j` belongs to class `classes[j]` (all classes `0..C` in order when `classes` is `None`).
+    /// Returns `[C', B]`.
+    pub fn log_prob_centred(&self, centred: &Tensor, classes: Option<&[i64]>) -> Result<Tensor> {
+        let (z, logdet) = self.latent(centred, classes)?;
+        let k = self.meta.k as f64;
+        let const_term = -0.5 * k * (2.0 * std::f64::consts::PI).ln();
+        Ok(logdet - z.square().sum_dim_intlist(2, false, self.kind) * 0.5 + const_term)
+    }
+
+    /// The latent `z = f(x)` (`[C', B, k]`) and `log |det df/dx|` (`[C', B]`), see
+    /// [`FlowModel::log_prob_centred`] for the arguments.
+    pub fn latent(&self, centred: &Tensor, classes: Option<&[i64]>) -> Result<(Tensor, Tensor)> {
+        let c = self.meta.num_classes as i64;
+        let sel = match classes {
+            None => None,
+            Some(list) => {
+                if let Some(bad) = list.iter().find(|&&x| x < 0 || x >= c) {
+                    return Err(Error::Invalid(format!("class {bad} out of range 0..{c}")));
+                }
+                let idx = Tensor::from_slice(list).to_device(self.device);
+                let rows = Tensor::cat(&[&idx, &(&idx + c)], 0);
+                Some((idx, rows))
+            }
+        };
+        let cc = classes.map_or(c, |l| l.len() as i64);
+        let size = centred.size();
+        if size.len() != 3 || size[0] != cc || size[2] != self.meta.dim as i64 {
+            return Err(Error::Invalid(format!(
+                "centred features have shape {size:?}, expected [{cc}, B, {}]",
+                self.meta.dim
+            )));
+        }
+        let b = size[1];
+        let k = self.meta.k as i64;
+        let half = k / 2;
+        let centred = centred.to_kind(self.kind).to_device(self.device);
+        let mut z = centred.matmul(&self.a_inv.tr());
+        let mut logdet = Tensor::full(
+            [cc, b],
+            self.meta.log_abs_det_a_inv,
+            (self.kind, self.device),
+        );
+        let pick = |t: &Tensor, per_class: bool| match &sel {
+            None => t.shallow_clone(),
+            Some((idx, rows)) => t.index_select(0, if per_class { idx } else { rows }),
+        };
+        for i in (0..NUM_COUPLINGS).rev() {
+            let p = &self.couplings[i];
+            let (in_lo, out_lo) = coupling_halves(i, self.meta.k);
+            let x_in = z.narrow(2, in_lo as i64, half);
+            let z_out = z.narrow(2, out_lo as i64, half);
+            // s-nets and t-nets share the input: [2C', B, k/2].
+            let x2 = x_in.repeat([2, 1, 1]);
+            let h1 = pick(&p.b1, false).baddbmm(&x2, &pick(&p.w1, false).transpose(1, 2), 1.0, 1.0);
+            let h1 = h1.leaky_relu();
+            let h2 = pick(&p.b2, false).baddbmm(&h1, &pick(&p.w2, false).transpose(1, 2), 1.0, 1.0);
+            let h2 = h2.leaky_relu();
+            let out =
+                pick(&p.b3, false).baddbmm(&h2, &pick(&p.w3, false).transpose(1, 2), 1.0, 1.0);
+            let s_raw = out.narrow(0, 0, cc);
+            let t = out.narrow(0, cc, cc);
+            let v = pick(&p.v, true);
+            let scale = pick(&p.g, true) * &v / v.norm_scalaropt_dim(2.0, [2i64].as_slice(), true);
+            let s = s_raw.tanh() * scale.narrow(2, out_lo as i64, half);
+            let new_out = (z_out - t) * (-&s).exp();
+            logdet -= s.sum_dim_intlist(2, false, self.kind);
+            z = if in_lo < out_lo {
+                Tensor::cat(&[&x_in, &new_out], 2)
+            } else {
+                Tensor::cat(&[&new_out, &x_in], 2)
+            };
+            if i % 2 == 0 {
+                let perm = pick(&self.perms.get((i / 2) as i64), true);
+                z = z.gather(2, &perm.unsqueeze(1).expand([cc, b, k], false), false);
+            }
+        }
+        Ok((z, logdet))
+    }
+}

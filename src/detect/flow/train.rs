@@ -1,0 +1,424 @@
+//! Training all class flows of one layer at once (SPEC section 5).
+//!
+//! One iteration is, for every class, one pass over its shuffled training batches (one Adam step
+//! per batch) followed by the validation loss over its held-out features. The classes are trained
+//! together: step `j` of an iteration runs batch `j` of every class that has one through the batched
+//! model (padded to a common size, padded rows weigh zero), and the per-class Adam
+//! ([`super::adam::ClassAdam`]) updates only those classes. The result equals training each class
+//! alone with the same data order ([`epoch_order`]).
+use super::adam::{AdamConfig, ClassAdam};
+use super::model::FlowModel;
+use crate::error::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// Training settings (defaults: the reference's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowTrainConfig {
+    /// Adam learning rate (1e-5).
+    pub lr: f64,
+    /// Batch size (256).
+    pub batch_size: usize,
+    /// Seed of the per-pass shuffling.
+    pub seed: u64,
+    /// Monitoring period in iterations (20); iteration `t` is monitored when `t % period == 0`.
+    pub monitor_every: usize,
+}
+
+impl Default for FlowTrainConfig {
+    fn default() -> Self {
+        FlowTrainConfig {
+            lr: 1e-5,
+            batch_size: 256,
+            seed: 0,
+            monitor_every: 20,
+        }
+    }
+}
+
+/// Splits each class's centred train features into (validation, train): the first
+/// `floor(num_validation / C)` rows are held out (SPEC section 5). Fails when a class would have
+/// no training rows left.
+pub fn split_validation(
+    per_class: &[Tensor],
+    num_validation: usize,
+) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+    if per_class.is_empty() {
+        return Err(Error::Invalid("no classes to train".into()));
+    }
+    let per = (num_validation / per_class.len()) as i64;
+    let mut validation = Vec::new();
+    let mut train = Vec::new();
+    for (c, x) in per_class.iter().enumerate() {
+        let n = x.size()[0];
+        if n <= per {
+            return Err(Error::Invalid(format!(
+                "class {c} has {n} samples, not more than the {per} held out for validation"
+            )));
+        }
+        validation.push(x.narrow(0, 0, per));
+        train.push(x.narrow(0, per, n - per));
+    }
+    Ok((validation, train))
+}
+
+/// The order in which class `class` visits its `n` training rows in iteration `iteration`: a
+/// permutation drawn from a ChaCha8 generator seeded by `(seed, iteration, class)`, so it does not
+/// depend on how the classes are scheduled.
+pub fn epoch_order(seed: u64, iteration: usize, class: usize, n: usize) -> Vec<i64> {
+    let mixed = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((iteration as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add((class as u64).wrapping_mul(0x94D0_49BB_1331_11EB));
+    let mut rng = ChaCha8Rng::seed_from_u64(mixed);
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Monitoring figures of an iteration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorRecord {
+    /// The caller's AUROC (max-class log p, in-distribution vs OOD), if it computed one.
+    pub auroc: Option<f64>,
+    /// Smallest per-coordinate std of the latent z over the classes' first training batches.
+    pub latent_std_min: f64,
+    /// Largest such std.
+    pub latent_std_max: f64,
+}
+
+/// What one iteration logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    /// Iteration index (from 0).
+    pub iteration: usize,
+    /// Training loss per sample: the sum of all batch losses over the number of training rows.
+    pub train_loss: f64,
+    /// Validation loss per sample.
+    pub validation_loss: f64,
+    /// Set on monitored iterations.
+    pub monitor: Option<MonitorRecord>,
+}
+
+/// The batched trainer of one layer's flows.
+#[derive(Debug)]
+pub struct Trainer {
+    model: FlowModel,
+    adam: ClassAdam,
+    train: Vec<Tensor>,
+    validation: Vec<Tensor>,
+    config: FlowTrainConfig,
+    history: Vec<IterationRecord>,
+}
+
+const TRAINER_FILE: &str = "trainer.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+#[derive(Serialize, Deserialize)]
+struct TrainerState {
+    config: FlowTrainConfig,
+    adam: AdamConfig,
+    history: Vec<IterationRecord>,
+}
+
+impl Trainer {
+    /// A trainer for `model` with per-class centred features `train` and `validation`
+    /// (`[n_c, d]` each, see [`split_validation`]).
+    pub fn new(
+        mut model: FlowModel,
+        train: Vec<Tensor>,
+        validation: Vec<Tensor>,
+        config: FlowTrainConfig,
+    ) -> Result<Self> {
+        let c = model.num_classes();
+        if train.len() != c || validation.len() != c {
+            return Err(Error::Invalid(format!(
+                "{} train and {} validation sets for {c} classes",
+                train.len(),
+                validation.len()
+            )));
+        }
+        if config.batch_size == 0 {
+            return Err(Error::Invalid("batch size must be positive".into()));
+        }
+        let d = model.meta.dim as i64;
+        let prep = |sets: Vec<Tensor>, what: &str| -> Result<Vec<Tensor>> {
+            sets.into_iter()
+                .enumerate()
+                .map(|(cls, x)| {
+                    if x.dim() != 2 || x.size()[1] != d {
+                        return Err(Error::Invalid(format!(
+                            "{what} features of class {cls} have shape {:?}, expected [n, {d}]",
+                            x.size()
+                        )));
+                    }
+                    Ok(x.to_kind(model.kind())
+                        .to_device(model.device())
+                        .contiguous())
+                })
+                .collect()
+        };
+        let train = prep(train, "train")?;
+        let validation = prep(validation, "validation")?;
+        if let Some(cls) = train.iter().position(|x| x.size()[0] == 0) {
+            return Err(Error::Invalid(format!(
+                "class {cls} has no training features"
+            )));
+        }
+        model.set_trainable(true);
+        let adam = ClassAdam::new(&model.parameters(), c, AdamConfig::with_lr(config.lr))?;
+        Ok(Trainer {
+            model,
+            adam,
+            train,
+            validation,
+            config,
+            history: Vec::new(),
+        })
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &FlowModel {
+        &self.model
+    }
+
+    /// The trained model (gradient tracking off).
+    pub fn into_model(mut self) -> FlowModel {
+        self.model.set_trainable(false);
+        self.model
+    }
+
+    /// The per-class Adam state.
+    pub fn optimizer(&self) -> &ClassAdam {
+        &self.adam
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FlowTrainConfig {
+        &self.config
+    }
+
+    /// Records of the completed iterations.
+    pub fn history(&self) -> &[IterationRecord] {
+        &self.history
+    }
+
+    /// Number of completed iterations (the index of the next one).
+    pub fn iteration(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Runs one iteration (all classes' training passes, then validation) and records it.
+    pub fn train_iteration(&mut self) -> Result<IterationRecord> {
+        let t = self.iteration();
+        let c = self.model.num_classes();
+        let bs = self.config.batch_size;
+        let counts: Vec<usize> = self.train.iter().map(|x| x.size()[0] as usize).collect();
+        let orders: Vec<Vec<i64>> = (0..c)
+            .map(|cls| epoch_order(self.config.seed, t, cls, counts[cls]))
+            .collect();
+        let num_batches: Vec<usize> = counts.iter().map(|n| n.div_ceil(bs)).collect();
+        let max_batches = num_batches.iter().copied().max().unwrap_or(0);
+        let (kind, device) = (self.model.kind(), self.model.device());
+        let mut total_loss = 0.0;
+        for j in 0..max_batches {
+            let active: Vec<usize> = (0..c).filter(|&cls| j < num_batches[cls]).collect();
+            let sizes: Vec<usize> = active
+                .iter()
+                .map(|&cls| bs.min(counts[cls] - j * bs))
+                .collect();
+            let width = *sizes.iter().max().unwrap_or(&0) as i64;
+            let padded = sizes.iter().any(|&s| s as i64 != width);
+            let batches: Vec<Tensor> = active
+                .iter()
+                .zip(&sizes)
+                .map(|(&cls, &size)| {
+                    let idx =
+                        Tensor::from_slice(&orders[cls][j * bs..j * bs + size]).to_device(device);
+                    let x = self.train[cls].index_select(0, &idx);
+                    if (size as i64) < width {
+                        let pad = Tensor::zeros([width - size as i64, x.size()[1]], (kind, device));
+                        Tensor::cat(&[x, pad], 0)
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            let x = Tensor::stack(&batches, 0);
+            let classes: Vec<i64> = active.iter().map(|&cls| cls as i64).collect();
+            let subset = (active.len() < c).then_some(classes.as_slice());
+            let log_p = self.model.log_prob_centred(&x, subset)?;
+            let log_p = if padded {
+                let w: Vec<f64> = sizes
+                    .iter()
+                    .flat_map(|&s| (0..width as usize).map(move |r| if r < s { 1.0 } else { 0.0 }))
+                    .collect();
+                let w = Tensor::from_slice(&w)
+                    .view([active.len() as i64, width])
+                    .to_kind(kind)
+                    .to_device(device);
+                log_p * w
+            } else {
+                log_p
+            };
+            let class_loss = -log_p.sum_dim_intlist(1, false, kind);
+            let values = Vec::<f64>::try_from(&class_loss.detach().to_kind(Kind::Double))?;
+            for (&cls, &loss) in active.iter().zip(&values) {
+                if !loss.is_finite() {
+                    return Err(Error::NonFiniteLoss {
+                        iteration: t,
+                        class: cls,
+                        batch: j,
+                        loss,
+                    });
+                }
+                total_loss += loss;
+            }
+            class_loss.sum(kind).backward();
+            self.adam.step(&self.model.parameters(), &active)?;
+        }
+        let n_train: usize = counts.iter().sum();
+        let validation_loss = self.validation_loss()?;
+        let record = IterationRecord {
+            iteration: t,
+            train_loss: total_loss / n_train as f64,
+            validation_loss,
+            monitor: None,
+        };
+        self.history.push(record.clone());
+        Ok(record)
+    }
+
+    /// Validation loss per sample over all classes' held-out features (0 when there are none).
+    pub fn validation_loss(&self) -> Result<f64> {
+        let bs = self.config.batch_size as i64;
+        let mut total = 0.0;
+        let mut count = 0i64;
+        tch::no_grad(|| -> Result<()> {
+            let n = self
+                .validation
+                .iter()
+                .map(|v| v.size()[0])
+                .max()
+                .unwrap_or(0);
+            for start in (0..n).step_by(bs as usize) {
+                let (classes, parts): (Vec<i64>, Vec<Tensor>) = self
+                    .validation
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.size()[0] > start)
+                    .map(|(cls, v)| (cls as i64, v.narrow(0, start, bs.min(v.size()[0] - start))))
+                    .unzip();
+                // Classes with the same remaining length are evaluated together.
+                let mut lengths: Vec<i64> = parts.iter().map(|p| p.size()[0]).collect();
+                lengths.sort_unstable();
+                lengths.dedup();
+                for len in lengths {
+                    let (sel, xs): (Vec<i64>, Vec<&Tensor>) = classes
+                        .iter()
+                        .zip(&parts)
+                        .filter(|(_, p)| p.size()[0] == len)
+                        .map(|(c, p)| (*c, p))
+                        .unzip();
+                    let x = Tensor::stack(&xs, 0);
+                    let lp = self.model.log_prob_centred(&x, Some(&sel))?;
+                    total -= f64::try_from(lp.sum(Kind::Double))?;
+                    count += len * sel.len() as i64;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(if count > 0 { total / count as f64 } else { 0.0 })
+    }
+
+    /// Smallest and largest per-coordinate std (unbiased) of the latent z over each class's first
+    /// `batch_size` training rows (monitoring).
+    pub fn latent_std_range(&self) -> Result<(f64, f64)> {
+        let bs = self.config.batch_size as i64;
+        tch::no_grad(|| {
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for (cls, x) in self.train.iter().enumerate() {
+                let first = x.narrow(0, 0, bs.min(x.size()[0])).unsqueeze(0);
+                if first.size()[1] < 2 {
+                    continue;
+                }
+                let (z, _) = self.model.latent(&first, Some(&[cls as i64]))?;
+                let std = z.std_dim([1i64].as_slice(), true, false);
+                lo = lo.min(f64::try_from(std.min())?);
+                hi = hi.max(f64::try_from(std.max())?);
+            }
+            Ok((lo, hi))
+        })
+    }
+
+    /// Runs iterations until `num_iter` are complete. On monitored iterations (`t % monitor_every
+    /// == 0`) the latent std range is computed and `auroc` is called with the model (it returns
+    /// `None` to skip). `on_iteration` sees every record after it is stored (for progress output and
+    /// checkpoints). Stops at the first error, leaving the model at its last good state.
+    pub fn run<A, F>(&mut self, num_iter: usize, mut auroc: A, mut on_iteration: F) -> Result<()>
+    where
+        A: FnMut(&FlowModel) -> Result<Option<f64>>,
+        F: FnMut(&Trainer, &IterationRecord) -> Result<()>,
+    {
+        while self.iteration() < num_iter {
+            let mut record = self.train_iteration()?;
+            let every = self.config.monitor_every.max(1);
+            if record.iteration % every == 0 {
+                let (latent_std_min, latent_std_max) = self.latent_std_range()?;
+                let value = tch::no_grad(|| auroc(&self.model))?;
+                record.monitor = Some(MonitorRecord {
+                    auroc: value,
+                    latent_std_min,
+                    latent_std_max,
+                });
+                if let Some(last) = self.history.last_mut() {
+                    *last = record.clone();
+                }
+            }
+            on_iteration(self, &record)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the model (see [`FlowModel::save`]), the optimizer state and the history to `dir`.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        self.model.save(dir)?;
+        Tensor::write_safetensors(&self.adam.state_tensors(), dir.join(OPTIMIZER_FILE))?;
+        let state = TrainerState {
+            config: self.config.clone(),
+            adam: self.adam.config,
+            history: self.history.clone(),
+        };
+        let path = dir.join(TRAINER_FILE);
+        let json = serde_json::to_string_pretty(&state)
+            .map_err(|e| Error::format(&path, e.to_string()))?;
+        std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Restores a trainer from a checkpoint written by [`Trainer::save_checkpoint`], with the same
+    /// data; training continues exactly where it stopped.
+    pub fn resume(
+        dir: &Path,
+        train: Vec<Tensor>,
+        validation: Vec<Tensor>,
+        kind: Kind,
+        device: tch::Device,
+    ) -> Result<Self> {
+        let path = dir.join(TRAINER_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let state: TrainerState =
+            serde_json::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))?;
+        let model = FlowModel::load(dir, kind, device)?;
+        let mut trainer = Trainer::new(model, train, validation, state.config)?;
+        trainer.adam.config = state.adam;
+        trainer
+            .adam
+            .load_state(&Tensor::read_safetensors(dir.join(OPTIMIZER_FILE))?)?;
+        trainer.history = state.history;
+        Ok(trainer)
+    }
+}

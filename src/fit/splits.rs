@@ -1,0 +1,98 @@
+//! Row splits of the regression stage (SPEC section 8).
+//!
+//! Score files hold the OOD rows first (`n_out` of them), then the in-distribution rows. For the
+//! "IO" validation the first [`IO_VALIDATION_PER_CLASS`] rows of each kind form the validation
+//! block and everything else is the test set. The validation block is halved: the first halves
+//! fit the logistic regression, the second halves select the pre-processing magnitude.
+//!
+//! Row order follows the reference (`block_split` then the slicing in `regression_*.py`):
+//! in-distribution rows before OOD rows in every part. The order matters for the fit block,
+//! because stratified K-fold assigns folds by position.
+use crate::error::{Error, Result};
+
+/// Rows of each kind (in-distribution and OOD) in the IO validation block.
+pub const IO_VALIDATION_PER_CLASS: usize = 1000;
+
+/// Indices (into the score rows) of the three parts of a split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowSplit {
+    /// Rows the logistic regression is fitted on.
+    pub fit: Vec<usize>,
+    /// Rows on which the magnitude (eps) is selected.
+    pub select: Vec<usize>,
+    /// Rows the final metrics are reported on.
+    pub test: Vec<usize>,
+}
+
+/// The IO split of `n_rows` score rows whose first `n_out` are OOD.
+///
+/// fit = in-dist rows 0..500 then OOD rows 0..500; select = in-dist 500..1000 then OOD 500..1000;
+/// test = the remaining in-dist rows then the remaining OOD rows (counting rows within each kind).
+/// Errors unless both kinds have more than [`IO_VALIDATION_PER_CLASS`] rows, so that every part
+/// holds both kinds.
+pub fn io_split(n_rows: usize, n_out: usize) -> Result<RowSplit> {
+    if n_out > n_rows {
+        return Err(Error::Invalid(format!(
+            "io split: {n_out} OOD rows claimed but the scores have only {n_rows} rows"
+        )));
+    }
+    let n_in = n_rows - n_out;
+    let val = IO_VALIDATION_PER_CLASS;
+    if n_out <= val || n_in <= val {
+        return Err(Error::Invalid(format!(
+            "io split: need more than {val} OOD and more than {val} in-distribution rows \
+             (validation takes {val} of each), got {n_out} OOD and {n_in} in-distribution"
+        )));
+    }
+    let half = val / 2;
+    let in_rows = |from: usize, to: usize| (n_out + from)..(n_out + to);
+    let part = |a: std::ops::Range<usize>, b: std::ops::Range<usize>| a.chain(b).collect();
+    Ok(RowSplit {
+        fit: part(in_rows(0, half), 0..half),
+        select: part(in_rows(half, val), half..val),
+        test: part(in_rows(val, n_in), val..n_out),
+    })
+}
+
+/// Labels of rows laid out OOD first: 1 (OOD) for rows below `n_out`, else 0.
+pub fn ood_label(row: usize, n_out: usize) -> u8 {
+    u8::from(row < n_out)
+}
+
+/// FGSM group code of clean in-distribution samples.
+pub const GROUP_CLEAN: u8 = 0;
+/// FGSM group code of noisy in-distribution samples.
+pub const GROUP_NOISY: u8 = 1;
+/// FGSM group code of adversarial samples (label 1).
+pub const GROUP_ADVERSARIAL: u8 = 2;
+
+/// The FGSM validation rows (SPEC 8): for each group in the order clean, noisy, adversarial, its
+/// first `n_g / 10` rows (`int(0.1 * n_g)`) form the validation block; of those the first half
+/// (rounded down) fit, the rest select. Rows are taken in file order within each group.
+///
+/// Identical to the reference for equal group sizes and an even validation count (the
+/// reference slices the concatenated block in sixths, which mixes groups otherwise). `test` is
+/// left empty: FGSM validation tests on the IO test split. Errors unless every group has at
+/// least 20 rows (so both halves hold each group).
+pub fn fgsm_split(group: &[u8]) -> Result<RowSplit> {
+    let mut fit = Vec::new();
+    let mut select = Vec::new();
+    for g in [GROUP_CLEAN, GROUP_NOISY, GROUP_ADVERSARIAL] {
+        let rows: Vec<usize> = (0..group.len()).filter(|&i| group[i] == g).collect();
+        let n_val = rows.len() / 10;
+        let half = n_val / 2;
+        if half == 0 {
+            return Err(Error::Invalid(format!(
+                "FGSM split: group {g} has {} rows; need at least 20 (10% for validation, halved)",
+                rows.len()
+            )));
+        }
+        fit.extend_from_slice(&rows[..half]);
+        select.extend_from_slice(&rows[half..n_val]);
+    }
+    Ok(RowSplit {
+        fit,
+        select,
+        test: Vec::new(),
+    })
+}

@@ -1,0 +1,115 @@
+//! The FGSM stage (`rf-fgsm`, SPEC section 9): attacks the test split, keeps the usable samples
+//! and writes the FGSM folder ([`crate::store::fgsm`]).
+use std::path::{Path, PathBuf};
+
+use super::Common;
+use crate::data::{self, ImageSet, Split};
+use crate::detect::fgsm::{
+    attack, clamp_range, noise_sigma, FgsmOptions, ADVERSARIAL_STEP, DEFAULT_BATCH_SIZE,
+};
+use crate::error::{Error, Result};
+use crate::models::LoadedClassifier;
+use crate::progress::Progress;
+use crate::store::fgsm::FgsmSummary;
+use crate::store::RunDir;
+
+/// The stage's options.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Run, data and device (batch size default: the reference's 50).
+    pub common: Common,
+    /// Classifier checkpoint; `None`: [`Common::default_classifier_path`].
+    pub classifier: Option<PathBuf>,
+    /// Use only the first N test images.
+    pub max_test: Option<usize>,
+    /// Noise standard deviation; `None`: [`noise_sigma`] of the network and data set.
+    pub sigma: Option<f64>,
+}
+
+/// What [`run`] wrote.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The FGSM folder.
+    pub dir: PathBuf,
+    /// Its `summary.json`.
+    pub summary: FgsmSummary,
+}
+
+/// Runs the stage: attacks the (first `max_test` images of the) test split and writes the run's
+/// FGSM folder.
+pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
+    let common = &options.common;
+    let (classifier_path, classifier) = common.load_classifier(options.classifier.as_deref())?;
+    let mut test = data::load(&common.dataset, &common.dataroot, Split::Test)?;
+    if let Some(n) = options.max_test {
+        test = test.take(n);
+    }
+    let fgsm = FgsmOptions {
+        sigma: options
+            .sigma
+            .unwrap_or_else(|| noise_sigma(classifier.meta.architecture, &common.dataset)),
+        batch_size: common.batch_size_or(DEFAULT_BATCH_SIZE),
+        seed: common.seed,
+        device: common.device,
+    };
+    // The checkpoint's architecture names the run folder.
+    let dir = RunDir::new(
+        &common.outf,
+        classifier.meta.architecture.name(),
+        &common.dataset,
+    )
+    .fgsm_dir();
+    let summary = generate(
+        &classifier,
+        &classifier_path,
+        &common.dataset,
+        &test,
+        &fgsm,
+        &dir,
+        progress,
+    )?;
+    Ok(Summary { dir, summary })
+}
+
+/// Generates, selects and saves the FGSM sets of `set` (the test split) into `dir`; returns the
+/// summary written.
+pub fn generate(
+    classifier: &LoadedClassifier,
+    classifier_path: &Path,
+    dataset: &str,
+    set: &ImageSet,
+    options: &FgsmOptions,
+    dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<FgsmSummary> {
+    if set.num_classes != classifier.meta.num_classes as usize {
+        return Err(Error::Invalid(format!(
+            "the classifier has {} classes but `{dataset}` has {}; pass the classifier trained on `{dataset}`",
+            classifier.meta.num_classes, set.num_classes
+        )));
+    }
+    let attacked = attack(classifier, set, options, progress)?;
+    let (sets, counts) = attacked.select();
+    let (lo, hi) = clamp_range(&classifier.meta.normalization);
+    let summary = FgsmSummary {
+        net_type: classifier.meta.architecture,
+        dataset: dataset.to_string(),
+        classifier: classifier_path.to_path_buf(),
+        normalization: classifier.meta.normalization,
+        sigma: options.sigma,
+        step: ADVERSARIAL_STEP,
+        clamp: [lo, hi],
+        seed: options.seed,
+        counts,
+        clean_accuracy: counts.fraction(counts.clean_correct),
+        adversarial_accuracy: counts.fraction(counts.adv_correct),
+        noisy_accuracy: counts.fraction(counts.noisy_correct),
+        library_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    if dir.join("summary.json").exists() {
+        std::fs::remove_file(dir.join("summary.json"))
+            .map_err(|e| Error::io(dir.join("summary.json"), e))?;
+    }
+    sets.save(dir, &summary)?;
+    Ok(summary)
+}

@@ -1,0 +1,109 @@
+//! The pipeline's stages, one file each, run in this order ([`STAGES`]): every stage takes its
+//! options (with [`Default`]) and a [`crate::progress::Progress`], and returns a summary that the
+//! binary prints.
+//!
+//! | stage | binary | reads | writes |
+//! | --- | --- | --- | --- |
+//! | [`classifier`] | `rf-classifier` | data | `pre_trained/{net}_{dataset}.safetensors` |
+//! | [`prepare`] | `rf-prepare` | classifier, data | `features/` |
+//! | [`fgsm`] | `rf-fgsm` | classifier, test split | `fgsm/` |
+//! | [`train_flow`] | `rf-train` | `features/` | `flow/layer_{l}/`, `history/` |
+//! | [`score`] | `rf-mahalanobis`, `rf-score` | classifier, `features/`, `flow/` | score files |
+//! | [`regress`] | `rf-regress` | score files | `results.json`, `results.md`, `plots/` |
+pub mod classifier;
+pub mod fgsm;
+pub mod prepare;
+pub mod regress;
+pub mod score;
+pub mod train_flow;
+
+use std::path::{Path, PathBuf};
+
+use tch::Device;
+
+use crate::error::{Error, Result};
+use crate::models::{load_checkpoint, LoadedClassifier, NetType};
+use crate::store::RunDir;
+
+/// The stages' binaries in pipeline order (`rf-train` once per layer; `rf-fgsm` only for FGSM
+/// validation). Scripts read this list from `rf-data stages`.
+pub const STAGES: [&str; 7] = [
+    "rf-classifier",
+    "rf-prepare",
+    "rf-fgsm",
+    "rf-mahalanobis",
+    "rf-train",
+    "rf-score",
+    "rf-regress",
+];
+
+/// Settings every stage shares: which run, where the data and outputs are, on what device.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// In-distribution data set (a registry name).
+    pub dataset: String,
+    /// Classifier architecture.
+    pub net_type: NetType,
+    /// Folder holding the data sets.
+    pub dataroot: PathBuf,
+    /// Folder for the pipeline's outputs.
+    pub outf: PathBuf,
+    /// Compute device.
+    pub device: Device,
+    /// Random seed (shuffling, initialisation, noise).
+    pub seed: u64,
+    /// Batch size; `None` for the stage's default.
+    pub batch_size: Option<usize>,
+}
+
+impl Default for Common {
+    /// The demo's settings: ResNet on Fashion-MNIST, `data/`, `output/`, CPU, seed 0.
+    fn default() -> Self {
+        Common {
+            dataset: "fashion-mnist".to_string(),
+            net_type: NetType::Resnet,
+            dataroot: PathBuf::from("data"),
+            outf: PathBuf::from("output"),
+            device: Device::Cpu,
+            seed: 0,
+            batch_size: None,
+        }
+    }
+}
+
+impl Common {
+    /// The run folder `{outf}/{net}_{dataset}`.
+    pub fn run_dir(&self) -> RunDir {
+        RunDir::new(&self.outf, self.net_type.name(), &self.dataset)
+    }
+
+    /// The batch size given, or `default`.
+    pub fn batch_size_or(&self, default: usize) -> usize {
+        self.batch_size.unwrap_or(default)
+    }
+
+    /// Where the classifier of this network and data set lives unless `--classifier` says
+    /// otherwise: `pre_trained/{net}_{dataset}.safetensors`.
+    pub fn default_classifier_path(&self) -> PathBuf {
+        PathBuf::from("pre_trained").join(format!(
+            "{}_{}.safetensors",
+            self.net_type.name(),
+            self.dataset
+        ))
+    }
+
+    /// Loads the classifier at `explicit` or at [`Common::default_classifier_path`]; returns its
+    /// path too. A failure says how to train one.
+    pub fn load_classifier(&self, explicit: Option<&Path>) -> Result<(PathBuf, LoadedClassifier)> {
+        let path = explicit
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.default_classifier_path());
+        let classifier = load_checkpoint(&path, self.device).map_err(|e| {
+            Error::Invalid(format!(
+                "{e}\n(train one with `rf-classifier train --dataset {}`)",
+                self.dataset
+            ))
+        })?;
+        Ok((path, classifier))
+    }
+}

@@ -1,0 +1,246 @@
+//! The prepare stage (`rf-prepare`, SPEC section 3): features of the train, test and OOD sets,
+//! and per-layer statistics, written to the run's [`FeatureDir`].
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tch::Device;
+
+use super::Common;
+use crate::data::{self, registry, BatchSource, ImageSet, Split};
+use crate::detect::fgsm::FgsmSets;
+use crate::detect::gaussian::LayerStats;
+use crate::error::{Error, Result};
+use crate::fit::Validation;
+use crate::models::{extract, Features, LoadedClassifier};
+use crate::progress::Progress;
+use crate::store::features::{FeatureDir, FeatureManifest};
+
+/// The stage's options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Run, data and device.
+    pub common: Common,
+    /// Classifier checkpoint; `None`: [`Common::default_classifier_path`].
+    pub classifier: Option<PathBuf>,
+    /// OOD sets to extract; `None`: the data set's usual OOD sets.
+    pub ood_sets: Option<Vec<String>>,
+    /// With [`Validation::Fgsm`], also the FGSM sets written by `rf-fgsm`.
+    pub validation: Validation,
+    /// Use at most this many train images (all when `None`).
+    pub max_train: Option<usize>,
+    /// Use at most this many test images.
+    pub max_test: Option<usize>,
+    /// Use at most this many images of each OOD set.
+    pub max_ood: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            common: Common::default(),
+            classifier: None,
+            ood_sets: None,
+            validation: Validation::Ood,
+            max_train: None,
+            max_test: None,
+            max_ood: None,
+        }
+    }
+}
+
+/// What [`run`] wrote.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The feature folder.
+    pub dir: FeatureDir,
+    /// Its manifest.
+    pub manifest: FeatureManifest,
+}
+
+/// Runs the stage: loads the classifier and the sets, then [`prepare`]s the run's feature folder.
+pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
+    let common = &options.common;
+    let (classifier_path, classifier) = common.load_classifier(options.classifier.as_deref())?;
+    let ood_sets = match &options.ood_sets {
+        Some(list) => list.clone(),
+        None => registry::info(&common.dataset)?
+            .ood_sets
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let run_dir = common.run_dir();
+    let sets = FeatureOptions {
+        dataroot: common.dataroot.clone(),
+        ood_sets,
+        batch_size: common.batch_size_or(200),
+        max_train: options.max_train,
+        max_test: options.max_test,
+        max_ood: options.max_ood,
+        fgsm: (options.validation == Validation::Fgsm).then(|| run_dir.fgsm_dir()),
+    };
+    let dir = run_dir.features();
+    let manifest = prepare(
+        &classifier,
+        &classifier_path,
+        &common.dataset,
+        &dir,
+        &sets,
+        common.device,
+        progress,
+    )?;
+    Ok(Summary { dir, manifest })
+}
+
+/// Which images to prepare, for [`prepare`].
+#[derive(Debug, Clone)]
+pub struct FeatureOptions {
+    /// Folder of the data sets.
+    pub dataroot: std::path::PathBuf,
+    /// OOD sets to extract.
+    pub ood_sets: Vec<String>,
+    /// Batch size of the feature extraction.
+    pub batch_size: usize,
+    /// Use at most this many train / test / OOD images (all when `None`), for quick runs.
+    pub max_train: Option<usize>,
+    /// See `max_train`.
+    pub max_test: Option<usize>,
+    /// See `max_train`.
+    pub max_ood: Option<usize>,
+    /// FGSM folder (written by rf-fgsm) whose sets are also extracted, as `fgsm_clean`,
+    /// `fgsm_noisy` and `fgsm_adv`.
+    pub fgsm: Option<std::path::PathBuf>,
+}
+
+fn limit(set: ImageSet, max: Option<usize>) -> ImageSet {
+    match max {
+        Some(n) => set.take(n),
+        None => set,
+    }
+}
+
+fn run_set(
+    classifier: &LoadedClassifier,
+    set: BatchSource<'_>,
+    options: &FeatureOptions,
+    device: Device,
+    progress: &mut dyn Progress,
+    label: &str,
+) -> Features {
+    progress.start(label, set.len());
+    let features = extract(
+        classifier.net.as_ref(),
+        set,
+        classifier.meta.normalization,
+        options.batch_size,
+        device,
+        &mut |n| progress.advance(n),
+    );
+    progress.finish();
+    features
+}
+
+/// Runs the prepare stage for `classifier` (loaded from `classifier_path`) on `dataset`, writing
+/// everything into `dir`. The manifest is written last, so a folder with a manifest is complete.
+pub fn prepare(
+    classifier: &LoadedClassifier,
+    classifier_path: &std::path::Path,
+    dataset: &str,
+    dir: &FeatureDir,
+    options: &FeatureOptions,
+    device: Device,
+    progress: &mut dyn Progress,
+) -> Result<FeatureManifest> {
+    let info = data::registry::info(dataset)?;
+    let num_classes = classifier.meta.num_classes as usize;
+    if info.num_classes != num_classes {
+        return Err(Error::Invalid(format!(
+            "the classifier has {num_classes} classes but `{dataset}` has {}; pass the classifier trained on `{dataset}`",
+            info.num_classes
+        )));
+    }
+    let train_set = limit(
+        data::load(dataset, &options.dataroot, Split::Train)?,
+        options.max_train,
+    );
+    let test_set = limit(
+        data::load(dataset, &options.dataroot, Split::Test)?,
+        options.max_test,
+    );
+    let fgsm = match &options.fgsm {
+        Some(dir) => Some(FgsmSets::load_for(dir, classifier)?),
+        None => None,
+    };
+    let oods = options
+        .ood_sets
+        .iter()
+        .map(|name| {
+            Ok(limit(
+                data::load(name, &options.dataroot, Split::Test)?,
+                options.max_ood,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if dir.manifest_path().exists() {
+        std::fs::remove_file(dir.manifest_path()).map_err(|e| Error::io(dir.manifest_path(), e))?;
+    }
+
+    let train = run_set(
+        classifier,
+        (&train_set).into(),
+        options,
+        device,
+        progress,
+        "train",
+    )
+    .grouped_by_class();
+    let mut sets = BTreeMap::new();
+    let mut layer_ranks = Vec::new();
+    progress.start("statistics", train.layers.len());
+    for (l, layer) in train.layers.iter().enumerate() {
+        let stats = LayerStats::fit(layer, &train.labels, num_classes)
+            .map_err(|e| Error::Invalid(format!("layer {l} of the train features: {e}")))?;
+        stats.save(&dir.stats_path(l))?;
+        layer_ranks.push(stats.whitening.k);
+        progress.advance(1);
+    }
+    progress.finish();
+    dir.write_set("train", &train)?;
+    sets.insert("train".to_string(), train.len());
+
+    let test = run_set(
+        classifier,
+        (&test_set).into(),
+        options,
+        device,
+        progress,
+        "test",
+    );
+    dir.write_set("test", &test)?;
+    sets.insert("test".to_string(), test.len());
+    for set in &oods {
+        let name = format!("ood_{}", set.name);
+        let features = run_set(classifier, set.into(), options, device, progress, &set.name);
+        dir.write_set(&name, &features)?;
+        sets.insert(name, features.len());
+    }
+    for set in fgsm.iter().flat_map(|f| f.named()) {
+        let features = run_set(classifier, set.into(), options, device, progress, &set.name);
+        dir.write_set(&set.name, &features)?;
+        sets.insert(set.name.clone(), features.len());
+    }
+    let manifest = FeatureManifest {
+        net_type: classifier.meta.architecture,
+        dataset: dataset.to_string(),
+        classifier: classifier_path.to_path_buf(),
+        num_classes,
+        layer_channels: classifier.net.layer_channels(),
+        layer_ranks,
+        train_accuracy: train.accuracy(),
+        test_accuracy: test.accuracy(),
+        sets,
+        library_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    crate::io::write_json(&dir.manifest_path(), &manifest)?;
+    Ok(manifest)
+}

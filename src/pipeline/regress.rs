@@ -1,0 +1,486 @@
+//! The regression stage (`rf-regress`, SPEC section 8) for one run folder: reads a detector's
+//! score files into per-magnitude feature matrices, fits and evaluates the regression detector
+//! ([`crate::fit::detector`]) on each OOD set, and writes `results.json`, `results.md`, the test
+//! outputs and the plots.
+use std::path::PathBuf;
+
+use ndarray::{Array2, Axis};
+
+use super::train_flow::MONITOR_ROWS;
+use crate::detect::{eps_name, DetectorKind, ScoreLayout};
+use crate::error::{Error, Result};
+use crate::fit::detector::{
+    evaluate_detector, max_over_classes, DetectorResult, EpsInput, LayerFeatures, TestScores,
+    Validation,
+};
+use crate::fit::metrics;
+use crate::fit::regression::LogisticRegressionCv;
+use crate::models::NetType;
+use crate::progress::Progress;
+use crate::report::{markdown, plot_auroc_history, plot_histogram, plot_roc, LayerCurve};
+use crate::store::history::read_history;
+use crate::store::results::{
+    read_results, read_test_scores, write_results, write_test_scores, ResultRecord, ResultsFile,
+};
+use crate::store::scores::{list_magnitudes, read_scores, ScoreFile, FGSM};
+use crate::store::{list_datasets, RunDir};
+
+/// What [`regress_dataset`] did for one in-distribution set.
+#[derive(Debug, Clone)]
+pub struct RegressOutcome {
+    /// The new records (one per OOD set), in OOD-set order.
+    pub records: Vec<ResultRecord>,
+    /// `results.json` after merging them.
+    pub results: ResultsFile,
+    /// Plot files written.
+    pub plots: Vec<PathBuf>,
+    /// Problems that did not stop the run (plots that could not be drawn).
+    pub warnings: Vec<String>,
+}
+
+/// The OOD sets with score files for `detector` in `run`, or `requested` (checked to exist).
+pub fn ood_sets(run: &RunDir, detector: DetectorKind, requested: &[String]) -> Result<Vec<String>> {
+    let found = run.list_ood_sets(detector)?;
+    if requested.is_empty() {
+        if found.is_empty() {
+            return Err(Error::format(
+                run.detector_dir(detector),
+                format!(
+                    "no OOD score folders for the {} detector; run {} first",
+                    detector.label(),
+                    detector.stage()
+                ),
+            ));
+        }
+        return Ok(found);
+    }
+    for r in requested {
+        if !found.contains(r) {
+            return Err(Error::format(
+                run.detector_dir(detector).join(r),
+                format!(
+                    "no score files for OOD set `{r}`; found: {}",
+                    if found.is_empty() {
+                        "none".to_string()
+                    } else {
+                        found.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(requested.to_vec())
+}
+
+/// The stage's options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Folder of the pipeline's outputs.
+    pub outf: PathBuf,
+    /// Classifier architecture (names the run folders).
+    pub net_type: NetType,
+    /// In-distribution sets; empty: every run folder with score files of the detector.
+    pub datasets: Vec<String>,
+    /// The detector whose score files are used.
+    pub detector: DetectorKind,
+    /// Where it is fitted and its magnitude selected.
+    pub validation: Validation,
+    /// OOD sets to evaluate; empty: every set with score files.
+    pub oods: Vec<String>,
+    /// Draw the PNG plots.
+    pub plots: bool,
+}
+
+impl Default for Options {
+    /// The residual flow of every ResNet run under `output/`, validated on the OOD sets, every
+    /// set, with plots.
+    fn default() -> Self {
+        Options {
+            outf: PathBuf::from("output"),
+            net_type: NetType::Resnet,
+            datasets: Vec::new(),
+            detector: DetectorKind::Resflow,
+            validation: Validation::Ood,
+            oods: Vec::new(),
+            plots: true,
+        }
+    }
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Per in-distribution set evaluated: its name, run folder and outcome.
+    pub runs: Vec<(String, RunDir, RegressOutcome)>,
+    /// Run folders skipped because they hold no score files of the detector.
+    pub skipped: Vec<RunDir>,
+}
+
+/// Runs the stage on every requested (or found) in-distribution set ([`regress_dataset`]).
+pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
+    let net = options.net_type.name();
+    let mut skipped = Vec::new();
+    let datasets = if options.datasets.is_empty() {
+        // Every run folder that has score files of this detector; the others are named.
+        let mut with_scores = Vec::new();
+        for d in list_datasets(&options.outf, net)? {
+            let run = RunDir::new(&options.outf, net, &d);
+            if run.list_ood_sets(options.detector)?.is_empty() {
+                skipped.push(run);
+            } else {
+                with_scores.push(d);
+            }
+        }
+        with_scores
+    } else {
+        options.datasets.clone()
+    };
+    if datasets.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no {net}_{{dataset}} run folders with {} score files under {}; run the scoring stages first or pass --outf",
+            options.detector.name(),
+            options.outf.display()
+        )));
+    }
+    let mut runs = Vec::new();
+    for dataset in datasets {
+        let run = RunDir::new(&options.outf, net, &dataset);
+        let outcome = regress_dataset(&run, net, &dataset, options, progress)?;
+        runs.push((dataset, run, outcome));
+    }
+    Ok(Summary { runs, skipped })
+}
+
+/// The whole regression stage for one run folder: evaluates the detector on each OOD set
+/// ([`ood_sets`]), stores the test outputs, merges `results.json`, rewrites `results.md` and,
+/// with plots, draws the plots of [`crate::report`].
+pub fn regress_dataset(
+    run: &RunDir,
+    net: &str,
+    dataset: &str,
+    options: &Options,
+    progress: &mut dyn Progress,
+) -> Result<RegressOutcome> {
+    let (detector, validation, plots) = (options.detector, options.validation, options.plots);
+    let oods = ood_sets(run, detector, &options.oods)?;
+    let mut records = Vec::new();
+    let mut results_by_ood = Vec::new();
+    progress.start(&format!("{dataset} regression"), oods.len());
+    for ood in &oods {
+        let r = evaluate_run(run, detector, ood, validation)?;
+        records.push(ResultRecord::from_result(&r));
+        results_by_ood.push(r);
+        progress.advance(1);
+    }
+    progress.finish();
+    // Outputs only once every OOD set has succeeded.
+    for r in &results_by_ood {
+        write_test_scores(&run.test_scores_path(detector, validation, &r.ood), &r.test)?;
+    }
+    let path = run.results_path();
+    let mut results = read_results(&path)?.unwrap_or(ResultsFile {
+        net: net.to_string(),
+        dataset: dataset.to_string(),
+        results: Vec::new(),
+    });
+    results.merge(&records);
+    write_results(&path, &results)?;
+    crate::io::write_text(&run.results_markdown_path(), &markdown(&results))?;
+    let mut written = Vec::new();
+    let mut warnings = Vec::new();
+    if plots {
+        fn attempt(
+            written: &mut Vec<PathBuf>,
+            warnings: &mut Vec<String>,
+            p: PathBuf,
+            r: Result<()>,
+        ) {
+            match r {
+                Ok(()) => written.push(p),
+                Err(e) => warnings.push(format!("plot not written: {e}")),
+            }
+        }
+        let dir = run.plots_dir();
+        for r in &results_by_ood {
+            let mut stored = Vec::new();
+            for d in DetectorKind::ALL {
+                let p = run.test_scores_path(d, validation, &r.ood);
+                if d == detector {
+                    stored.push((d.label().to_string(), r.test.clone()));
+                } else if p.exists() {
+                    match read_test_scores(&p) {
+                        Ok(t) => stored.push((d.label().to_string(), t)),
+                        Err(e) => warnings.push(format!("ignored: {e}")),
+                    }
+                }
+            }
+            let curves: Vec<(String, &TestScores)> =
+                stored.iter().map(|(l, t)| (l.clone(), t)).collect();
+            let p = dir.join(format!("roc_{}_{}.png", validation.name(), r.ood));
+            let title = format!("{net} {dataset} vs {}, {}", r.ood, validation.label());
+            attempt(
+                &mut written,
+                &mut warnings,
+                p.clone(),
+                plot_roc(&p, &title, &curves),
+            );
+            let p = dir.join(format!(
+                "hist_{}_{}_{}.png",
+                detector.name(),
+                validation.name(),
+                r.ood
+            ));
+            let title = format!("{}: {dataset} vs {} (test set)", detector.label(), r.ood);
+            attempt(
+                &mut written,
+                &mut warnings,
+                p.clone(),
+                plot_histogram(
+                    &p,
+                    &title,
+                    "Detector score -log-odds(OOD) (higher = in-distribution)",
+                    &r.test.logit_in,
+                    &r.test.logit_ood,
+                ),
+            );
+        }
+        match history_curves(run) {
+            Ok(curves) if !curves.is_empty() => {
+                let p = dir.join("auroc_vs_iteration.png");
+                let title = format!(
+                    "{net} {dataset}: validation AUROC vs {}",
+                    curves[0].history.ood
+                );
+                attempt(
+                    &mut written,
+                    &mut warnings,
+                    p.clone(),
+                    plot_auroc_history(&p, &title, &curves),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warnings.push(format!("training history ignored: {e}")),
+        }
+    }
+    Ok(RegressOutcome {
+        records,
+        results,
+        plots: written,
+        warnings,
+    })
+}
+
+/// The flow training histories found in `run` (`history/layer_{l}.json`, consecutive layers
+/// from 0), each with the Mahalanobis AUROC of its layer on the same monitoring rows (the first
+/// [`MONITOR_ROWS`] of each kind) of the monitored OOD set at eps 0, when that score file exists.
+pub fn history_curves(run: &RunDir) -> Result<Vec<LayerCurve>> {
+    let mut curves = Vec::new();
+    for layer in 0.. {
+        let p = run.history_path(layer);
+        if !p.exists() {
+            break;
+        }
+        let history = read_history(&p)?;
+        let m = run.mahalanobis_path(&history.ood, 0.0);
+        let mahalanobis = if m.exists() {
+            let f = read_scores(&m, false)?;
+            if layer < f.scores.ncols() && f.n_out > 0 && f.n_out < f.n_rows() {
+                let col = f.scores.column(layer);
+                let out: Vec<f64> = col
+                    .iter()
+                    .take(f.n_out.min(MONITOR_ROWS))
+                    .copied()
+                    .collect();
+                let inn: Vec<f64> = col
+                    .iter()
+                    .skip(f.n_out)
+                    .take(MONITOR_ROWS)
+                    .copied()
+                    .collect();
+                Some(metrics::compute(&inn, &out)?.auroc)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        curves.push(LayerCurve {
+            layer,
+            history,
+            mahalanobis,
+        });
+    }
+    Ok(curves)
+}
+
+/// The feature columns one score file contributes ([`ScoreLayout`]): a file of layer columns
+/// holds them already; a file of one layer's class scores is reduced to their max.
+fn layer_columns(detector: DetectorKind, file: &ScoreFile) -> Array2<f64> {
+    match detector.layout() {
+        ScoreLayout::LayerColumns => file.scores.clone(),
+        ScoreLayout::ClassScoresPerLayer => {
+            max_over_classes(file.scores.view()).insert_axis(Axis(1))
+        }
+    }
+}
+
+/// Builds the feature matrix of one magnitude from its score files (`(path, file)` pairs: the one
+/// file of a [`ScoreLayout::LayerColumns`] detector, or one file per layer in layer order). All files must agree on rows,
+/// labels, `n_out` and groups.
+pub fn build_features(
+    detector: DetectorKind,
+    eps: f64,
+    files: &[(PathBuf, ScoreFile)],
+) -> Result<LayerFeatures> {
+    let Some((first_path, first)) = files.first() else {
+        return Err(Error::Invalid(format!(
+            "{} scores at eps {}: no score files",
+            detector.label(),
+            eps_name(eps)
+        )));
+    };
+    if detector.layout() == ScoreLayout::LayerColumns && files.len() != 1 {
+        return Err(Error::Invalid(format!(
+            "{} scores at eps {}: expected one file, got {}",
+            detector.label(),
+            eps_name(eps),
+            files.len()
+        )));
+    }
+    let mut columns = Vec::with_capacity(files.len());
+    for (path, file) in files {
+        if file.labels != first.labels || file.n_out != first.n_out || file.group != first.group {
+            return Err(Error::format(
+                path,
+                format!(
+                    "rows differ from {}: {} rows with {} OOD, expected {} rows with {} OOD and the same labels{}",
+                    first_path.display(),
+                    file.n_rows(),
+                    file.n_out,
+                    first.n_rows(),
+                    first.n_out,
+                    if first.group.is_some() { " and groups" } else { "" }
+                ),
+            ));
+        }
+        columns.push(layer_columns(detector, file));
+    }
+    let views: Vec<_> = columns.iter().map(|c| c.view()).collect();
+    let x = ndarray::concatenate(Axis(1), &views)
+        .map_err(|e| Error::Invalid(format!("feature columns: {e}")))?;
+    Ok(LayerFeatures {
+        eps,
+        x,
+        labels: first.labels.to_vec(),
+        n_out: first.n_out,
+        group: first.group.as_ref().map(|g| g.to_vec()),
+    })
+}
+
+/// The score files of `set` (an OOD set name or [`FGSM`]) at `eps`: the one file of a
+/// [`ScoreLayout::LayerColumns`] detector, or the files of `layers`.
+pub fn score_paths(
+    run: &RunDir,
+    detector: DetectorKind,
+    set: &str,
+    layers: &[usize],
+    eps: f64,
+) -> Vec<PathBuf> {
+    match detector.layout() {
+        ScoreLayout::LayerColumns => vec![run.score_path(detector, set, 0, eps)],
+        ScoreLayout::ClassScoresPerLayer => layers
+            .iter()
+            .map(|&l| run.score_path(detector, set, l, eps))
+            .collect(),
+    }
+}
+
+/// Reads and builds the features of `set` at `eps` (see [`score_paths`], [`build_features`]).
+pub fn load_features(
+    run: &RunDir,
+    detector: DetectorKind,
+    set: &str,
+    layers: &[usize],
+    eps: f64,
+) -> Result<LayerFeatures> {
+    let fgsm = set == FGSM;
+    let mut files = Vec::new();
+    for path in score_paths(run, detector, set, layers, eps) {
+        if !path.exists() {
+            return Err(Error::format(
+                &path,
+                format!(
+                    "missing score file; {} writes it (needed for {} at eps {})",
+                    detector.stage(),
+                    set,
+                    eps_name(eps)
+                ),
+            ));
+        }
+        let file = read_scores(&path, fgsm)?;
+        files.push((path, file));
+    }
+    build_features(detector, eps, &files)
+}
+
+/// The magnitudes available for `set` in `run` (for one file per layer: those of the first
+/// layer) and the layers with files (empty for [`ScoreLayout::LayerColumns`]). Errors if there
+/// are none.
+pub fn discover(run: &RunDir, detector: DetectorKind, set: &str) -> Result<(Vec<usize>, Vec<f64>)> {
+    let (layers, dir) = match detector.layout() {
+        ScoreLayout::LayerColumns => (Vec::new(), run.scores_dir(detector, set, 0)),
+        ScoreLayout::ClassScoresPerLayer => {
+            let layers = run.list_layers(detector, set)?;
+            let Some(&first) = layers.first() else {
+                return Err(Error::format(
+                    run.detector_dir(detector).join(set),
+                    format!(
+                        "no layer_{{l}} folders of {} scores; run {} first",
+                        detector.label(),
+                        detector.stage()
+                    ),
+                ));
+            };
+            (layers.clone(), run.scores_dir(detector, set, first))
+        }
+    };
+    let eps = list_magnitudes(&dir)?;
+    if eps.is_empty() {
+        return Err(Error::format(
+            &dir,
+            format!(
+                "no eps_{{eps}}.npz score files; run {} first",
+                detector.stage()
+            ),
+        ));
+    }
+    Ok((layers, eps))
+}
+
+/// Loads the score files of `ood` (and of the FGSM sets for FGSM validation) from `run` and runs
+/// [`evaluate_detector`] with scikit-learn's default regression. The flow's layers and the magnitudes
+/// are those found for `ood`; every needed file must exist.
+pub fn evaluate_run(
+    run: &RunDir,
+    detector: DetectorKind,
+    ood: &str,
+    validation: Validation,
+) -> Result<DetectorResult> {
+    let (layers, magnitudes) = discover(run, detector, ood)?;
+    let mut inputs = Vec::with_capacity(magnitudes.len());
+    for &eps in &magnitudes {
+        let io = load_features(run, detector, ood, &layers, eps)?;
+        let fgsm = match validation {
+            Validation::Ood => None,
+            Validation::Fgsm => Some(load_features(run, detector, FGSM, &layers, eps)?),
+        };
+        inputs.push(EpsInput { io, fgsm });
+    }
+    evaluate_detector(
+        detector,
+        ood,
+        validation,
+        &inputs,
+        &LogisticRegressionCv::default(),
+    )
+}

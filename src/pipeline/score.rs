@@ -1,0 +1,368 @@
+//! The scoring stages (`rf-mahalanobis`, `rf-score`; SPEC sections 6 and 7): a [`Detector`]'s
+//! class scores of every layer with input pre-processing at every magnitude, for the test split,
+//! each prepared OOD set and, with FGSM validation, the FGSM sets; written as score files in the
+//! detector's [`ScoreLayout`] ([`crate::store::scores`]). The test split is scored once for all
+//! OOD sets.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use tch::{Device, Kind, Tensor};
+
+use super::Common;
+use crate::data::{self, BatchSource, ImageSet, Split};
+use crate::detect::fgsm::FgsmSets;
+use crate::detect::gaussian::LayerStats;
+use crate::detect::mahalanobis::Mahalanobis;
+use crate::detect::preprocess::{score_set, ScoreFn};
+use crate::detect::resflow::ResidualFlow;
+use crate::detect::{Detector, DetectorKind, ScoreLayout, MAGNITUDES};
+use crate::error::{Error, Result};
+use crate::fit::Validation;
+use crate::models::{load_checkpoint, LoadedClassifier};
+use crate::progress::Progress;
+use crate::store::features::{FeatureDir, FeatureManifest};
+use crate::store::scores::{write_scores, ScoreFile, FGSM};
+use crate::store::RunDir;
+
+/// Default batch size of the scoring stages.
+pub const SCORING_BATCH_SIZE: usize = 100;
+
+/// The stage's options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Run, data and device (batch size default [`SCORING_BATCH_SIZE`]).
+    pub common: Common,
+    /// The detector to score with.
+    pub detector: DetectorKind,
+    /// With [`Validation::Fgsm`], also the FGSM sets written by `rf-fgsm`.
+    pub validation: Validation,
+    /// Classifier checkpoint; `None`: the one `rf-prepare` used (from the feature manifest).
+    pub classifier: Option<PathBuf>,
+    /// Input pre-processing magnitudes.
+    pub magnitudes: Vec<f64>,
+}
+
+impl Default for Options {
+    /// The residual flow on the OOD sets at the seven magnitudes of SPEC 6.
+    fn default() -> Self {
+        Options {
+            common: Common::default(),
+            detector: DetectorKind::Resflow,
+            validation: Validation::Ood,
+            classifier: None,
+            magnitudes: MAGNITUDES.to_vec(),
+        }
+    }
+}
+
+/// What [`run`] wrote.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The layers scored.
+    pub layers: Vec<usize>,
+    /// The sets scored (OOD sets, then [`FGSM`] when validating on it).
+    pub sets: Vec<String>,
+    /// The detector's score folder.
+    pub dir: PathBuf,
+}
+
+/// Runs the stage: opens the inputs ([`ScoringStage::open`]), builds the detector from the
+/// run's files and scores every set ([`score`]).
+pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
+    let stage = ScoringStage::open(options)?;
+    let inputs = stage.inputs()?;
+    let run = &stage.run;
+    let detector: Box<dyn Detector> = match options.detector {
+        DetectorKind::Mahalanobis => {
+            let stats = (0..inputs.manifest.layer_channels.len())
+                .map(|l| LayerStats::load(&stage.features.stats_path(l)))
+                .collect::<Result<Vec<_>>>()?;
+            Box::new(Mahalanobis::new(&stats, stage.device))
+        }
+        DetectorKind::Resflow => {
+            let mut layers = Vec::new();
+            for l in 0..inputs.manifest.layer_channels.len() {
+                let dir = run.flow_dir(l);
+                if dir.exists() {
+                    let means = LayerStats::load(&stage.features.stats_path(l))?.means;
+                    layers.push((l, dir, means));
+                }
+            }
+            if layers.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "no trained flow under {}; train one per layer with `rf-train --layer L`",
+                    run.flows_dir().display()
+                )));
+            }
+            Box::new(ResidualFlow::new(layers, stage.device))
+        }
+    };
+    let sets = score(
+        &stage,
+        &inputs,
+        detector.as_ref(),
+        &options.magnitudes,
+        progress,
+    )?;
+    Ok(Summary {
+        layers: detector.layers(),
+        sets,
+        dir: run.detector_dir(options.detector),
+    })
+}
+
+/// What a scoring stage scores: the feature manifest (checked against the classifier), the
+/// test split and every OOD set, each cut to the size `rf-prepare` used.
+pub struct ScoredInputs {
+    /// The feature folder's manifest.
+    pub manifest: FeatureManifest,
+    /// The in-distribution test split.
+    pub test: ImageSet,
+    /// The OOD sets, in the manifest's order.
+    pub oods: Vec<ImageSet>,
+}
+
+/// Everything a scoring stage reads.
+pub struct ScoringStage {
+    /// The classifier whose features are scored.
+    pub classifier: LoadedClassifier,
+    /// The feature folder written by rf-prepare.
+    pub features: FeatureDir,
+    /// The FGSM sets, when validating on them.
+    pub fgsm: Option<FgsmSets>,
+    /// The data sets' folder.
+    pub dataroot: PathBuf,
+    /// The run folder the score files go to.
+    pub run: RunDir,
+    /// Compute device.
+    pub device: Device,
+    /// Batch size.
+    pub batch_size: usize,
+}
+
+impl ScoringStage {
+    /// Opens the inputs named by the options: `classifier` overrides the checkpoint recorded in
+    /// the feature manifest; FGSM validation also loads the FGSM sets written by rf-fgsm.
+    pub fn open(options: &Options) -> Result<ScoringStage> {
+        let common = &options.common;
+        let run = common.run_dir();
+        let features = run.features();
+        let manifest = features.manifest()?;
+        let classifier_path: &Path = options
+            .classifier
+            .as_deref()
+            .unwrap_or(&manifest.classifier);
+        let classifier = load_checkpoint(classifier_path, common.device)?;
+        let fgsm = if options.validation == Validation::Fgsm {
+            let sets = FgsmSets::load_for(&run.fgsm_dir(), &classifier)
+                .map_err(|e| Error::Invalid(format!("{e}\n(run rf-fgsm first)")))?;
+            Some(sets)
+        } else {
+            None
+        };
+        Ok(ScoringStage {
+            classifier,
+            features,
+            fgsm,
+            dataroot: common.dataroot.clone(),
+            run,
+            device: common.device,
+            batch_size: common.batch_size_or(SCORING_BATCH_SIZE),
+        })
+    }
+
+    /// Reads the manifest, checks that it was prepared with this classifier, and loads the sets
+    /// to score.
+    pub fn inputs(&self) -> Result<ScoredInputs> {
+        let manifest = self.features.manifest()?;
+        check_classifier(&self.classifier, &manifest, &self.features)?;
+        let (test, oods) = scored_sets(&manifest, &self.dataroot)?;
+        Ok(ScoredInputs {
+            manifest,
+            test,
+            oods,
+        })
+    }
+
+    /// Scores `set` at feature layer `layer` for every magnitude with the stage's classifier,
+    /// batch size and device ([`score_set`]), showing progress under `{set} layer {layer}`.
+    pub fn score_layer(
+        &self,
+        set: BatchSource<'_>,
+        layer: usize,
+        magnitudes: &[f64],
+        score: &ScoreFn,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<Tensor>> {
+        progress.start(&format!("{} layer {layer}", set.name()), set.len());
+        let out = score_set(
+            self.classifier.net.as_ref(),
+            set,
+            self.classifier.meta.normalization,
+            layer,
+            magnitudes,
+            self.batch_size,
+            self.device,
+            score,
+            &mut |n| progress.advance(n),
+        );
+        progress.finish();
+        out
+    }
+}
+
+/// Per set name, per magnitude: the `[N, C]` scores of each layer scored so far.
+type SetScores = BTreeMap<String, Vec<Vec<Tensor>>>;
+
+/// Scores the test split, every OOD set and (when loaded) the FGSM sets with `detector`, layer
+/// by layer, and writes the score files of its layout under the stage's run folder. Returns the
+/// sets written.
+pub fn score(
+    stage: &ScoringStage,
+    inputs: &ScoredInputs,
+    detector: &dyn Detector,
+    magnitudes: &[f64],
+    progress: &mut dyn Progress,
+) -> Result<Vec<String>> {
+    let kind = detector.kind();
+    let test_key = format!("test_{}", inputs.test.name);
+    let mut sets: Vec<(String, BatchSource<'_>)> = vec![(test_key.clone(), (&inputs.test).into())];
+    sets.extend(inputs.oods.iter().map(|o| (o.name.clone(), o.into())));
+    if let Some(f) = &stage.fgsm {
+        sets.extend(f.named().map(|s| (s.name.clone(), s.into())));
+    }
+    // With one file for all layers, every layer's scores are kept until the end.
+    let mut kept = SetScores::new();
+    for layer in detector.layers() {
+        let score = detector.layer_scores(layer)?;
+        let mut this_layer = SetScores::new();
+        for (key, set) in &sets {
+            let per_eps = stage.score_layer(*set, layer, magnitudes, score.as_ref(), progress)?;
+            this_layer.insert(key.clone(), vec![per_eps]);
+        }
+        match kind.layout() {
+            ScoreLayout::ClassScoresPerLayer => write_files(
+                stage,
+                inputs,
+                kind,
+                layer,
+                magnitudes,
+                &test_key,
+                &this_layer,
+            )?,
+            ScoreLayout::LayerColumns => {
+                for (key, mut s) in this_layer {
+                    let best = s.remove(0).iter().map(|t| t.max_dim(1, false).0).collect();
+                    kept.entry(key).or_default().push(best);
+                }
+            }
+        }
+    }
+    if kind.layout() == ScoreLayout::LayerColumns {
+        // Per set: [layer][eps] best class scores [N] -> per eps one [N, L] matrix.
+        let columns: SetScores = kept
+            .into_iter()
+            .map(|(key, layers)| {
+                let per_eps = (0..magnitudes.len())
+                    .map(|k| {
+                        let cols: Vec<&Tensor> = layers.iter().map(|l| &l[k]).collect();
+                        Tensor::stack(&cols, 1)
+                    })
+                    .collect();
+                (key, vec![per_eps])
+            })
+            .collect();
+        write_files(stage, inputs, kind, 0, magnitudes, &test_key, &columns)?;
+    }
+    let mut written: Vec<String> = inputs.oods.iter().map(|o| o.name.clone()).collect();
+    if stage.fgsm.is_some() {
+        written.push(FGSM.to_string());
+    }
+    Ok(written)
+}
+
+/// Writes the score files of `layer` (ignored by [`ScoreLayout::LayerColumns`]): per OOD set
+/// and magnitude, its rows then the test split's; for FGSM, adversarial then clean then noisy.
+fn write_files(
+    stage: &ScoringStage,
+    inputs: &ScoredInputs,
+    kind: DetectorKind,
+    layer: usize,
+    magnitudes: &[f64],
+    test_key: &str,
+    scores: &SetScores,
+) -> Result<()> {
+    let at = |key: &str, k: usize| -> Result<Array2<f64>> { to_array2(&scores[key][0][k]) };
+    for (k, &eps) in magnitudes.iter().enumerate() {
+        for ood in &inputs.oods {
+            let file = ScoreFile::from_parts(at(&ood.name, k)?, at(test_key, k)?)?;
+            write_scores(&stage.run.score_path(kind, &ood.name, layer, eps), &file)?;
+        }
+        if let Some(f) = &stage.fgsm {
+            let [clean, noisy, adv] = f.named().map(|s| s.name.as_str());
+            let file = ScoreFile::fgsm_from_parts(at(adv, k)?, at(clean, k)?, at(noisy, k)?)?;
+            write_scores(&stage.run.score_path(kind, FGSM, layer, eps), &file)?;
+        }
+    }
+    Ok(())
+}
+
+/// A float64 `[R, C]` tensor as an ndarray matrix.
+pub fn to_array2(t: &Tensor) -> Result<Array2<f64>> {
+    let (rows, cols) = (t.size()[0] as usize, t.size()[1] as usize);
+    let data = Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous().view(-1))?;
+    Ok(Array2::from_shape_vec((rows, cols), data).expect("shape matches the data"))
+}
+
+/// The image sets a scoring stage evaluates: the test split and the OOD sets of the feature
+/// folder, each cut to the size that `rf-prepare` used.
+fn scored_sets(manifest: &FeatureManifest, dataroot: &Path) -> Result<(ImageSet, Vec<ImageSet>)> {
+    let load = |name: &str, key: &str| -> Result<ImageSet> {
+        let set = data::load(name, dataroot, Split::Test)?;
+        let rows = manifest.sets[key];
+        if set.len() < rows {
+            return Err(Error::Invalid(format!(
+                "`{name}` under {} has {} images but the features were prepared from {rows}; rerun rf-prepare",
+                dataroot.display(),
+                set.len()
+            )));
+        }
+        Ok(set.take(rows))
+    };
+    let test = load(&manifest.dataset, "test")?;
+    let oods = manifest
+        .sets
+        .keys()
+        .filter_map(|k| k.strip_prefix("ood_"))
+        .map(|name| load(name, &format!("ood_{name}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((test, oods))
+}
+
+/// Fails when the feature folder was prepared with another network than `classifier`.
+fn check_classifier(
+    classifier: &LoadedClassifier,
+    manifest: &FeatureManifest,
+    features: &FeatureDir,
+) -> Result<()> {
+    let channels = classifier.net.layer_channels();
+    if manifest.net_type != classifier.meta.architecture
+        || manifest.layer_channels != channels
+        || manifest.num_classes != classifier.meta.num_classes as usize
+    {
+        return Err(Error::format(
+            features.manifest_path(),
+            format!(
+                "features of a {} with layers {:?} and {} classes, but the classifier is a {} with layers {:?} and {} classes; rerun rf-prepare with this classifier",
+                manifest.net_type.name(),
+                manifest.layer_channels,
+                manifest.num_classes,
+                classifier.meta.architecture.name(),
+                channels,
+                classifier.meta.num_classes
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The flow-training stage (`rf-train`, SPEC section 5) for one layer: data from the feature
+//! folder, the batched trainer, monitoring AUROC on test vs OOD features, checkpoints, history
+//! files.
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use super::Common;
+use crate::detect::flow::{
+    checkpoint::META_FILE, default_length_hidden, split_validation, FlowModel, FlowSpec,
+    FlowTrainConfig, IterationRecord, Trainer,
+};
+use crate::detect::gaussian::LayerStats;
+use crate::error::{Error, Result};
+use crate::fit::metrics;
+use crate::progress::Progress;
+use crate::store::features::FeatureDir;
+use crate::store::history::{write_history, AurocHistory};
+use crate::store::RunDir;
+
+/// The reference's number of held-out validation samples (divided evenly over the classes).
+pub const VALIDATION_TOTAL: usize = 10_000;
+/// Rows per kind that the AUROC monitoring uses (SPEC 5): the first 2000 in-distribution test
+/// rows and the first 2000 OOD rows.
+pub const MONITOR_ROWS: usize = 2000;
+
+/// The stage's options; [`Default`] is the reference's training of layer 0 (1000 iterations).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Run and device (batch size default 256; `common.seed` seeds the training).
+    pub common: Common,
+    /// Everything about the layer's training; its `config.batch_size` and `config.seed` are taken
+    /// from `common`.
+    pub flow: FlowTrainOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            common: Common::default(),
+            flow: FlowTrainOptions::default(),
+        }
+    }
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Every iteration's record (those of an earlier, resumed run included).
+    pub history: Vec<IterationRecord>,
+    /// The last monitored AUROC.
+    pub last_auroc: Option<f64>,
+    /// The flow's checkpoint folder.
+    pub flow_dir: PathBuf,
+}
+
+/// Runs the stage for `options.flow.layer`, showing one task of `num_iter` steps with the
+/// current losses and monitored AUROC.
+pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
+    let common = &options.common;
+    let mut flow = options.flow.clone();
+    flow.config.batch_size = common.batch_size_or(flow.config.batch_size);
+    flow.config.seed = common.seed;
+    flow.device = common.device;
+    let run_dir = common.run_dir();
+    progress.start(&format!("layer {} flow", flow.layer), flow.num_iter);
+    let (mut position, mut last_auroc) = (0, None);
+    let history = train_layer(&run_dir.features(), &run_dir, &flow, &mut |record| {
+        if let Some(a) = record.monitor.as_ref().and_then(|m| m.auroc) {
+            last_auroc = Some(a);
+        }
+        progress.advance((record.iteration + 1).saturating_sub(position));
+        position = position.max(record.iteration + 1);
+        progress.message(&format!(
+            "loss {:.3} val {:.3} AUROC {}",
+            record.train_loss,
+            record.validation_loss,
+            last_auroc.map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a))
+        ));
+    });
+    progress.finish();
+    Ok(Summary {
+        history: history?,
+        last_auroc,
+        flow_dir: run_dir.flow_dir(flow.layer),
+    })
+}
+
+/// Options of one layer's training.
+#[derive(Debug, Clone)]
+pub struct FlowTrainOptions {
+    /// Feature layer.
+    pub layer: usize,
+    /// Train until this many iterations are done.
+    pub num_iter: usize,
+    /// Adam learning rate, batch size, seed, monitoring period.
+    pub config: FlowTrainConfig,
+    /// Hidden width factor (default: the reference's table).
+    pub length_hidden: Option<f64>,
+    /// Checkpoint every this many iterations (and at the end).
+    pub checkpoint_every: usize,
+    /// Continue from the layer's checkpoint.
+    pub resume: bool,
+    /// Held-out validation samples in total, divided evenly over the classes (reference: 10,000).
+    pub validation_total: usize,
+    /// OOD set whose features are monitored (default: the first prepared one).
+    pub monitor_ood: Option<String>,
+    /// Compute device.
+    pub device: Device,
+}
+
+impl Default for FlowTrainOptions {
+    /// The reference's settings for layer 0: 1000 iterations, checkpoints every 500, 10,000
+    /// validation samples, the first prepared OOD set monitored, on the CPU.
+    fn default() -> Self {
+        FlowTrainOptions {
+            layer: 0,
+            num_iter: 1000,
+            config: FlowTrainConfig::default(),
+            length_hidden: None,
+            checkpoint_every: 500,
+            resume: false,
+            validation_total: VALIDATION_TOTAL,
+            monitor_ood: None,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// Per-class train features of `layer`, centred by their class means, in stored order.
+fn centred_per_class(
+    features: &FeatureDir,
+    layer: usize,
+    stats: &LayerStats,
+) -> Result<Vec<Tensor>> {
+    let manifest = features.manifest()?;
+    let x = features
+        .read_layer(&manifest, "train", layer)?
+        .to_kind(Kind::Double);
+    let labels = features.read_labels(&manifest, "train")?;
+    (0..manifest.num_classes as i64)
+        .map(|c| {
+            let rows = labels.eq(c).nonzero().squeeze_dim(1);
+            if rows.size()[0] == 0 {
+                return Err(Error::format(
+                    features.labels_path("train"),
+                    format!("class {c} has no train features"),
+                ));
+            }
+            Ok((x.index_select(0, &rows) - stats.means.get(c)).to_kind(Kind::Float))
+        })
+        .collect()
+}
+
+/// Writes the checkpoint into a fresh sibling folder, then swaps it in, so a crash never leaves a
+/// half-written checkpoint in place.
+fn save_atomically(trainer: &Trainer, dir: &Path) -> Result<()> {
+    let partial = PathBuf::from(format!("{}.partial", dir.display()));
+    let old = PathBuf::from(format!("{}.old", dir.display()));
+    let _ = std::fs::remove_dir_all(&partial);
+    trainer.save_checkpoint(&partial)?;
+    if dir.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&partial, dir).map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Writes the monitoring AUROC history (for plots) and the loss history as `.npy`
+/// (`[iteration, train loss, validation loss]` rows).
+fn write_histories(
+    run: &RunDir,
+    layer: usize,
+    ood: &str,
+    history: &[IterationRecord],
+) -> Result<()> {
+    let monitored: Vec<(usize, f64)> = history
+        .iter()
+        .filter_map(|r| {
+            r.monitor
+                .as_ref()
+                .and_then(|m| m.auroc)
+                .map(|a| (r.iteration, a))
+        })
+        .collect();
+    write_history(
+        &run.history_path(layer),
+        &AurocHistory {
+            ood: ood.to_string(),
+            iteration: monitored.iter().map(|m| m.0).collect(),
+            auroc: monitored.iter().map(|m| m.1).collect(),
+        },
+    )?;
+    let rows: Vec<f64> = history
+        .iter()
+        .flat_map(|r| [r.iteration as f64, r.train_loss, r.validation_loss])
+        .collect();
+    let losses = Tensor::from_slice(&rows).view([history.len() as i64, 3]);
+    crate::io::write_npy_f64(&run.loss_history_path(layer), &losses)
+}
+
+/// Refuses to resume a checkpoint made from other features (another whitening of the layer) or
+/// with another learning rate, batch size or seed: continuing it would silently mix two runs.
+fn check_resumable(
+    trainer: &Trainer,
+    stats: &LayerStats,
+    config: &FlowTrainConfig,
+    dir: &Path,
+) -> Result<()> {
+    let saved = &trainer.model().a_inv;
+    let current = &stats.whitening.a_inv;
+    let same_whitening = saved.size() == current.size() && {
+        let current = current.to_kind(Kind::Double).to_device(Device::Cpu);
+        let diff = (saved.to_kind(Kind::Double).to_device(Device::Cpu) - &current)
+            .abs()
+            .max()
+            .double_value(&[]);
+        diff <= 1e-5 * (1.0 + current.abs().max().double_value(&[]))
+    };
+    if !same_whitening {
+        return Err(Error::format(
+            dir,
+            "this flow was trained on other features (the layer's whitening differs, e.g. after a new \
+             classifier or rf-prepare run); train without --resume to start afresh"
+                .to_string(),
+        ));
+    }
+    let saved = trainer.config();
+    let weights_of = |c: &FlowTrainConfig| (c.lr, c.batch_size, c.seed);
+    if weights_of(saved) != weights_of(config) {
+        return Err(Error::format(
+            dir,
+            format!(
+                "this flow was trained with lr {}, batch size {}, seed {}, not the requested lr {}, \
+                 batch size {}, seed {}; resume with the same settings or train without --resume",
+                saved.lr, saved.batch_size, saved.seed, config.lr, config.batch_size, config.seed
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Trains (or resumes) the flow of one layer; `on_iteration` sees every iteration's record.
+pub fn train_layer(
+    features: &FeatureDir,
+    run: &RunDir,
+    options: &FlowTrainOptions,
+    on_iteration: &mut dyn FnMut(&IterationRecord),
+) -> Result<Vec<IterationRecord>> {
+    let manifest = features.manifest()?;
+    let l = options.layer;
+    if l >= manifest.layer_channels.len() {
+        return Err(Error::Invalid(format!(
+            "--layer {l}: the {} has layers 0..{}",
+            manifest.net_type.name(),
+            manifest.layer_channels.len()
+        )));
+    }
+    let stats = LayerStats::load(&features.stats_path(l))?;
+    let per_class = centred_per_class(features, l, &stats)?;
+    let (validation, train) = split_validation(&per_class, options.validation_total)?;
+    let dir = run.flow_dir(l);
+
+    let ood = match &options.monitor_ood {
+        Some(name) => name.clone(),
+        None => manifest
+            .sets
+            .keys()
+            .find_map(|k| k.strip_prefix("ood_").map(str::to_string))
+            .ok_or_else(|| {
+                Error::Invalid(
+                    "no OOD features prepared to monitor; run rf-prepare with --ood".into(),
+                )
+            })?,
+    };
+    let take = |set: &str| -> Result<Tensor> {
+        let x = features.read_layer(&manifest, set, l)?;
+        let n = x.size()[0].min(MONITOR_ROWS as i64);
+        Ok(x.narrow(0, 0, n).to_device(options.device))
+    };
+    let (test_x, ood_x) = (take("test")?, take(&format!("ood_{ood}"))?);
+    let means = stats.means.to_kind(Kind::Float).to_device(options.device);
+
+    let mut trainer = if options.resume && dir.join(META_FILE).exists() {
+        let trainer = Trainer::resume(&dir, train, validation, Kind::Float, options.device)?;
+        check_resumable(&trainer, &stats, &options.config, &dir)?;
+        trainer
+    } else {
+        let spec = FlowSpec {
+            num_classes: manifest.num_classes,
+            length_hidden: options.length_hidden.unwrap_or_else(|| {
+                default_length_hidden(manifest.net_type.name(), &manifest.dataset, l)
+            }),
+            layer: l,
+            net: manifest.net_type.name().to_string(),
+            dataset: manifest.dataset.clone(),
+        };
+        let model = FlowModel::init(
+            &spec,
+            &stats.whitening,
+            options.config.seed,
+            Kind::Float,
+            options.device,
+        )?;
+        Trainer::new(model, train, validation, options.config.clone())?
+    };
+    let auroc = |model: &FlowModel| -> Result<Option<f64>> {
+        let best = |x: &Tensor| -> Result<Vec<f64>> {
+            let s = model.log_prob_chunked(x, &means, 1000)?.max_dim(1, false).0;
+            Ok(Vec::<f64>::try_from(
+                s.to_kind(Kind::Double).to_device(Device::Cpu),
+            )?)
+        };
+        Ok(Some(
+            metrics::compute(&best(&test_x)?, &best(&ood_x)?)?.auroc,
+        ))
+    };
+    let every = options.checkpoint_every.max(1);
+    let result = trainer.run(options.num_iter, auroc, |t, record| {
+        on_iteration(record);
+        if record.iteration % every == 0 {
+            save_atomically(t, &dir)?;
+            write_histories(run, l, &ood, t.history())?;
+        }
+        Ok(())
+    });
+    result?;
+    save_atomically(&trainer, &dir)?;
+    write_histories(run, l, &ood, trainer.history())?;
+    Ok(trainer.history().to_vec())
+}

@@ -1,0 +1,221 @@
+//! The feature folder, `{outf}/{net}_{dataset}/features/` ([`crate::store::RunDir::features`]),
+//! written by `rf-prepare` and read by every later stage:
+//! - `manifest.json` ([`FeatureManifest`]): network, data set, classifier, layer sizes, k per layer,
+//!   sets and their sizes. Written last, so a folder with a manifest is complete.
+//! - `{set}_labels.npy` (int64 `[N]`) and `{set}_layer{l}.npy` (float32 `[N, C_l]`, mean-pooled
+//!   activations) for `set` = `train` (rows grouped by class: all class-0 rows in stored order,
+//!   then class 1, ...), `test`, `ood_{name}` for each OOD set, and with `--validation-src fgsm`
+//!   the FGSM sets `fgsm_clean`, `fgsm_noisy`, `fgsm_adv` (see [`crate::detect::fgsm`]).
+//! - `stats_layer{l}.safetensors` ([`LayerStats`]): `means` `[C, C_l]`, `A` `[C_l, k]`, `A_inv`
+//!   `[k, C_l]`, `log_abs_det_A_inv` `[1]`, `precision` `[C_l, C_l]` (pseudo-inverse of the tied
+//!   covariance), all float64.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use tch::{Kind, Tensor};
+
+use crate::detect::gaussian::{check_finite, LayerStats, Whitening};
+use crate::error::{Error, Result};
+use crate::io;
+use crate::models::{Features, NetType};
+
+impl LayerStats {
+    /// Writes the statistics as a safetensors file (names in the module documentation).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let log_det = Tensor::from_slice(&[self.whitening.log_abs_det_a_inv]);
+        let named = [
+            ("means", &self.means),
+            ("A", &self.whitening.a),
+            ("A_inv", &self.whitening.a_inv),
+            ("log_abs_det_A_inv", &log_det),
+            ("precision", &self.precision),
+        ];
+        let named: Vec<(&str, Tensor)> = named
+            .iter()
+            .map(|(n, t)| (*n, t.to_kind(Kind::Double).contiguous()))
+            .collect();
+        io::write_atomically(path, |tmp| {
+            Tensor::write_safetensors(&named, tmp).map_err(|e| Error::format(tmp, e.to_string()))
+        })
+    }
+
+    /// Reads statistics written by [`LayerStats::save`], checking every tensor's shape.
+    pub fn load(path: &Path) -> Result<LayerStats> {
+        let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+            .map_err(|e| Error::format(path, format!("not a readable safetensors file: {e}")))?
+            .into_iter()
+            .collect();
+        let get = |name: &str| {
+            tensors.get(name).map(|t| t.shallow_clone()).ok_or_else(|| {
+                Error::format(path, format!("tensor `{name}` missing; rerun rf-prepare"))
+            })
+        };
+        let (means, a, a_inv, log_det, precision) = (
+            get("means")?,
+            get("A")?,
+            get("A_inv")?,
+            get("log_abs_det_A_inv")?,
+            get("precision")?,
+        );
+        let d = means.size().get(1).copied().unwrap_or(0);
+        let k = a.size().get(1).copied().unwrap_or(0);
+        if a.size() != [d, k]
+            || a_inv.size() != [k, d]
+            || precision.size() != [d, d]
+            || log_det.numel() != 1
+        {
+            return Err(Error::format(
+                path,
+                format!(
+                    "inconsistent shapes: means {:?}, A {:?}, A_inv {:?}, precision {:?}",
+                    means.size(),
+                    a.size(),
+                    a_inv.size(),
+                    precision.size()
+                ),
+            ));
+        }
+        Ok(LayerStats {
+            means,
+            whitening: Whitening {
+                a,
+                a_inv,
+                log_abs_det_a_inv: log_det.double_value(&[0]),
+                k: k as usize,
+            },
+            precision,
+        })
+    }
+}
+
+/// What a feature folder holds (`manifest.json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureManifest {
+    /// The classifier's architecture.
+    pub net_type: NetType,
+    /// The in-distribution data set.
+    pub dataset: String,
+    /// The classifier checkpoint the features come from.
+    pub classifier: PathBuf,
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Channels of each layer.
+    pub layer_channels: Vec<i64>,
+    /// Whitening rank k of each layer.
+    pub layer_ranks: Vec<usize>,
+    /// Classifier accuracy on the train split.
+    pub train_accuracy: f64,
+    /// Classifier accuracy on the test split.
+    pub test_accuracy: f64,
+    /// Row count of every stored set (`train`, `test`, `ood_{name}`, `fgsm_{clean,noisy,adv}`).
+    pub sets: BTreeMap<String, usize>,
+    /// Version of resflow that wrote the folder.
+    pub library_version: String,
+}
+
+/// A feature folder on disk.
+#[derive(Debug, Clone)]
+pub struct FeatureDir {
+    /// The folder.
+    pub path: PathBuf,
+}
+
+impl FeatureDir {
+    /// The feature folder at `path` (usually [`crate::store::RunDir::features`]).
+    pub fn new(path: impl Into<PathBuf>) -> FeatureDir {
+        FeatureDir { path: path.into() }
+    }
+
+    /// Path of the manifest.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.path.join("manifest.json")
+    }
+
+    /// Path of a set's labels.
+    pub fn labels_path(&self, set: &str) -> PathBuf {
+        self.path.join(format!("{set}_labels.npy"))
+    }
+
+    /// Path of a set's features of layer `layer`.
+    pub fn layer_path(&self, set: &str, layer: usize) -> PathBuf {
+        self.path.join(format!("{set}_layer{layer}.npy"))
+    }
+
+    /// Path of a layer's statistics.
+    pub fn stats_path(&self, layer: usize) -> PathBuf {
+        self.path.join(format!("stats_layer{layer}.safetensors"))
+    }
+
+    /// Writes a set's labels and per-layer features.
+    pub fn write_set(&self, set: &str, features: &Features) -> Result<()> {
+        io::write_npy_i64(&self.labels_path(set), &features.labels)?;
+        for (l, layer) in features.layers.iter().enumerate() {
+            io::write_npy_f32(&self.layer_path(set, l), layer)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the manifest, with a hint to run `rf-prepare` when it is missing.
+    pub fn manifest(&self) -> Result<FeatureManifest> {
+        let path = self.manifest_path();
+        if !path.exists() {
+            return Err(Error::format(
+                &path,
+                "no feature manifest here; run rf-prepare for this network and data set first",
+            ));
+        }
+        io::read_json(&path)
+    }
+
+    /// Reads a set's features of one layer, checking them against the manifest (row count,
+    /// channels, finiteness).
+    pub fn read_layer(
+        &self,
+        manifest: &FeatureManifest,
+        set: &str,
+        layer: usize,
+    ) -> Result<Tensor> {
+        let path = self.layer_path(set, layer);
+        let rows = *manifest.sets.get(set).ok_or_else(|| {
+            Error::format(
+                self.manifest_path(),
+                format!(
+                    "no set `{set}` (have: {:?})",
+                    manifest.sets.keys().collect::<Vec<_>>()
+                ),
+            )
+        })?;
+        let channels = *manifest.layer_channels.get(layer).ok_or_else(|| {
+            Error::format(
+                self.manifest_path(),
+                format!(
+                    "no layer {layer} (the network has {})",
+                    manifest.layer_channels.len()
+                ),
+            )
+        })?;
+        let features = io::read_npy_f32(&path)?;
+        if features.size() != [rows as i64, channels] {
+            return Err(Error::format(
+                &path,
+                format!("expected features [{rows}, {channels}] as the manifest says, found {:?}; rerun rf-prepare", features.size()),
+            ));
+        }
+        check_finite(&features, &path.display().to_string())?;
+        Ok(features)
+    }
+
+    /// Reads a set's labels, checking the row count against the manifest.
+    pub fn read_labels(&self, manifest: &FeatureManifest, set: &str) -> Result<Tensor> {
+        let path = self.labels_path(set);
+        let labels = io::read_npy_i64(&path)?;
+        let rows = manifest.sets.get(set).copied().unwrap_or(0) as i64;
+        if labels.size() != [rows] {
+            return Err(Error::format(
+                &path,
+                format!("expected {rows} labels, found shape {:?}", labels.size()),
+            ));
+        }
+        Ok(labels)
+    }
+}

@@ -1,0 +1,130 @@
+//! The FGSM folder, `{outf}/{net}_{dataset}/fgsm/` ([`crate::store::RunDir::fgsm_dir`]):
+//!
+//! - `clean.npy`, `adv.npy`, `noisy.npy`: float32 `[K, 3, 32, 32]`, normalised inputs of the kept
+//!   samples, in test-split order;
+//! - `labels.npy`: int64 `[K]`;
+//! - `summary.json` ([`FgsmSummary`]): counts, accuracies, mean L-inf perturbation, settings.
+//!   Written last, so a folder with a summary is complete.
+use std::path::{Path, PathBuf};
+
+use tch::Tensor;
+
+use crate::data::Normalization;
+use crate::detect::fgsm::{FgsmCounts, FgsmSets};
+use crate::error::{Error, Result};
+use crate::io;
+use crate::models::{LoadedClassifier, NetType};
+
+/// `summary.json` of an FGSM folder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FgsmSummary {
+    /// The classifier's architecture.
+    pub net_type: NetType,
+    /// The in-distribution data set.
+    pub dataset: String,
+    /// The classifier checkpoint.
+    pub classifier: PathBuf,
+    /// The normalisation of the stored inputs (the classifier's).
+    pub normalization: Normalization,
+    /// Noise standard deviation.
+    pub sigma: f64,
+    /// Adversarial step ([`crate::detect::fgsm::ADVERSARIAL_STEP`]).
+    pub step: f64,
+    /// Clamp range ([`crate::detect::fgsm::clamp_range`]).
+    pub clamp: [f64; 2],
+    /// Seed of the noise.
+    pub seed: u64,
+    /// Counts and the mean perturbation.
+    pub counts: FgsmCounts,
+    /// Clean accuracy in [0, 1].
+    pub clean_accuracy: f64,
+    /// Adversarial accuracy in [0, 1].
+    pub adversarial_accuracy: f64,
+    /// Noisy accuracy in [0, 1].
+    pub noisy_accuracy: f64,
+    /// Version of resflow that wrote the folder.
+    pub library_version: String,
+}
+
+impl FgsmSets {
+    /// Writes the `.npy` files, then `summary` (see the module documentation), each atomically.
+    pub fn save(&self, dir: &Path, summary: &FgsmSummary) -> Result<()> {
+        io::write_npy_f32(&dir.join("clean.npy"), &self.clean.images)?;
+        io::write_npy_f32(&dir.join("adv.npy"), &self.adv.images)?;
+        io::write_npy_f32(&dir.join("noisy.npy"), &self.noisy.images)?;
+        io::write_npy_i64(&dir.join("labels.npy"), &self.labels)?;
+        io::write_json(&dir.join("summary.json"), summary)
+    }
+
+    /// Reads a folder written by [`FgsmSets::save`], checking shapes against the summary. Errors
+    /// (naming the file) when it is incomplete, inconsistent or holds no sample.
+    pub fn load(dir: &Path) -> Result<(FgsmSets, FgsmSummary)> {
+        let summary_path = dir.join("summary.json");
+        if !summary_path.exists() {
+            return Err(Error::format(
+                &summary_path,
+                "no FGSM summary here; run rf-fgsm for this network and data set first",
+            ));
+        }
+        let summary: FgsmSummary = io::read_json(&summary_path)?;
+        let k = summary.counts.kept as i64;
+        if k == 0 {
+            return Err(Error::format(
+                &summary_path,
+                "rf-fgsm kept no sample (no image was classified right with and without noise and wrong after the attack)",
+            ));
+        }
+        let images = |name: &str| -> Result<Tensor> {
+            let path = dir.join(name);
+            let t = io::read_npy_f32(&path)?;
+            if t.size() != [k, 3, 32, 32] {
+                return Err(Error::format(
+                    &path,
+                    format!(
+                        "expected shape [{k}, 3, 32, 32] (summary.json), found {:?}",
+                        t.size()
+                    ),
+                ));
+            }
+            Ok(t)
+        };
+        let (clean, adv, noisy) = (
+            images("clean.npy")?,
+            images("adv.npy")?,
+            images("noisy.npy")?,
+        );
+        let labels_path = dir.join("labels.npy");
+        let labels = io::read_npy_i64(&labels_path)?;
+        if labels.size() != [k] {
+            return Err(Error::format(
+                &labels_path,
+                format!(
+                    "expected {k} labels (summary.json), found shape {:?}",
+                    labels.size()
+                ),
+            ));
+        }
+        Ok((FgsmSets::new(clean, noisy, adv, labels), summary))
+    }
+
+    /// Loads the sets from `dir` and checks they were made with `classifier`'s normalisation and
+    /// architecture.
+    pub fn load_for(dir: &Path, classifier: &LoadedClassifier) -> Result<FgsmSets> {
+        let (sets, summary) = Self::load(dir)?;
+        if summary.normalization != classifier.meta.normalization
+            || summary.net_type != classifier.meta.architecture
+        {
+            return Err(Error::format(
+                dir.join("summary.json"),
+                format!(
+                    "FGSM samples of a {} with normalisation {:?}, but the classifier is a {} with {:?}; rerun rf-fgsm with this classifier",
+                    summary.net_type.name(),
+                    summary.normalization,
+                    classifier.meta.architecture.name(),
+                    classifier.meta.normalization
+                ),
+            ));
+        }
+        Ok(sets)
+    }
+}

@@ -1,0 +1,167 @@
+//! What `rf-regress` stores in a run folder: `results.json` ([`ResultsFile`], every
+//! (detector, validation, OOD set) result) and the chosen detector's test outputs
+//! `regression/{detector}_{validation}/{ood}.npz` ([`TestScores`], for plots).
+use std::path::Path;
+
+use ndarray::Array1;
+use ndarray_npy::{NpzReader, NpzWriter};
+use serde::{Deserialize, Serialize};
+
+use crate::detect::DetectorKind;
+use crate::error::{Error, Result};
+use crate::fit::detector::{DetectorResult, EpsTrial, RowCounts, TestScores, Validation};
+
+/// One (detector, validation, OOD set) result as stored in `results.json` (metrics as fractions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    /// The detector.
+    pub detector: DetectorKind,
+    /// How it was validated.
+    pub validation: Validation,
+    /// The OOD set.
+    pub ood: String,
+    /// The chosen magnitude.
+    pub eps: f64,
+    /// The regression's C.
+    pub c: f64,
+    /// Coefficients, one per layer.
+    pub coef: Vec<f64>,
+    /// Intercept.
+    pub intercept: f64,
+    /// TNR at TPR 95%.
+    pub tnr_at_tpr95: f64,
+    /// AUROC.
+    pub auroc: f64,
+    /// Detection accuracy.
+    pub dtacc: f64,
+    /// AUPR with in-distribution positive.
+    pub auin: f64,
+    /// AUPR with OOD positive.
+    pub auout: f64,
+    /// Every magnitude tried.
+    pub trials: Vec<EpsTrial>,
+    /// Row counts.
+    pub counts: RowCounts,
+}
+
+impl ResultRecord {
+    /// The record of a detector result.
+    pub fn from_result(r: &DetectorResult) -> Self {
+        ResultRecord {
+            detector: r.detector,
+            validation: r.validation,
+            ood: r.ood.clone(),
+            eps: r.eps,
+            c: r.c,
+            coef: r.coef.clone(),
+            intercept: r.intercept,
+            tnr_at_tpr95: r.metrics.tnr_at_tpr95,
+            auroc: r.metrics.auroc,
+            dtacc: r.metrics.dtacc,
+            auin: r.metrics.auin,
+            auout: r.metrics.auout,
+            trials: r.trials.clone(),
+            counts: r.counts,
+        }
+    }
+
+    /// The metrics in print order (fractions).
+    pub fn metrics(&self) -> [f64; 5] {
+        [
+            self.tnr_at_tpr95,
+            self.auroc,
+            self.dtacc,
+            self.auin,
+            self.auout,
+        ]
+    }
+}
+
+/// The contents of `results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultsFile {
+    /// Network name.
+    pub net: String,
+    /// In-distribution set.
+    pub dataset: String,
+    /// All results, sorted by detector, validation, OOD set.
+    pub results: Vec<ResultRecord>,
+}
+
+impl ResultsFile {
+    /// Replaces the records with the same (detector, validation, OOD set) as a new one, adds the
+    /// others, and keeps the list sorted.
+    pub fn merge(&mut self, new: &[ResultRecord]) {
+        self.results.retain(|r| {
+            !new.iter()
+                .any(|n| n.detector == r.detector && n.validation == r.validation && n.ood == r.ood)
+        });
+        self.results.extend_from_slice(new);
+        self.results.sort_by(|a, b| {
+            (a.detector, a.validation.name(), &a.ood).cmp(&(
+                b.detector,
+                b.validation.name(),
+                &b.ood,
+            ))
+        });
+    }
+}
+
+/// Reads `results.json`; `None` if it does not exist.
+pub fn read_results(path: &Path) -> Result<Option<ResultsFile>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::format(path, format!("{e}; expected rf-regress's results.json"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Writes `results` as pretty JSON (atomically).
+pub fn write_results(path: &Path, results: &ResultsFile) -> Result<()> {
+    crate::io::write_json(path, results)
+}
+
+const TEST_ARRAYS: [&str; 4] = ["confidence_in", "confidence_ood", "logit_in", "logit_ood"];
+
+/// Writes the test outputs as `.npz` (atomically).
+pub fn write_test_scores(path: &Path, t: &TestScores) -> Result<()> {
+    crate::io::write_buffered(path, |w| {
+        let err = |e: ndarray_npy::WriteNpzError| Error::format(path, e.to_string());
+        let mut npz = NpzWriter::new(w);
+        for (name, v) in TEST_ARRAYS.iter().zip([
+            &t.confidence_in,
+            &t.confidence_ood,
+            &t.logit_in,
+            &t.logit_ood,
+        ]) {
+            npz.add_array(*name, &Array1::from(v.clone()))
+                .map_err(err)?;
+        }
+        npz.finish().map_err(err)?;
+        Ok(())
+    })
+}
+
+/// Reads test outputs written by [`write_test_scores`].
+pub fn read_test_scores(path: &Path) -> Result<TestScores> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut npz = NpzReader::new(std::io::BufReader::new(f))
+        .map_err(|e| Error::format(path, format!("not an .npz archive: {e}")))?;
+    let mut arrays = Vec::new();
+    for name in TEST_ARRAYS {
+        let a: Array1<f64> = npz
+            .by_name(name)
+            .map_err(|e| Error::format(path, format!("`{name}`: {e}; expected f64 [N]")))?;
+        arrays.push(a.to_vec());
+    }
+    let mut it = arrays.into_iter();
+    let mut next = || it.next().unwrap_or_default();
+    Ok(TestScores {
+        confidence_in: next(),
+        confidence_ood: next(),
+        logit_in: next(),
+        logit_ood: next(),
+    })
+}

@@ -1,0 +1,33 @@
+//! The integration tests, one binary (each test module used to be its own binary, each linking
+//! libtorch). Shared helpers: `common` (Python, data, classifiers), `synth` (synthetic score
+//! files), `flow_ref` (an independent RealNVP), `cli` (the binaries' flag definitions).
+mod common;
+mod flow_ref;
+mod synth;
+
+#[path = "../../src/bin/cli/mod.rs"]
+mod cli;
+
+mod artefacts;
+#[path = "cli.rs"]
+mod cli_flags;
+mod convert_weights;
+mod cuda_link;
+mod data_formats;
+mod data_registry;
+mod detector;
+mod fgsm;
+mod flow_model;
+mod flow_train;
+mod gaussian;
+mod metrics;
+mod models_checkpoint;
+mod models_init;
+mod models_parity;
+mod pipeline;
+mod prepare;
+mod regression;
+mod report;
+mod scoring;
+mod scripts;
+mod splits;

@@ -1,0 +1,235 @@
+//! The prepare stage on a small data root and a small random-weight ResNet: stored features equal a
+//! direct forward pass, train rows are grouped by class, statistics match an independent
+//! recomputation, and the binary writes the documented folder.
+use crate::common;
+use crate::common::max_abs_diff;
+
+use std::process::Command;
+
+use common::{random_classifier, root_with_classes};
+use resflow::data::{self, Split};
+use resflow::detect::gaussian::LayerStats;
+use resflow::models::NetType;
+use resflow::models::{load_checkpoint, mean_pool};
+use resflow::pipeline::prepare::{prepare, FeatureOptions};
+use resflow::progress::Quiet;
+use resflow::store::RunDir;
+use tch::{Device, Kind, Tensor};
+
+#[test]
+fn prepared_features_and_statistics_are_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    root_with_classes(&root, 8, 20);
+    let weights = dir.path().join("net.safetensors");
+    random_classifier(&weights, &root, 10, 3);
+    let classifier = load_checkpoint(&weights, Device::Cpu).unwrap();
+    let fdir = RunDir::new(
+        &dir.path().join("out"),
+        NetType::Resnet.name(),
+        "fashion-mnist",
+    )
+    .features();
+    let options = FeatureOptions {
+        dataroot: root.clone(),
+        ood_sets: vec!["mnist".into(), "uniform".into()],
+        batch_size: 7,
+        max_train: None,
+        max_test: None,
+        max_ood: Some(50),
+        fgsm: None,
+    };
+    let manifest = prepare(
+        &classifier,
+        &weights,
+        "fashion-mnist",
+        &fdir,
+        &options,
+        Device::Cpu,
+        &mut Quiet,
+    )
+    .unwrap();
+    let counts: Vec<(String, usize)> = manifest.sets.clone().into_iter().collect();
+    assert_eq!(
+        counts,
+        [
+            ("ood_mnist".into(), 2),
+            ("ood_uniform".into(), 50),
+            ("test".into(), 20),
+            ("train".into(), 80)
+        ]
+    );
+    assert_eq!(manifest.layer_channels, [4, 4, 8, 16, 32]);
+    assert_eq!(
+        fdir.manifest().unwrap(),
+        manifest,
+        "the manifest on disk is the one returned"
+    );
+
+    // Test features equal one direct forward pass over the whole normalised set.
+    let test = data::load("fashion-mnist", &root, Split::Test).unwrap();
+    let x = classifier.meta.normalization.apply(&test.images);
+    let (logits, acts) = tch::no_grad(|| classifier.net.feature_list(&x));
+    for (l, act) in acts.iter().enumerate() {
+        let stored = fdir.read_layer(&manifest, "test", l).unwrap();
+        assert!(max_abs_diff(&stored, &mean_pool(act)) < 1e-5, "layer {l}");
+    }
+    let correct = logits
+        .argmax(1, false)
+        .eq_tensor(&test.labels)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    assert!((manifest.test_accuracy - correct as f64 / 20.0).abs() < 1e-12);
+
+    // Train rows are grouped by class, each class in stored order.
+    let labels = Vec::<i64>::try_from(fdir.read_labels(&manifest, "train").unwrap()).unwrap();
+    let expected: Vec<i64> = (0..10).flat_map(|c| std::iter::repeat_n(c, 8)).collect();
+    assert_eq!(labels, expected);
+    let train = data::load("fashion-mnist", &root, Split::Train).unwrap();
+    let x = classifier.meta.normalization.apply(&train.images);
+    let (_, acts) = tch::no_grad(|| classifier.net.feature_list(&x));
+    let layer3 = mean_pool(&acts[3]);
+    let stored3 = fdir.read_layer(&manifest, "train", 3).unwrap();
+    // Stored row 8 is the first class-1 image, i.e. image 1; row 9 is image 11.
+    assert!(max_abs_diff(&stored3.get(8), &layer3.get(1)) < 1e-5);
+    assert!(max_abs_diff(&stored3.get(9), &layer3.get(11)) < 1e-5);
+
+    // Statistics: means by brute force; the rest equals a refit on the stored features.
+    for l in 0..5 {
+        let stats = LayerStats::load(&fdir.stats_path(l)).unwrap();
+        let feats = fdir
+            .read_layer(&manifest, "train", l)
+            .unwrap()
+            .to_kind(Kind::Double);
+        for c in 0..10i64 {
+            let mean = feats.narrow(0, c * 8, 8).mean_dim(0, false, Kind::Double);
+            assert!(
+                max_abs_diff(&stats.means.get(c), &mean) < 1e-6,
+                "layer {l} class {c}"
+            );
+        }
+        let refit = LayerStats::fit(
+            &feats.to_kind(Kind::Float),
+            &Tensor::from_slice(&labels),
+            10,
+        )
+        .unwrap();
+        assert_eq!(stats.whitening.k, refit.whitening.k);
+        assert_eq!(stats.whitening.k, manifest.layer_ranks[l]);
+        assert!(
+            max_abs_diff(&stats.precision, &refit.precision)
+                < 1e-6 * (1.0 + refit.precision.abs().max().double_value(&[]))
+        );
+        assert!(
+            (stats.whitening.log_abs_det_a_inv - refit.whitening.log_abs_det_a_inv).abs() < 1e-6
+        );
+        // A_inv whitens: the covariance of A_inv x over centred train features is the identity.
+        let centred = &feats - stats.means.index_select(0, &Tensor::from_slice(&labels));
+        let z = centred.matmul(&stats.whitening.a_inv.transpose(0, 1));
+        let cov = z.transpose(0, 1).matmul(&z) / 80.0;
+        let eye = Tensor::eye(stats.whitening.k as i64, (Kind::Double, Device::Cpu));
+        assert!(max_abs_diff(&cov, &eye) < 1e-6, "layer {l}");
+    }
+}
+
+#[test]
+fn a_classifier_with_the_wrong_number_of_classes_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    root_with_classes(&root, 8, 20);
+    let weights = dir.path().join("net.safetensors");
+    random_classifier(&weights, &root, 7, 3);
+    let classifier = load_checkpoint(&weights, Device::Cpu).unwrap();
+    let fdir = RunDir::new(dir.path(), NetType::Resnet.name(), "fashion-mnist").features();
+    let options = FeatureOptions {
+        dataroot: root,
+        ood_sets: vec![],
+        batch_size: 8,
+        max_train: None,
+        max_test: None,
+        max_ood: None,
+        fgsm: None,
+    };
+    let err = prepare(
+        &classifier,
+        &weights,
+        "fashion-mnist",
+        &fdir,
+        &options,
+        Device::Cpu,
+        &mut Quiet,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("7 classes but `fashion-mnist` has 10"),
+        "{err}"
+    );
+    assert!(!fdir.path.exists(), "nothing is written");
+    let err = fdir.manifest().unwrap_err().to_string();
+    assert!(err.contains("run rf-prepare"), "{err}");
+}
+
+#[test]
+fn rf_prepare_binary_writes_the_feature_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    root_with_classes(&root, 8, 20);
+    let weights = dir.path().join("pre/resnet_fashion-mnist.safetensors");
+    random_classifier(&weights, &root, 10, 3);
+    let out = Command::new(env!("CARGO_BIN_EXE_rf-prepare"))
+        .args([
+            "--dataset",
+            "fashion-mnist",
+            "--net_type",
+            "resnet",
+            "--ood",
+            "digits,gaussian",
+            "--max-ood",
+            "30",
+        ])
+        .arg("--classifier")
+        .arg(&weights)
+        .arg("--dataroot")
+        .arg(&root)
+        .arg("--outf")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("layer 4: 32 channels"), "{stdout}");
+    let fdir = RunDir::new(
+        &dir.path().join("out"),
+        NetType::Resnet.name(),
+        "fashion-mnist",
+    )
+    .features();
+    let manifest = fdir.manifest().unwrap();
+    assert_eq!(manifest.sets["ood_digits"], 1);
+    assert_eq!(manifest.sets["ood_gaussian"], 30);
+    assert_eq!(manifest.classifier, weights);
+    // numpy reads every artefact.
+    let script = "import sys, numpy as np\nx = np.load(sys.argv[1]); y = np.load(sys.argv[2])\nprint(x.shape, x.dtype, y.shape, y.dtype)";
+    let printed = common::run_python(
+        script,
+        &[&fdir.layer_path("train", 2), &fdir.labels_path("train")],
+    );
+    assert_eq!(printed.trim(), "(80, 8) float32 (80,) int64");
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_rf-prepare"))
+        .arg("--classifier")
+        .arg(dir.path().join("nope.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("nope") && stderr.contains("rf-classifier train"),
+        "{stderr}"
+    );
+}
