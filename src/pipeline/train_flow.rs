@@ -25,22 +25,13 @@ pub const VALIDATION_TOTAL: usize = 10_000;
 pub const MONITOR_ROWS: usize = 2000;
 
 /// The stage's options; [`Default`] is the reference's training of layer 0 (1000 iterations).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Run and device (batch size default 256; `common.seed` seeds the training).
     pub common: Common,
     /// Everything about the layer's training; its `config.batch_size` and `config.seed` are taken
     /// from `common`.
     pub flow: FlowTrainOptions,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            common: Common::default(),
-            flow: FlowTrainOptions::default(),
-        }
-    }
 }
 
 /// What [`run`] did.
