@@ -16,14 +16,14 @@ use resflow::detect::fgsm::{
 };
 use resflow::detect::MAGNITUDES;
 use resflow::models::checkpoint::read_tensors;
+use resflow::models::load_checkpoint;
 use resflow::models::NetType;
-use resflow::models::{load_checkpoint, load_weights_strict, NetConfig};
 use resflow::progress::Quiet;
 use resflow::store::fgsm::FgsmSummary;
 use resflow::store::results::read_results;
 use resflow::store::scores::{read_scores, FGSM};
 use resflow::store::RunDir;
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// The reference's FGSM step (ADV_Samples.py, `adv_type == 'FGSM'`, ResNet branch), transcribed
 /// for the CPU, plus its noisy samples with noise saved for the Rust side.
@@ -75,15 +75,7 @@ fn adversarial_and_noisy_samples_match_the_reference_pytorch_code() {
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     common::run_python(SCRIPT, &[root, dir.path()]);
-    let mut vs = VarStore::new(Device::Cpu);
-    let net = NetConfig {
-        net_type: NetType::Resnet,
-        width: 4,
-        num_classes: 10,
-    }
-    .build(&vs.root())
-    .unwrap();
-    load_weights_strict(&mut vs, &dir.path().join("weights.safetensors")).unwrap();
+    let (_vs, net) = common::resnet_width4(&dir.path().join("weights.safetensors"));
     let case = read_tensors(&dir.path().join("case.safetensors")).unwrap();
     let norm = Normalization::RESNET;
 

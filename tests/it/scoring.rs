@@ -2,7 +2,7 @@
 //! reused-gradient scores equal a direct per-magnitude computation, and the gradient sign step and
 //! scores equal PyTorch code (the reference's, transcribed) on the same weights.
 use crate::common;
-use crate::common::max_abs_diff;
+use crate::common::{max_abs_diff, resnet_width4 as resnet};
 use crate::flow_ref;
 
 use std::path::Path;
@@ -13,7 +13,7 @@ use resflow::detect::gaussian::{mahalanobis_scores, whitening};
 use resflow::detect::preprocess::{gradient_step, preprocessed_scores, sign_step};
 use resflow::models::checkpoint::read_tensors;
 use resflow::models::NetType;
-use resflow::models::{load_weights_strict, mean_pool, Classifier, NetConfig};
+use resflow::models::{mean_pool, Classifier, NetConfig};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 const STD: [f64; 3] = [0.2023, 0.1994, 0.2010];
@@ -64,19 +64,6 @@ tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
 save_file(tensors, out + "/weights.safetensors")
 save_file({"x": x, "mean": sample_mean, "precision": precision, "step": gradient.contiguous(), "grad": inputs.grad.contiguous(), **scores}, out + "/case.safetensors")
 "#;
-
-fn resnet(weights: &Path) -> (VarStore, Box<dyn Classifier>) {
-    let mut vs = VarStore::new(Device::Cpu);
-    let net = NetConfig {
-        net_type: NetType::Resnet,
-        width: 4,
-        num_classes: 10,
-    }
-    .build(&vs.root())
-    .unwrap();
-    load_weights_strict(&mut vs, weights).unwrap();
-    (vs, net)
-}
 
 /// A width-4 ResNet with weights drawn from `seed`.
 fn seeded_resnet(seed: u64) -> (VarStore, Box<dyn Classifier>) {

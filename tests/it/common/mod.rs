@@ -190,3 +190,18 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         .max()
         .double_value(&[])
 }
+
+/// A ResNet-34 of width 4 with 10 classes, its weights loaded strictly from `weights` (written by
+/// a test's PyTorch script).
+pub fn resnet_width4(weights: &Path) -> (VarStore, Box<dyn resflow::models::Classifier>) {
+    let mut vs = VarStore::new(Device::Cpu);
+    let net = NetConfig {
+        net_type: NetType::Resnet,
+        width: 4,
+        num_classes: 10,
+    }
+    .build(&vs.root())
+    .unwrap();
+    resflow::models::load_weights_strict(&mut vs, weights).unwrap();
+    (vs, net)
+}
