@@ -431,7 +431,7 @@ pub fn discover(run: &RunDir, detector: DetectorKind, set: &str) -> Result<(Vec<
         ScoreLayout::LayerColumns => (Vec::new(), run.scores_dir(detector, set, 0)),
         ScoreLayout::ClassScoresPerLayer => {
             let layers = run.list_layers(detector, set)?;
-            let Some(&first) = layers.first() else {
+            let Some(first) = layers.first().copied() else {
                 return Err(Error::format(
                     run.detector_dir(detector).join(set),
                     format!(
@@ -441,7 +441,7 @@ pub fn discover(run: &RunDir, detector: DetectorKind, set: &str) -> Result<(Vec<
                     ),
                 ));
             };
-            (layers.clone(), run.scores_dir(detector, set, first))
+            (layers, run.scores_dir(detector, set, first))
         }
     };
     let eps = list_magnitudes(&dir)?;

@@ -72,17 +72,17 @@ pub struct Summary {
 pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     let stage = ScoringStage::open(options)?;
     let inputs = stage.inputs()?;
-    let run = &stage.run;
+    let (run, num_layers) = (&stage.run, stage.manifest.layer_channels.len());
     let detector: Box<dyn Detector> = match options.detector {
         DetectorKind::Mahalanobis => {
-            let stats = (0..inputs.manifest.layer_channels.len())
+            let stats = (0..num_layers)
                 .map(|l| LayerStats::load(&stage.features.stats_path(l)))
                 .collect::<Result<Vec<_>>>()?;
             Box::new(Mahalanobis::new(&stats, stage.device))
         }
         DetectorKind::Resflow => {
             let mut layers = Vec::new();
-            for l in 0..inputs.manifest.layer_channels.len() {
+            for l in 0..num_layers {
                 let dir = run.flow_dir(l);
                 if dir.exists() {
                     let means = LayerStats::load(&stage.features.stats_path(l))?.means;
@@ -112,11 +112,9 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     })
 }
 
-/// What a scoring stage scores: the feature manifest (checked against the classifier), the
-/// test split and every OOD set, each cut to the size `rf-prepare` used.
+/// What a scoring stage scores: the test split and every OOD set, each cut to the size
+/// `rf-prepare` used.
 pub struct ScoredInputs {
-    /// The feature folder's manifest.
-    pub manifest: FeatureManifest,
     /// The in-distribution test split.
     pub test: ImageSet,
     /// The OOD sets, in the manifest's order.
@@ -129,6 +127,8 @@ pub struct ScoringStage {
     pub classifier: LoadedClassifier,
     /// The feature folder written by rf-prepare.
     pub features: FeatureDir,
+    /// Its manifest.
+    pub manifest: FeatureManifest,
     /// The FGSM sets, when validating on them.
     pub fgsm: Option<FgsmSets>,
     /// The data sets' folder.
@@ -164,6 +164,7 @@ impl ScoringStage {
         Ok(ScoringStage {
             classifier,
             features,
+            manifest,
             fgsm,
             dataroot: common.dataroot.clone(),
             run,
@@ -172,17 +173,11 @@ impl ScoringStage {
         })
     }
 
-    /// Reads the manifest, checks that it was prepared with this classifier, and loads the sets
-    /// to score.
+    /// Checks that the features were prepared with this classifier, and loads the sets to score.
     pub fn inputs(&self) -> Result<ScoredInputs> {
-        let manifest = self.features.manifest()?;
-        check_classifier(&self.classifier, &manifest, &self.features)?;
-        let (test, oods) = scored_sets(&manifest, &self.dataroot)?;
-        Ok(ScoredInputs {
-            manifest,
-            test,
-            oods,
-        })
+        check_classifier(&self.classifier, &self.manifest, &self.features)?;
+        let (test, oods) = scored_sets(&self.manifest, &self.dataroot)?;
+        Ok(ScoredInputs { test, oods })
     }
 
     /// Scores `set` at feature layer `layer` for every magnitude with the stage's classifier,
@@ -212,8 +207,8 @@ impl ScoringStage {
     }
 }
 
-/// Per set name, per magnitude: the `[N, C]` scores of each layer scored so far.
-type SetScores = BTreeMap<String, Vec<Vec<Tensor>>>;
+/// Per set name, one score matrix per magnitude.
+type SetScores = BTreeMap<String, Vec<Tensor>>;
 
 /// Scores the test split, every OOD set and (when loaded) the FGSM sets with `detector`, layer
 /// by layer, and writes the score files of its layout under the stage's run folder. Returns the
@@ -232,14 +227,15 @@ pub fn score(
     if let Some(f) = &stage.fgsm {
         sets.extend(f.named().map(|s| (s.name.clone(), s.into())));
     }
-    // With one file for all layers, every layer's scores are kept until the end.
-    let mut kept = SetScores::new();
+    // With one file for all layers, per set and layer the best class scores [N] of each
+    // magnitude are kept until the end.
+    let mut kept: BTreeMap<String, Vec<Vec<Tensor>>> = BTreeMap::new();
     for layer in detector.layers() {
         let score = detector.layer_scores(layer)?;
         let mut this_layer = SetScores::new();
         for (key, set) in &sets {
             let per_eps = stage.score_layer(*set, layer, magnitudes, score.as_ref(), progress)?;
-            this_layer.insert(key.clone(), vec![per_eps]);
+            this_layer.insert(key.clone(), per_eps);
         }
         match kind.layout() {
             ScoreLayout::ClassScoresPerLayer => write_files(
@@ -252,15 +248,15 @@ pub fn score(
                 &this_layer,
             )?,
             ScoreLayout::LayerColumns => {
-                for (key, mut s) in this_layer {
-                    let best = s.remove(0).iter().map(|t| t.max_dim(1, false).0).collect();
+                for (key, per_eps) in this_layer {
+                    let best = per_eps.iter().map(|t| t.max_dim(1, false).0).collect();
                     kept.entry(key).or_default().push(best);
                 }
             }
         }
     }
     if kind.layout() == ScoreLayout::LayerColumns {
-        // Per set: [layer][eps] best class scores [N] -> per eps one [N, L] matrix.
+        // Per set and magnitude, the layers' columns side by side: one [N, L] matrix.
         let columns: SetScores = kept
             .into_iter()
             .map(|(key, layers)| {
@@ -270,7 +266,7 @@ pub fn score(
                         Tensor::stack(&cols, 1)
                     })
                     .collect();
-                (key, vec![per_eps])
+                (key, per_eps)
             })
             .collect();
         write_files(stage, inputs, kind, 0, magnitudes, &test_key, &columns)?;
@@ -293,7 +289,7 @@ fn write_files(
     test_key: &str,
     scores: &SetScores,
 ) -> Result<()> {
-    let at = |key: &str, k: usize| -> Result<Array2<f64>> { to_array2(&scores[key][0][k]) };
+    let at = |key: &str, k: usize| -> Result<Array2<f64>> { to_array2(&scores[key][k]) };
     for (k, &eps) in magnitudes.iter().enumerate() {
         for ood in &inputs.oods {
             let file = ScoreFile::from_parts(at(&ood.name, k)?, at(test_key, k)?)?;
@@ -309,7 +305,7 @@ fn write_files(
 }
 
 /// A float64 `[R, C]` tensor as an ndarray matrix.
-pub fn to_array2(t: &Tensor) -> Result<Array2<f64>> {
+fn to_array2(t: &Tensor) -> Result<Array2<f64>> {
     let (rows, cols) = (t.size()[0] as usize, t.size()[1] as usize);
     let data = Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous().view(-1))?;
     Ok(Array2::from_shape_vec((rows, cols), data).expect("shape matches the data"))
