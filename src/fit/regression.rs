@@ -16,6 +16,7 @@
 use crate::error::{Error, Result};
 use linfa::traits::Fit;
 use linfa::DatasetBase;
+use linfa_linalg::cholesky::SolveCInplace;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
@@ -451,53 +452,24 @@ fn gradient_and_hessian(
     (grad / n as f64, hessian / n as f64)
 }
 
-/// Solves `h s = g` for a symmetric positive definite `h` (Jacobi-scaled Cholesky); `None` if
-/// `h` is not numerically positive definite.
+/// Solves `h s = g` for a symmetric positive definite `h` (Jacobi-scaled Cholesky, by
+/// `linfa-linalg`); `None` if `h` is not numerically positive definite.
 fn solve_spd(mut h: Array2<f64>, g: &Array1<f64>) -> Option<Array1<f64>> {
     let m = g.len();
     let d: Vec<f64> = (0..m).map(|i| h[[i, i]]).collect();
     if d.iter().any(|&v| !(v > 0.0 && v.is_finite())) {
         return None;
     }
-    let scale: Vec<f64> = d.iter().map(|v| 1.0 / v.sqrt()).collect();
+    let scale = Array1::from_iter(d.iter().map(|v| 1.0 / v.sqrt()));
     for a in 0..m {
         for b in 0..m {
             h[[a, b]] *= scale[a] * scale[b];
         }
     }
-    // In-place Cholesky: lower triangle of `h` becomes L with h = L L^T.
-    for j in 0..m {
-        let mut diag = h[[j, j]];
-        for k in 0..j {
-            diag -= h[[j, k]] * h[[j, k]];
-        }
-        if !(diag > 0.0 && diag.is_finite()) {
-            return None;
-        }
-        let diag = diag.sqrt();
-        h[[j, j]] = diag;
-        for i in j + 1..m {
-            let mut v = h[[i, j]];
-            for k in 0..j {
-                v -= h[[i, k]] * h[[j, k]];
-            }
-            h[[i, j]] = v / diag;
-        }
-    }
-    let mut v: Vec<f64> = (0..m).map(|i| g[i] * scale[i]).collect();
-    for i in 0..m {
-        for k in 0..i {
-            v[i] -= h[[i, k]] * v[k];
-        }
-        v[i] /= h[[i, i]];
-    }
-    for i in (0..m).rev() {
-        for k in i + 1..m {
-            v[i] -= h[[k, i]] * v[k];
-        }
-        v[i] /= h[[i, i]];
-    }
-    Some(v.iter().zip(&scale).map(|(v, s)| v * s).collect())
+    let mut v = (g * &scale).insert_axis(Axis(1));
+    h.solvec_inplace(&mut v).ok()?;
+    let step = v.remove_axis(Axis(1)) * &scale;
+    step.iter().all(|x| x.is_finite()).then_some(step)
 }
 
 /// The label linfa-logistic treats as positive: the more frequent one, the first seen on ties.
