@@ -82,5 +82,23 @@ fn main() -> Result<()> {
             }
         );
     }
+    let failed: Vec<String> = summary
+        .runs
+        .iter()
+        .flat_map(|(dataset, _, out)| {
+            out.failed
+                .iter()
+                .map(move |(ood, why)| format!("{dataset} vs {ood}: {why}"))
+        })
+        .collect();
+    for f in &failed {
+        eprintln!("error: {f}");
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} OOD set(s) could not be evaluated (above); the results of the others were written",
+            failed.len()
+        );
+    }
     Ok(())
 }

@@ -15,7 +15,7 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 use super::metrics::{self, Metrics};
 use super::regression::{FittedLogistic, LogisticRegressionCv};
-use super::splits::{self, fgsm_split};
+use super::splits::{self, fgsm_split, IoSplitRule};
 use crate::detect::{eps_name, DetectorKind};
 use crate::error::{Error, Result};
 
@@ -151,9 +151,12 @@ pub struct DetectorResult {
     pub test: TestScores,
 }
 
-/// Row counts of the parts used.
+/// Row counts of the parts used, and the rule of the IO split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RowCounts {
+    /// How the OOD set's rows were split (results files without it used the reference's rule).
+    #[serde(default)]
+    pub split: IoSplitRule,
     /// Rows the regression was fitted on.
     pub fit: usize,
     /// Rows the magnitude was selected on.
@@ -274,6 +277,7 @@ pub fn evaluate_detector(
         metrics,
         trials,
         counts: RowCounts {
+            split: IoSplitRule::for_counts(io.x.nrows() - io.n_out, io.n_out),
             fit: n_fit,
             select: n_select,
             test_in: confidence_in.len(),

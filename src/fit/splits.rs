@@ -2,8 +2,10 @@
 //!
 //! Score files hold the OOD rows first (`n_out` of them), then the in-distribution rows. For the
 //! "IO" validation the first [`IO_VALIDATION_PER_CLASS`] rows of each kind form the validation
-//! block and everything else is the test set. The validation block is halved: the first halves
-//! fit the logistic regression, the second halves select the pre-processing magnitude.
+//! block and everything else is the test set (the reference's rule); sets with 1,000 rows or fewer
+//! of either kind are split in proportion instead ([`IoSplitRule`]). The validation block is
+//! halved: the first halves fit the logistic regression, the second halves select the
+//! pre-processing magnitude.
 //!
 //! Row order follows the reference (`block_split` then the slicing in `regression_*.py`):
 //! in-distribution rows before OOD rows in every part. The order matters for the fit block,
@@ -24,12 +26,58 @@ pub struct RowSplit {
     pub test: Vec<usize>,
 }
 
-/// The IO split of `n_rows` score rows whose first `n_out` are OOD.
+/// Fewest rows of the smaller kind (in-distribution or OOD) that the proportional split accepts:
+/// a quarter of them fit the regression, which cross-validates with 5 stratified folds.
+pub const MIN_ROWS_PER_KIND: usize = 40;
+
+/// How the IO split divides the rows of one OOD set ([`io_split`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoSplitRule {
+    /// The reference's split, used when both kinds have more than [`IO_VALIDATION_PER_CLASS`]
+    /// rows: 500 + 500 rows of each kind fit and select, the rest is the test set. It is what
+    /// reproduces the paper's numbers.
+    #[default]
+    Reference,
+    /// For smaller sets: with `m` the smaller kind's row count, `m / 4` rows of each kind fit and
+    /// `m / 4` select (half of the smaller kind validates), the rest is the test set. Figures on
+    /// so few rows are less certain than the paper's.
+    Proportional,
+}
+
+impl IoSplitRule {
+    /// The rule for `n_in` in-distribution and `n_out` OOD rows.
+    pub fn for_counts(n_in: usize, n_out: usize) -> Self {
+        if n_in > IO_VALIDATION_PER_CLASS && n_out > IO_VALIDATION_PER_CLASS {
+            IoSplitRule::Reference
+        } else {
+            IoSplitRule::Proportional
+        }
+    }
+
+    /// Its name in results files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoSplitRule::Reference => "reference",
+            IoSplitRule::Proportional => "proportional",
+        }
+    }
+
+    /// Rows of each kind in the fit block (and in the selection block).
+    fn half(self, n_in: usize, n_out: usize) -> usize {
+        match self {
+            IoSplitRule::Reference => IO_VALIDATION_PER_CLASS / 2,
+            IoSplitRule::Proportional => n_in.min(n_out) / 4,
+        }
+    }
+}
+
+/// The IO split of `n_rows` score rows whose first `n_out` are OOD, by [`IoSplitRule::for_counts`].
 ///
-/// fit = in-dist rows 0..500 then OOD rows 0..500; select = in-dist 500..1000 then OOD 500..1000;
-/// test = the remaining in-dist rows then the remaining OOD rows (counting rows within each kind).
-/// Errors unless both kinds have more than [`IO_VALIDATION_PER_CLASS`] rows, so that every part
-/// holds both kinds.
+/// With `h` rows of each kind per block (500 for the reference rule): fit = in-dist rows 0..h then
+/// OOD rows 0..h; select = in-dist h..2h then OOD h..2h; test = the remaining in-dist rows then the
+/// remaining OOD rows (counting rows within each kind). Errors when the smaller kind has fewer than
+/// [`MIN_ROWS_PER_KIND`] rows.
 pub fn io_split(n_rows: usize, n_out: usize) -> Result<RowSplit> {
     if n_out > n_rows {
         return Err(Error::Invalid(format!(
@@ -37,14 +85,15 @@ pub fn io_split(n_rows: usize, n_out: usize) -> Result<RowSplit> {
         )));
     }
     let n_in = n_rows - n_out;
-    let val = IO_VALIDATION_PER_CLASS;
-    if n_out <= val || n_in <= val {
+    if n_in.min(n_out) < MIN_ROWS_PER_KIND {
         return Err(Error::Invalid(format!(
-            "io split: need more than {val} OOD and more than {val} in-distribution rows \
-             (validation takes {val} of each), got {n_out} OOD and {n_in} in-distribution"
+            "io split: need at least {MIN_ROWS_PER_KIND} OOD and {MIN_ROWS_PER_KIND} in-distribution \
+             rows (a quarter of the smaller kind fits the regression with 5-fold CV), got {n_out} OOD \
+             and {n_in} in-distribution"
         )));
     }
-    let half = val / 2;
+    let half = IoSplitRule::for_counts(n_in, n_out).half(n_in, n_out);
+    let val = 2 * half;
     let in_rows = |from: usize, to: usize| (n_out + from)..(n_out + to);
     let part = |a: std::ops::Range<usize>, b: std::ops::Range<usize>| a.chain(b).collect();
     Ok(RowSplit {

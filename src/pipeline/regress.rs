@@ -15,6 +15,7 @@ use crate::fit::detector::{
 };
 use crate::fit::metrics;
 use crate::fit::regression::LogisticRegressionCv;
+use crate::fit::splits::IoSplitRule;
 use crate::models::NetType;
 use crate::progress::Progress;
 use crate::report::{markdown, plot_auroc_history, plot_histogram, plot_roc, LayerCurve};
@@ -34,8 +35,11 @@ pub struct RegressOutcome {
     pub results: ResultsFile,
     /// Plot files written.
     pub plots: Vec<PathBuf>,
-    /// Problems that did not stop the run (plots that could not be drawn).
+    /// Problems that did not stop the run (small sets split in proportion, plots that could not
+    /// be drawn).
     pub warnings: Vec<String>,
+    /// OOD sets that could not be evaluated, with the reason; the other sets' results are written.
+    pub failed: Vec<(String, String)>,
 }
 
 /// The OOD sets with score files for `detector` in `run`, or `requested` (checked to exist).
@@ -165,15 +169,34 @@ pub fn regress_dataset(
     let oods = ood_sets(run, detector, &options.oods)?;
     let mut records = Vec::new();
     let mut results_by_ood = Vec::new();
+    let mut warnings = Vec::new();
+    let mut failed = Vec::new();
     progress.start(&format!("{dataset} regression"), oods.len());
     for ood in &oods {
-        let r = evaluate_run(run, detector, ood, validation)?;
-        records.push(ResultRecord::from_result(&r));
-        results_by_ood.push(r);
+        // One set that cannot be evaluated (too few rows, a missing file) does not block the others.
+        match evaluate_run(run, detector, ood, validation) {
+            Ok(r) => {
+                if r.counts.split == IoSplitRule::Proportional {
+                    warnings.push(small_set_warning(dataset, &r));
+                }
+                records.push(ResultRecord::from_result(&r));
+                results_by_ood.push(r);
+            }
+            Err(e) => failed.push((ood.clone(), e.to_string())),
+        }
         progress.advance(1);
     }
     progress.finish();
-    // Outputs only once every OOD set has succeeded.
+    if results_by_ood.is_empty() {
+        let reasons: Vec<String> = failed.iter().map(|(o, e)| format!("{o}: {e}")).collect();
+        return Err(Error::Invalid(format!(
+            "{} regression of {}: no OOD set could be evaluated:\n  {}",
+            detector.label(),
+            run.path().display(),
+            reasons.join("\n  ")
+        )));
+    }
+    // Outputs only once every evaluable OOD set has been evaluated.
     for r in &results_by_ood {
         write_test_scores(&run.test_scores_path(detector, validation, &r.ood), &r.test)?;
     }
@@ -187,7 +210,6 @@ pub fn regress_dataset(
     write_results(&path, &results)?;
     crate::io::write_text(&run.results_markdown_path(), &markdown(&results))?;
     let mut written = Vec::new();
-    let mut warnings = Vec::new();
     if plots {
         fn attempt(
             written: &mut Vec<PathBuf>,
@@ -267,7 +289,19 @@ pub fn regress_dataset(
         results,
         plots: written,
         warnings,
+        failed,
     })
+}
+
+/// The warning for a result whose OOD set was split in proportion ([`IoSplitRule::Proportional`]).
+fn small_set_warning(dataset: &str, r: &DetectorResult) -> String {
+    let c = r.counts;
+    format!(
+        "{dataset} vs {}: {} OOD test rows; with 1,000 rows or fewer of either kind the split is \
+         proportional (fit {} rows, select {}, test {} in-distribution + {} OOD), so the figures \
+         are less certain than the paper's",
+        r.ood, c.test_ood, c.fit, c.select, c.test_in, c.test_ood
+    )
 }
 
 /// The flow training histories found in `run` (`history/layer_{l}.json`, consecutive layers

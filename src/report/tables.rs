@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::detect::{eps_name, DetectorKind};
+use crate::fit::splits::IoSplitRule;
 use crate::fit::Validation;
 use crate::store::results::{ResultRecord, ResultsFile};
 
@@ -72,9 +73,14 @@ pub fn markdown(results: &ResultsFile) -> String {
             .filter(|r| r.detector == d && r.validation == v)
         {
             let m = r.metrics().map(pct);
+            let small = if r.counts.split == IoSplitRule::Proportional {
+                " (small set: proportional split)"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {:.4} |",
+                "| {}{small} | {} | {} | {} | {} | {} | {} | {:.4} |",
                 r.ood,
                 m[0],
                 m[1],

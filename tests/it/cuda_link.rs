@@ -47,11 +47,23 @@ fn build_rf_data(target: &Path, args: &[&str]) -> PathBuf {
     target.join("link-check/rf-data")
 }
 
+/// The `--features cuda` build of `rf-data`: the one `scripts/test.sh` builds in the shared
+/// target folder before `cargo test` (path in `RF_DATA_CUDA`), else a nested build here, in a
+/// target folder of its own because the outer `cargo test` holds the lock of its own (slow: it
+/// compiles every dependency again).
+fn cuda_rf_data() -> PathBuf {
+    match std::env::var_os("RF_DATA_CUDA") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/link-check");
+            build_rf_data(&base.join("cuda"), &["--features", "cuda"])
+        }
+    }
+}
+
 #[test]
 fn cuda_feature_links_libtorch_cuda_and_default_build_does_not() {
-    // A nested target folder: the outer `cargo test` holds the lock of its own.
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/link-check");
-    let cuda = build_rf_data(&base.join("cuda"), &["--features", "cuda"]);
+    let cuda = cuda_rf_data();
     let needed = needed_libraries(&cuda);
     assert!(
         needed.iter().any(|l| l == "libtorch_cuda.so"),

@@ -330,11 +330,11 @@ fn selection_keeps_exactly_the_samples_satisfying_the_rule() {
 #[test]
 fn fgsm_validation_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let (root, weights) = root_labelled_by_net(dir.path(), 1100);
+    let (root, weights) = root_labelled_by_net(dir.path(), 400);
     let outf = dir.path().join("output");
     let io = [("--dataroot", root.as_path()), ("--outf", outf.as_path())];
 
-    // FGSM samples of the first 400 test images only (runtime); the IO test split keeps 1100.
+    // FGSM samples of the 400 test images; the IO sets (400 + 400 rows) are split in proportion.
     let printed = run(
         env!("CARGO_BIN_EXE_rf-fgsm"),
         &["--seed", "3", "--max_test", "400"],
@@ -369,7 +369,7 @@ fn fgsm_validation_end_to_end() {
             "--ood",
             "uniform",
             "--max-ood",
-            "1100",
+            "400",
             "--batch-size",
             "100",
             "--validation_src",

@@ -14,7 +14,7 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
     let outf = dir.path().join("output");
-    root_with_classes(&root, 30, 1100);
+    root_with_classes(&root, 30, 300);
     let weights = dir.path().join("resnet_fashion-mnist.safetensors");
     random_classifier(&weights, &root, 10, 3);
     let io = [("--dataroot", root.as_path()), ("--outf", outf.as_path())];
@@ -25,7 +25,7 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
             "--ood",
             "uniform",
             "--max-ood",
-            "1100",
+            "300",
             "--batch-size",
             "100",
         ],
@@ -69,18 +69,18 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
         let maha = read_scores(&run_dir.mahalanobis_path("uniform", eps), false).unwrap();
         assert_eq!(
             (maha.n_rows(), maha.n_out, maha.scores.ncols()),
-            (2200, 1100, 5)
+            (600, 300, 5)
         );
         for layer in 0..5 {
             let flow = read_scores(&run_dir.resflow_path("uniform", layer, eps), false).unwrap();
             assert_eq!(
                 (flow.n_rows(), flow.n_out, flow.scores.ncols()),
-                (2200, 1100, 10)
+                (600, 300, 10)
             );
             // At initialisation log p_c = Mahalanobis score_c + a constant, so the class maxima
             // differ by that constant for every row, up to the float32 rounding of the flow at the
             // size of the largest score.
-            let diff: Vec<f64> = (0..2200)
+            let diff: Vec<f64> = (0..600)
                 .map(|i| {
                     flow.scores.row(i).fold(f64::MIN, |a, &b| a.max(b)) - maha.scores[[i, layer]]
                 })
@@ -128,8 +128,14 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
         ("uniform", "uniform")
     );
     assert_eq!(maha.counts, flow.counts);
+    // numpy's trapezoid sum (the reference's) can exceed 1 by a rounding error on a perfect
+    // separation (AUROC 1.0000000000000002 here), hence the slack on the range.
+    let fraction = -1e-12..=1.0 + 1e-12;
     for (m, f) in maha.metrics().iter().zip(flow.metrics()) {
-        assert!((0.0..=1.0).contains(m) && (0.0..=1.0).contains(&f));
+        assert!(
+            fraction.contains(m) && fraction.contains(&f),
+            "{maha:?}\n{flow:?}"
+        );
         assert!(
             (m - f).abs() <= 0.001,
             "Mahalanobis {:?} vs residual flow {:?}",

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use resflow::detect::DetectorKind;
 use resflow::fit::detector::{EpsTrial, RowCounts, TestScores, Validation};
+use resflow::fit::splits::IoSplitRule;
 use resflow::pipeline::regress;
 use resflow::report::plots::{self, LayerCurve, PLOT_SIZE};
 use resflow::report::tables;
@@ -35,6 +36,7 @@ fn record(detector: DetectorKind, ood: &str, m: [f64; 5], eps: f64) -> ResultRec
             select_tnr: 0.5,
         }],
         counts: RowCounts {
+            split: IoSplitRule::Reference,
             fit: 1000,
             select: 1000,
             test_in: 9000,
@@ -439,5 +441,70 @@ fn rf_regress_end_to_end_on_synthetic_files() {
     assert!(
         stderr.contains("no resnet_{dataset} run folders"),
         "{stderr}"
+    );
+}
+
+/// A user's small OOD set (200 images) next to a large one: both get results, the small one by
+/// the proportional split with a warning; a set too small for any split is reported without
+/// blocking the others (exit status 1, the others' results written).
+#[test]
+fn small_ood_sets_are_evaluated_next_to_large_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let outf = dir.path();
+    let run = RunDir::new(outf, "resnet", "cifar10");
+    let (n_in, layers) = (1100, 2);
+    for (ood, n_out) in [("faces", 200), ("svhn", 1500), ("tiny", 30)] {
+        let sep = |e: f64| if e == 0.0 { 2.0 } else { 0.5 };
+        synth::write_mahalanobis(&run, ood, n_out, n_in, layers, 21, sep);
+    }
+    let outf_s = outf.to_str().unwrap();
+    let (ok, stdout, stderr) =
+        rf_regress(&["--detector", "mahalanobis", "--outf", outf_s, "--no-plots"]);
+    assert!(
+        !ok,
+        "a failed set gives a non-zero exit\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("error: cifar10 vs tiny: io split: need at least 40 OOD")
+            && stderr.contains("1 OOD set(s) could not be evaluated"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: cifar10 vs faces: 100 OOD test rows")
+            && stderr.contains("proportional"),
+        "{stderr}"
+    );
+    let results = results::read_results(&run.results_path()).unwrap().unwrap();
+    let by_ood = |o: &str| results.results.iter().find(|r| r.ood == o).unwrap();
+    assert_eq!(results.results.len(), 2);
+    let faces = by_ood("faces");
+    assert_eq!(faces.counts.split, IoSplitRule::Proportional);
+    assert_eq!(
+        (
+            faces.counts.fit,
+            faces.counts.select,
+            faces.counts.test_in,
+            faces.counts.test_ood
+        ),
+        (100, 100, 1000, 100)
+    );
+    let svhn = by_ood("svhn");
+    assert_eq!(svhn.counts.split, IoSplitRule::Reference);
+    assert_eq!(
+        (
+            svhn.counts.fit,
+            svhn.counts.select,
+            svhn.counts.test_in,
+            svhn.counts.test_ood
+        ),
+        (1000, 1000, 100, 500)
+    );
+    for r in [faces, svhn] {
+        assert!(r.auroc > 0.8, "{}: {}", r.ood, r.auroc);
+    }
+    let md = std::fs::read_to_string(run.results_markdown_path()).unwrap();
+    assert!(
+        md.contains("| faces (small set: proportional split) |"),
+        "{md}"
     );
 }

@@ -1,5 +1,5 @@
 //! The IO validation split of the regression stage (SPEC section 8).
-use resflow::fit::splits::{io_split, ood_label, IO_VALIDATION_PER_CLASS};
+use resflow::fit::splits::{io_split, ood_label, IoSplitRule, IO_VALIDATION_PER_CLASS};
 
 #[test]
 fn io_split_matches_the_reference_layout() {
@@ -44,15 +44,55 @@ fn io_split_label_balance() {
 fn io_split_rejects_too_few_rows() {
     let err = io_split(1500, 2000).unwrap_err().to_string();
     assert!(err.contains("2000 OOD rows claimed"), "{err}");
-    let err = io_split(2500, 1000).unwrap_err().to_string();
-    assert!(
-        err.contains("got 1000 OOD and 1500 in-distribution"),
-        "{err}"
+    let err = io_split(2500, 39).unwrap_err().to_string();
+    assert!(err.contains("got 39 OOD and 2461 in-distribution"), "{err}");
+    let err = io_split(1000, 961).unwrap_err().to_string();
+    assert!(err.contains("got 961 OOD and 39 in-distribution"), "{err}");
+    assert!(io_split(80, 40).is_ok());
+}
+
+#[test]
+fn the_reference_rule_needs_more_than_1000_rows_of_each_kind() {
+    assert_eq!(IoSplitRule::for_counts(1001, 1001), IoSplitRule::Reference);
+    assert_eq!(
+        IoSplitRule::for_counts(1000, 5000),
+        IoSplitRule::Proportional
     );
-    let err = io_split(2000, 1001).unwrap_err().to_string();
-    assert!(
-        err.contains("got 1001 OOD and 999 in-distribution"),
-        "{err}"
+    assert_eq!(
+        IoSplitRule::for_counts(5000, 1000),
+        IoSplitRule::Proportional
     );
-    assert!(io_split(2002, 1001).is_ok());
+    // At the boundary the reference rule applies unchanged.
+    let split = io_split(2002, 1001).unwrap();
+    assert_eq!(
+        (split.fit.len(), split.select.len(), split.test.len()),
+        (1000, 1000, 2)
+    );
+}
+
+#[test]
+fn small_sets_split_in_proportion_to_the_smaller_kind() {
+    // 203 OOD rows (0..203) then 1500 in-distribution rows (203..1703): a quarter of the smaller
+    // kind (50 rows of each kind) fits, the next 50 of each select, the rest is the test set.
+    let (n_out, n_rows) = (203, 1703);
+    let split = io_split(n_rows, n_out).unwrap();
+    assert_eq!(split.fit, (203..253).chain(0..50).collect::<Vec<_>>());
+    assert_eq!(split.select, (253..303).chain(50..100).collect::<Vec<_>>());
+    assert_eq!(split.test, (303..1703).chain(100..203).collect::<Vec<_>>());
+    // Same with the kinds' sizes swapped: the in-distribution set is the small one.
+    let split = io_split(1703, 1500).unwrap();
+    assert_eq!(split.fit, (1500..1550).chain(0..50).collect::<Vec<_>>());
+    assert_eq!(
+        split.test,
+        (1600..1703).chain(100..1500).collect::<Vec<_>>()
+    );
+    // Every row is in exactly one part, for any sizes.
+    for (n_out, n_in) in [(40, 40), (41, 999), (1000, 1000), (777, 45)] {
+        let s = io_split(n_out + n_in, n_out).unwrap();
+        let mut all: Vec<usize> = [s.fit.clone(), s.select.clone(), s.test.clone()].concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..n_out + n_in).collect::<Vec<_>>());
+        let h = n_out.min(n_in) / 4;
+        assert_eq!((s.fit.len(), s.select.len()), (2 * h, 2 * h));
+    }
 }
