@@ -95,6 +95,11 @@ done
 stage score train_layer4 -- "$BIN/rf-score" "${COMMON[@]}" --batch-size 200
 stage regress_mahalanobis mahalanobis -- "$BIN/rf-regress" --detector mahalanobis --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
 stage regress_resflow score -- "$BIN/rf-regress" --detector resflow --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
+# The post-hoc baselines (MSP, ODIN, Energy, MaxLogit, KNN, ViM) on the same classifier and splits.
+stage baselines prepare -- "$BIN/rf-baselines" "${COMMON[@]}" --batch-size 200
+for detector in $("$BIN/rf-data" baselines); do
+  stage "regress_$detector" baselines -- "$BIN/rf-regress" --detector "$detector" --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
+done
 
 END=$(date +%s)
 echo

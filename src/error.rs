@@ -53,6 +53,22 @@ impl Error {
         }
     }
 
+    /// The same error naming `to` where it named `from` (a temporary file that the user never
+    /// sees is reported as the file being written).
+    pub fn renamed(self, from: &std::path::Path, to: &std::path::Path) -> Self {
+        match self {
+            Error::Format { path, message } if path == from => Error::Format {
+                path: to.to_path_buf(),
+                message,
+            },
+            Error::Io { path, source } if path == from => Error::Io {
+                path: to.to_path_buf(),
+                source,
+            },
+            other => other,
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

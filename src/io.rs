@@ -10,15 +10,16 @@ use tch::{Kind, Tensor};
 use crate::error::{Error, Result};
 
 /// Writes a file through `write` into a temporary sibling, then renames it into place, so that a
-/// reader never sees a partial file; on error the temporary file is removed and nothing is left at
-/// `path`. Creates the parent folder.
+/// reader never sees a partial file; on error the temporary file is removed, nothing is left at
+/// `path`, and the error names `path` (not the temporary file). Creates the parent folder.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let tmp = temporary_sibling(path);
-    let result =
-        write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    let result = write(&tmp)
+        .map_err(|e| e.renamed(&tmp, path))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -111,4 +112,27 @@ pub fn read_npy_i64(path: &Path) -> Result<Tensor> {
     let shape: Vec<i64> = array.shape().iter().map(|&d| d as i64).collect();
     let data: Vec<i64> = array.iter().copied().collect();
     Ok(Tensor::from_slice(&data).view(&shape[..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, defect 11: a failed write names the file being written, not its temporary
+    /// sibling, and leaves neither behind.
+    #[test]
+    fn failed_writes_name_the_destination_and_leave_nothing() {
+        let dir = std::env::temp_dir().join(format!("resflow-io-{}", std::process::id()));
+        let path = dir.join("results.json");
+        let err = write_atomically(&path, |tmp| {
+            std::fs::write(tmp, b"partial").map_err(|e| Error::io(tmp, e))?;
+            Err(Error::io(tmp, std::io::Error::other("disk full")))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(!err.contains(".tmp"), "{err}");
+        assert!(!path.exists() && !temporary_sibling(&path).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -5,6 +5,7 @@ mod cli;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use resflow::data::{self, Role, Split, DATASETS};
+use resflow::detect::DetectorKind;
 use resflow::pipeline::STAGES;
 
 #[derive(Parser)]
@@ -30,6 +31,8 @@ enum Command {
     },
     /// Print the stages' binaries in pipeline order, one per line.
     Stages,
+    /// Print the post-hoc baselines' names (scored by rf-baselines), space-separated.
+    Baselines,
 }
 
 fn main() -> Result<()> {
@@ -43,7 +46,15 @@ fn main() -> Result<()> {
                 println!("{:<16} {:<16} {}", d.name, role, d.layout);
             }
         }
-        Command::Summary { dataroot } => summary(&dataroot.dataroot),
+        Command::Summary { dataroot } => {
+            let errors = summary(&dataroot.dataroot);
+            if errors > 0 {
+                anyhow::bail!(
+                    "{errors} data set split(s) under {} could not be read (ERROR rows above)",
+                    dataroot.dataroot.display()
+                );
+            }
+        }
         Command::Layers { net } => {
             let layers: Vec<String> = (0..net.net_type.num_layers())
                 .map(|l| l.to_string())
@@ -51,16 +62,22 @@ fn main() -> Result<()> {
             println!("{}", layers.join(" "));
         }
         Command::Stages => STAGES.iter().for_each(|s| println!("{s}")),
+        Command::Baselines => {
+            let names: Vec<&str> = DetectorKind::BASELINES.iter().map(|d| d.name()).collect();
+            println!("{}", names.join(" "));
+        }
     }
     Ok(())
 }
 
-fn summary(root: &std::path::Path) {
+/// Prints one row per data set split under `root`; returns the number of splits that exist but
+/// could not be read (missing ones are not errors).
+fn summary(root: &std::path::Path) -> usize {
     println!(
         "{:<16} {:<6} {:>7} {:>8}  {:<24} {:<24}",
         "dataset", "split", "images", "classes", "channel mean", "channel std"
     );
-    let mut found = 0;
+    let (mut found, mut errors) = (0, 0);
     for d in DATASETS {
         let splits: &[Split] = match d.role {
             Role::InDistribution => &[Split::Train, Split::Test],
@@ -85,9 +102,13 @@ fn summary(root: &std::path::Path) {
                 Err(resflow::Error::MissingDataset { missing, .. }) => {
                     println!("{:<16} {:<6} missing: {missing}", d.name, split.name());
                 }
-                Err(e) => println!("{:<16} {:<6} ERROR: {e}", d.name, split.name()),
+                Err(e) => {
+                    errors += 1;
+                    println!("{:<16} {:<6} ERROR: {e}", d.name, split.name());
+                }
             }
         }
     }
     println!("{found} dataset split(s) found under {}", root.display());
+    errors
 }

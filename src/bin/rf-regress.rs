@@ -6,6 +6,7 @@ mod cli;
 use anyhow::Result;
 use clap::Parser;
 use resflow::detect::DetectorKind;
+use resflow::fit::bootstrap::BootstrapParams;
 use resflow::pipeline::regress;
 use resflow::progress::Bars;
 use resflow::report;
@@ -34,8 +35,15 @@ struct Cli {
     #[command(flatten)]
     outf: cli::OutfArgs,
     /// Do not draw the PNG plots.
-    #[arg(long = "no-plots")]
+    #[arg(long = "no-plots", alias = "no_plots")]
     no_plots: bool,
+    /// Bootstrap resamples of the test rows for the 95% interval of every metric (0: point
+    /// estimates only).
+    #[arg(long, default_value_t = BootstrapParams::default().resamples)]
+    bootstrap: usize,
+    /// Seed of the bootstrap resampling (same seed, same intervals).
+    #[arg(long = "bootstrap-seed", alias = "bootstrap_seed", default_value_t = 0)]
+    bootstrap_seed: u64,
 }
 
 fn main() -> Result<()> {
@@ -49,6 +57,11 @@ fn main() -> Result<()> {
         validation,
         oods: cli.ood,
         plots: !cli.no_plots,
+        bootstrap: (cli.bootstrap > 0).then(|| BootstrapParams {
+            resamples: cli.bootstrap,
+            seed: cli.bootstrap_seed,
+            ..BootstrapParams::default()
+        }),
     };
     let summary = regress::run(&options, &mut Bars::default())?;
     for run in &summary.skipped {
@@ -60,6 +73,10 @@ fn main() -> Result<()> {
     }
     for (dataset, run, out) in &summary.runs {
         print!("{}", report::format_table(dataset, &out.records));
+        print!(
+            "{}",
+            report::detector_comparison_text(dataset, &out.results.results, validation)
+        );
         let cmp = report::comparison_text(dataset, &out.results.results, validation);
         if !cmp.is_empty() {
             println!("{cmp}");

@@ -34,13 +34,13 @@ struct Cli {
     #[arg(long = "monitor-ood", alias = "monitor_ood")]
     monitor_ood: Option<String>,
     /// Iterations between monitoring points.
-    #[arg(long = "monitor-every", default_value_t = defaults().config.monitor_every)]
+    #[arg(long = "monitor-every", alias = "monitor_every", default_value_t = defaults().config.monitor_every)]
     monitor_every: usize,
     /// Iterations between checkpoints.
-    #[arg(long = "checkpoint-every", default_value_t = defaults().checkpoint_every)]
+    #[arg(long = "checkpoint-every", alias = "checkpoint_every", default_value_t = defaults().checkpoint_every)]
     checkpoint_every: usize,
     /// Held-out validation samples in total, divided evenly over the classes.
-    #[arg(long = "validation-total", default_value_t = defaults().validation_total)]
+    #[arg(long = "validation-total", alias = "validation_total", default_value_t = defaults().validation_total)]
     validation_total: usize,
     /// Continue from the layer's last checkpoint.
     #[arg(long)]
@@ -69,6 +69,12 @@ fn main() -> Result<()> {
         },
     };
     let summary = train_flow::run(&options, &mut Bars::default())?;
+    if summary.resume_found_nothing {
+        eprintln!(
+            "note: --resume found no checkpoint in {}; trained from iteration 0",
+            summary.flow_dir.display()
+        );
+    }
     if let Some(last) = summary.history.last() {
         println!(
             "layer {}: {} iterations, train loss {:.4}, validation loss {:.4}, monitored AUROC {}",

@@ -8,8 +8,14 @@ use super::raw::read_maybe_gz;
 use crate::error::{Error, Result};
 
 /// Reads a CSV image file: `f32` pixel values `[N,side,side]` as stored, and `i64` labels `[N]`.
-/// Every row must have `side*side + 1` numeric columns and a label in `0..num_classes`.
-pub fn read_csv_images(path: &Path, side: usize, num_classes: usize) -> Result<(Tensor, Tensor)> {
+/// Every row must have `side*side + 1` numeric columns, pixel values in `0..=max_pixel` (NaN and
+/// infinities refused) and a label in `0..num_classes`.
+pub fn read_csv_images(
+    path: &Path,
+    side: usize,
+    num_classes: usize,
+    max_pixel: f32,
+) -> Result<(Tensor, Tensor)> {
     let bytes = read_maybe_gz(path)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| Error::format(path, "not a UTF-8 text (CSV) file"))?;
@@ -48,7 +54,23 @@ pub fn read_csv_images(path: &Path, side: usize, num_classes: usize) -> Result<(
                 ),
             ));
         }
-        pixels.extend_from_slice(&values[..columns - 1]);
+        let pixel_values = &values[..columns - 1];
+        // `contains` is false for NaN, so NaN and infinities are refused too.
+        if let Some(c) = pixel_values
+            .iter()
+            .position(|v| !(0.0..=max_pixel).contains(v))
+        {
+            return Err(Error::format(
+                path,
+                format!(
+                    "line {}, column {}: pixel value {} is not in 0..={max_pixel}",
+                    line_no + 1,
+                    c + 1,
+                    pixel_values[c]
+                ),
+            ));
+        }
+        pixels.extend_from_slice(pixel_values);
         labels.push(label as i64);
     }
     if labels.is_empty() {

@@ -246,19 +246,13 @@ pub fn load(name: &str, root: &Path, split: Split) -> Result<ImageSet> {
         }
         "mnist" => {
             let path = locate(info, root, &["mnist/mnist_5k.csv.gz", "mnist/mnist_5k.csv"])?;
-            let (x, y) = csv_images::read_csv_images(&path, 28, 10)?;
-            if x.max().double_value(&[]) > 255.0 || x.min().double_value(&[]) < 0.0 {
-                return Err(Error::format(&path, "pixel values must lie in 0..=255"));
-            }
+            let (x, y) = csv_images::read_csv_images(&path, 28, 10, 255.0)?;
             let x = transform::pad_to_32(&x.round().to_kind(Kind::Uint8));
             (path, transform::gray_to_rgb(&x), y)
         }
         "digits" => {
             let path = locate(info, root, &["digits/digits.csv.gz", "digits/digits.csv"])?;
-            let (x, y) = csv_images::read_csv_images(&path, 8, 10)?;
-            if x.max().double_value(&[]) > 16.0 || x.min().double_value(&[]) < 0.0 {
-                return Err(Error::format(&path, "pixel values must lie in 0..=16"));
-            }
+            let (x, y) = csv_images::read_csv_images(&path, 8, 10, 16.0)?;
             let x = transform::upsample_to_32(&(x * (255.0 / 16.0)));
             (path, transform::gray_to_rgb(&x), y)
         }

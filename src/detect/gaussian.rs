@@ -33,6 +33,19 @@ pub fn check_finite(features: &Tensor, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether two whitening matrices (`A_inv`) are the same up to float32 storage: a flow trained on
+/// one layer's whitening fits features whitened by the other.
+pub fn same_whitening(saved: &Tensor, current: &Tensor) -> bool {
+    saved.size() == current.size() && {
+        let current = current.to_kind(Kind::Double).to_device(tch::Device::Cpu);
+        let diff = (saved.to_kind(Kind::Double).to_device(tch::Device::Cpu) - &current)
+            .abs()
+            .max()
+            .double_value(&[]);
+        diff <= 1e-5 * (1.0 + current.abs().max().double_value(&[]))
+    }
+}
+
 fn check_matrix(features: &Tensor, what: &str) -> Result<(i64, i64)> {
     match features.size().as_slice() {
         [n, d] => Ok((*n, *d)),

@@ -32,7 +32,7 @@ impl Detector for Mahalanobis {
         (0..self.layers.len()).collect()
     }
 
-    fn layer_scores(&self, layer: usize) -> Result<Box<ScoreFn<'_>>> {
+    fn layer_scores(&self, layer: usize, _variant: usize) -> Result<Box<ScoreFn<'_>>> {
         let (means, precision) = &self.layers[layer];
         Ok(Box::new(move |f: &Tensor| {
             mahalanobis_scores(f, means, precision)

@@ -3,14 +3,16 @@
 //! - [`gaussian`]: class means, whitening and tied precision of a layer's train features (SPEC 3, 7);
 //! - [`preprocess`]: input pre-processing, one gradient per batch and layer reused for every
 //!   magnitude (SPEC 6);
-//! - [`mahalanobis`] and [`resflow`]: the two [`Detector`]s; [`flow`]: the residual flow model,
-//!   its checkpoints and its trainer (SPEC 4, 5);
+//! - [`mahalanobis`] and [`resflow`]: the two regression [`Detector`]s; [`flow`]: the residual
+//!   flow model, its checkpoints and its trainer (SPEC 4, 5);
+//! - [`baselines`]: the post-hoc detectors MSP, ODIN, Energy, MaxLogit, KNN and ViM (SPEC 12);
 //! - [`fgsm`]: FGSM adversarial and noisy samples for validation without OOD data (SPEC 9).
 //!
 //! A new detector is one file: a type implementing [`Detector`] plus its [`DetectorKind`] entry
 //! (folder name, label, score layout); the scoring stage ([`crate::pipeline::score`]), the score
 //! files ([`crate::store::RunDir::score_path`]) and the regression ([`crate::fit::detector`])
 //! follow from those.
+pub mod baselines;
 pub mod fgsm;
 pub mod flow;
 pub mod gaussian;
@@ -36,9 +38,10 @@ pub fn eps_name(eps: f64) -> String {
     }
 }
 
-/// A detector that scores the feature layers of a classifier: per layer, a differentiable map
-/// from mean-pooled features `[N, d]` to class scores `[N, C]` (higher = more in-distribution),
-/// which the scoring stage runs with input pre-processing.
+/// A detector that scores the feature layers of a classifier: per layer (and variant), a
+/// differentiable map from mean-pooled features `[N, d]` to class scores `[N, C]` (higher = more
+/// in-distribution; the detector's score is their maximum), which the scoring stage runs with
+/// input pre-processing. Detectors of a single score return `[N, 1]`.
 pub trait Detector {
     /// Which detector this is: its score folder, label and file layout.
     fn kind(&self) -> DetectorKind;
@@ -46,9 +49,15 @@ pub trait Detector {
     /// The feature layers it scores, ascending.
     fn layers(&self) -> Vec<usize>;
 
-    /// The class scores of feature layer `layer` (one of [`Detector::layers`]), ready on the
-    /// detector's device.
-    fn layer_scores(&self, layer: usize) -> Result<Box<ScoreFn<'_>>>;
+    /// Number of score variants per layer (ODIN: one per temperature), each a column of the
+    /// score files of a [`ScoreLayout::LayerColumns`] detector; 1 for most detectors.
+    fn variants(&self) -> usize {
+        1
+    }
+
+    /// The class scores of feature layer `layer` (one of [`Detector::layers`]) in variant
+    /// `variant` (below [`Detector::variants`]), ready on the detector's device.
+    fn layer_scores(&self, layer: usize, variant: usize) -> Result<Box<ScoreFn<'_>>>;
 }
 
 /// How a detector's score files are laid out and become the regression's features.
@@ -65,6 +74,18 @@ pub enum ScoreLayout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DetectorKind {
+    /// Maximum softmax probability, the "Baseline" of Hendrycks & Gimpel 2017 (SPEC 12).
+    Msp,
+    /// ODIN (Liang et al. 2018): temperature scaling and input perturbation (SPEC 12).
+    Odin,
+    /// The energy score (Liu et al. 2020) at temperature 1 (SPEC 12).
+    Energy,
+    /// The maximum logit (Hendrycks et al. 2022) (SPEC 12).
+    MaxLogit,
+    /// Deep nearest neighbours (Sun et al. 2022) on normalised penultimate features (SPEC 12).
+    Knn,
+    /// Virtual-logit matching (Wang et al. 2022) (SPEC 12).
+    Vim,
     /// Lee et al.'s Mahalanobis detector (SPEC section 7).
     Mahalanobis,
     /// The residual flow (SPEC sections 4-6).
@@ -72,12 +93,37 @@ pub enum DetectorKind {
 }
 
 impl DetectorKind {
-    /// Every detector, in table order.
-    pub const ALL: [DetectorKind; 2] = [DetectorKind::Mahalanobis, DetectorKind::Resflow];
+    /// Every detector, in table order: the post-hoc baselines, then the two regression detectors.
+    pub const ALL: [DetectorKind; 8] = [
+        DetectorKind::Msp,
+        DetectorKind::Odin,
+        DetectorKind::Energy,
+        DetectorKind::MaxLogit,
+        DetectorKind::Knn,
+        DetectorKind::Vim,
+        DetectorKind::Mahalanobis,
+        DetectorKind::Resflow,
+    ];
+
+    /// The post-hoc baselines of SPEC 12 (scored by `rf-baselines`).
+    pub const BASELINES: [DetectorKind; 6] = [
+        DetectorKind::Msp,
+        DetectorKind::Odin,
+        DetectorKind::Energy,
+        DetectorKind::MaxLogit,
+        DetectorKind::Knn,
+        DetectorKind::Vim,
+    ];
 
     /// The folder name (and command-line spelling).
     pub fn name(self) -> &'static str {
         match self {
+            DetectorKind::Msp => "msp",
+            DetectorKind::Odin => "odin",
+            DetectorKind::Energy => "energy",
+            DetectorKind::MaxLogit => "maxlogit",
+            DetectorKind::Knn => "knn",
+            DetectorKind::Vim => "vim",
             DetectorKind::Mahalanobis => "mahalanobis",
             DetectorKind::Resflow => "resflow",
         }
@@ -86,6 +132,12 @@ impl DetectorKind {
     /// The name printed in tables and plots.
     pub fn label(self) -> &'static str {
         match self {
+            DetectorKind::Msp => "MSP",
+            DetectorKind::Odin => "ODIN",
+            DetectorKind::Energy => "Energy",
+            DetectorKind::MaxLogit => "MaxLogit",
+            DetectorKind::Knn => "KNN",
+            DetectorKind::Vim => "ViM",
             DetectorKind::Mahalanobis => "Mahalanobis",
             DetectorKind::Resflow => "Residual flow",
         }
@@ -96,15 +148,22 @@ impl DetectorKind {
         match self {
             DetectorKind::Mahalanobis => "rf-mahalanobis",
             DetectorKind::Resflow => "rf-score",
+            _ => "rf-baselines",
         }
     }
 
     /// How its score files are laid out.
     pub fn layout(self) -> ScoreLayout {
         match self {
-            DetectorKind::Mahalanobis => ScoreLayout::LayerColumns,
             DetectorKind::Resflow => ScoreLayout::ClassScoresPerLayer,
+            _ => ScoreLayout::LayerColumns,
         }
+    }
+
+    /// Whether its layer scores feed the logistic regression of SPEC 8 (Mahalanobis, residual
+    /// flow); the baselines' one score per row is evaluated as it is (SPEC 12).
+    pub fn regression(self) -> bool {
+        matches!(self, DetectorKind::Mahalanobis | DetectorKind::Resflow)
     }
 }
 
@@ -141,7 +200,11 @@ mod tests {
         for d in DetectorKind::ALL {
             assert_eq!(d.name().parse::<DetectorKind>(), Ok(d));
         }
-        assert!("odin".parse::<DetectorKind>().is_err());
+        assert_eq!(
+            "MaxLogit".parse::<DetectorKind>(),
+            Ok(DetectorKind::MaxLogit)
+        );
+        assert!("baseline".parse::<DetectorKind>().is_err());
     }
 
     #[test]

@@ -5,14 +5,17 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 use super::flow::FlowModel;
+use super::gaussian::{same_whitening, LayerStats};
 use super::{Detector, DetectorKind, ScoreFn};
 use crate::error::{Error, Result};
 
-/// One trained layer: its flow folder and the class means the flow's input is centred by.
+/// One trained layer: its flow folder, the class means the flow's input is centred by, and the
+/// layer's current whitening (the flow must have been trained on it).
 struct FlowLayer {
     layer: usize,
     dir: PathBuf,
     means: Tensor,
+    a_inv: Tensor,
 }
 
 /// The residual flow over the layers that have a trained flow; each flow is loaded when its
@@ -23,12 +26,17 @@ pub struct ResidualFlow {
 }
 
 impl ResidualFlow {
-    /// The detector of the trained layers `(layer, flow folder, class means [C, d])`, in
+    /// The detector of the trained layers `(layer, flow folder, the layer's statistics)`, in
     /// ascending layer order.
-    pub fn new(layers: Vec<(usize, PathBuf, Tensor)>, device: Device) -> ResidualFlow {
+    pub fn new(layers: Vec<(usize, PathBuf, LayerStats)>, device: Device) -> ResidualFlow {
         let layers = layers
             .into_iter()
-            .map(|(layer, dir, means)| FlowLayer { layer, dir, means })
+            .map(|(layer, dir, stats)| FlowLayer {
+                layer,
+                dir,
+                means: stats.means,
+                a_inv: stats.whitening.a_inv,
+            })
             .collect();
         ResidualFlow { layers, device }
     }
@@ -43,8 +51,8 @@ impl Detector for ResidualFlow {
         self.layers.iter().map(|l| l.layer).collect()
     }
 
-    /// Loads the layer's flow and checks it against the layer's classes and channels.
-    fn layer_scores(&self, layer: usize) -> Result<Box<ScoreFn<'_>>> {
+    /// Loads the layer's flow and checks it against the layer's classes, channels and whitening.
+    fn layer_scores(&self, layer: usize, _variant: usize) -> Result<Box<ScoreFn<'_>>> {
         let l = self
             .layers
             .iter()
@@ -58,6 +66,16 @@ impl Detector for ResidualFlow {
                 format!(
                     "flow of {} classes in dimension {}, but layer {layer} has {classes} classes and {channels} channels; retrain it with rf-train",
                     flow.meta.num_classes, flow.meta.dim
+                ),
+            ));
+        }
+        if !same_whitening(&flow.a_inv, &l.a_inv) {
+            return Err(Error::format(
+                &l.dir,
+                format!(
+                    "this flow was trained on other features (layer {layer}'s whitening differs, \
+                     e.g. after a new classifier or rf-prepare run); retrain it with \
+                     `rf-train --layer {layer}`"
                 ),
             ));
         }

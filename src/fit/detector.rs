@@ -11,12 +11,15 @@
 //! Validation ([`Validation`]): `Ood` ("IO") fits and selects on the first 1000 rows of each kind
 //! of the OOD set's own file ([`splits::io_split`]); `Fgsm` fits and selects on the FGSM file
 //! ([`fgsm_split`]) and still tests on the IO test split.
+//!
+//! The post-hoc baselines have no regression ([`evaluate_direct`]): their score is the
+//! confidence, and the selection rows only choose ODIN's temperature and magnitude.
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 use super::metrics::{self, Metrics};
 use super::regression::{FittedLogistic, LogisticRegressionCv};
 use super::splits::{self, fgsm_split, IoSplitRule};
-use crate::detect::{eps_name, DetectorKind};
+use crate::detect::{baselines, eps_name, DetectorKind};
 use crate::error::{Error, Result};
 
 /// Where the detector is fitted and its magnitude selected.
@@ -109,6 +112,9 @@ pub struct EpsTrial {
     pub c: f64,
     /// TNR at TPR 95% on the selection block (fraction).
     pub select_tnr: f64,
+    /// ODIN's temperature of this trial (absent for every other detector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
 }
 
 /// Test-set outputs of the chosen detector (for plots).
@@ -141,6 +147,11 @@ pub struct DetectorResult {
     pub coef: Vec<f64>,
     /// Intercept at that magnitude.
     pub intercept: f64,
+    /// ODIN's chosen temperature (`None` for every other detector).
+    pub temperature: Option<f64>,
+    /// The feature layers behind `coef`, in order (set by the caller that knows them; empty for
+    /// the baselines).
+    pub layers: Vec<usize>,
     /// Test metrics (fractions).
     pub metrics: Metrics,
     /// Every magnitude tried, in order.
@@ -196,6 +207,118 @@ fn split_by_label(values: &[f64], labels: &[u8]) -> (Vec<f64>, Vec<f64>) {
     a
 }
 
+/// The rows that fit and select a detector at one magnitude: the OOD set's own file split by
+/// [`splits::io_split`], or the FGSM file split by [`fgsm_split`].
+fn validation_rows<'a>(
+    detector: DetectorKind,
+    ood: &str,
+    validation: Validation,
+    input: &'a EpsInput,
+) -> Result<(&'a LayerFeatures, splits::RowSplit)> {
+    let (val, split) = match validation {
+        Validation::Ood => (
+            &input.io,
+            splits::io_split(input.io.x.nrows(), input.io.n_out)?,
+        ),
+        Validation::Fgsm => {
+            let f = input.fgsm.as_ref().ok_or_else(|| {
+                Error::Invalid(format!(
+                    "FGSM validation of {} vs {ood} at eps {}: no FGSM features",
+                    detector.label(),
+                    eps_name(input.io.eps)
+                ))
+            })?;
+            let group = f
+                .group
+                .as_deref()
+                .ok_or_else(|| Error::Invalid("FGSM features without groups".to_string()))?;
+            (f, fgsm_split(group)?)
+        }
+    };
+    if val.x.ncols() != input.io.x.ncols() {
+        return Err(Error::Invalid(format!(
+            "{} at eps {}: FGSM features have {} columns but the {ood} features {}",
+            detector.label(),
+            eps_name(input.io.eps),
+            val.x.ncols(),
+            input.io.x.ncols()
+        )));
+    }
+    Ok((val, split))
+}
+
+/// `(in-distribution, OOD)` values of column `column` of `f` at rows `idx`.
+fn column_by_label(f: &LayerFeatures, column: usize, idx: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let values: Vec<f64> = idx.iter().map(|&i| f.x[[i, column]]).collect();
+    split_by_label(&values, &labels_of(&f.labels, idx))
+}
+
+/// SPEC 12 on in-memory scores of a detector without regression (a baseline): each column of
+/// the score matrices is a candidate score (ODIN: one per temperature), the (magnitude, column)
+/// with the highest TNR at TPR 95% on the selection rows wins (the first on ties), and its
+/// scores on the IO test rows are the confidences. A single candidate wins unopposed.
+pub fn evaluate_direct(
+    detector: DetectorKind,
+    ood: &str,
+    validation: Validation,
+    inputs: &[EpsInput],
+) -> Result<DetectorResult> {
+    let mut trials = Vec::new();
+    let mut best: Option<(usize, usize, f64, usize)> = None;
+    for (k, input) in inputs.iter().enumerate() {
+        let (val, split) = validation_rows(detector, ood, validation, input)?;
+        for column in 0..val.x.ncols() {
+            let (sel_in, sel_ood) = column_by_label(val, column, &split.select);
+            let tnr = metrics::tnr_at_tpr95(&sel_in, &sel_ood)?;
+            trials.push(EpsTrial {
+                eps: input.io.eps,
+                c: 0.0,
+                select_tnr: tnr,
+                temperature: baselines::temperature(detector, column),
+            });
+            if best.as_ref().is_none_or(|b| tnr > b.2) {
+                best = Some((k, column, tnr, split.select.len()));
+            }
+        }
+    }
+    let Some((k, column, _, n_select)) = best else {
+        return Err(Error::Invalid(format!(
+            "{} vs {ood}: no scores to evaluate",
+            detector.label()
+        )));
+    };
+    let io = &inputs[k].io;
+    let test = splits::io_split(io.x.nrows(), io.n_out)?.test;
+    let (confidence_in, confidence_ood) = column_by_label(io, column, &test);
+    let metrics = metrics::compute(&confidence_in, &confidence_ood)?;
+    Ok(DetectorResult {
+        detector,
+        ood: ood.to_string(),
+        validation,
+        eps: io.eps,
+        c: 0.0,
+        coef: Vec::new(),
+        intercept: 0.0,
+        temperature: baselines::temperature(detector, column),
+        layers: Vec::new(),
+        metrics,
+        trials,
+        counts: RowCounts {
+            split: IoSplitRule::for_counts(io.x.nrows() - io.n_out, io.n_out),
+            fit: 0,
+            select: n_select,
+            test_in: confidence_in.len(),
+            test_ood: confidence_ood.len(),
+        },
+        test: TestScores {
+            logit_in: confidence_in.clone(),
+            logit_ood: confidence_ood.clone(),
+            confidence_in,
+            confidence_ood,
+        },
+    })
+}
+
 /// Runs SPEC 8 on in-memory features: per magnitude, fit on the fit block, TNR on the
 /// selection block; the best magnitude (first on ties) is evaluated on the IO test split.
 pub fn evaluate_detector(
@@ -214,33 +337,7 @@ pub fn evaluate_detector(
     let mut trials = Vec::with_capacity(inputs.len());
     let mut best: Option<(usize, f64, FittedLogistic, (usize, usize))> = None;
     for (k, input) in inputs.iter().enumerate() {
-        let io_split = splits::io_split(input.io.x.nrows(), input.io.n_out)?;
-        let (val, split) = match validation {
-            Validation::Ood => (&input.io, io_split.clone()),
-            Validation::Fgsm => {
-                let f = input.fgsm.as_ref().ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "FGSM validation of {} vs {ood} at eps {}: no FGSM features",
-                        detector.label(),
-                        eps_name(input.io.eps)
-                    ))
-                })?;
-                let group = f
-                    .group
-                    .as_deref()
-                    .ok_or_else(|| Error::Invalid("FGSM features without groups".to_string()))?;
-                (f, fgsm_split(group)?)
-            }
-        };
-        if val.x.ncols() != input.io.x.ncols() {
-            return Err(Error::Invalid(format!(
-                "{} at eps {}: FGSM features have {} layers but the {ood} features {}",
-                detector.label(),
-                eps_name(input.io.eps),
-                val.x.ncols(),
-                input.io.x.ncols()
-            )));
-        }
+        let (val, split) = validation_rows(detector, ood, validation, input)?;
         let model = regression.fit(
             rows(&val.x, &split.fit).view(),
             &labels_of(&val.labels, &split.fit),
@@ -251,6 +348,7 @@ pub fn evaluate_detector(
             eps: input.io.eps,
             c: model.c,
             select_tnr: tnr,
+            temperature: None,
         });
         if best.as_ref().is_none_or(|b| tnr > b.1) {
             best = Some((k, tnr, model, (split.fit.len(), split.select.len())));
@@ -274,6 +372,8 @@ pub fn evaluate_detector(
         c: model.c,
         coef: model.coef.to_vec(),
         intercept: model.intercept,
+        temperature: None,
+        layers: Vec::new(),
         metrics,
         trials,
         counts: RowCounts {

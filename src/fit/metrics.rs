@@ -195,7 +195,7 @@ fn auout(sweep: &Sweep, one_minus_fpr: &[f64]) -> f64 {
 }
 
 /// numpy's `trapz(y, x)`: `sum(diff(x) * (y[1:] + y[:-1]) / 2)`, summed like numpy's `add.reduce`.
-fn trapz(y: &[f64], x: &[f64]) -> f64 {
+pub(crate) fn trapz(y: &[f64], x: &[f64]) -> f64 {
     let terms: Vec<f64> = y
         .windows(2)
         .zip(x.windows(2))

@@ -107,11 +107,32 @@ pub fn save_checkpoint(weights: &Path, vs: &VarStore, meta: &CheckpointMeta) -> 
 
 /// Loads a checkpoint (weights file and its sidecar) onto `device`, strictly.
 pub fn load_checkpoint(weights: &Path, device: Device) -> Result<LoadedClassifier> {
+    // The weights first: a missing checkpoint is named as such, not by its sidecar.
+    if !weights.is_file() {
+        return Err(Error::format(
+            weights,
+            "no classifier checkpoint here; train one with `rf-classifier train` or pass \
+             --classifier PATH",
+        ));
+    }
     let meta = CheckpointMeta::read(&sidecar_path(weights))?;
     let mut vs = VarStore::new(device);
     let net = meta.net_config().build(&vs.root())?;
     load_weights_strict(&mut vs, weights)?;
     Ok(LoadedClassifier { vs, net, meta })
+}
+
+/// The SHA-256 of a file's bytes, as lowercase hex (identifies a classifier's weights).
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Writes named tensors to a safetensors file (sorted by name, via a temporary file and a rename).
@@ -181,19 +202,34 @@ pub fn assign_strict(
         missing.sort_unstable();
         unexpected.sort_unstable();
         wrong.sort_unstable();
+        // A few names of each kind say what is wrong; a whole other architecture would list
+        // hundreds.
+        const SHOWN: usize = 5;
+        let listed = |names: &[String]| {
+            let mut s = names[..names.len().min(SHOWN)].join(", ");
+            if names.len() > SHOWN {
+                s.push_str(&format!(" and {} more", names.len() - SHOWN));
+            }
+            s
+        };
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mut parts = Vec::new();
-        if !missing.is_empty() {
-            parts.push(format!("missing tensors: {}", missing.join(", ")));
-        }
-        if !unexpected.is_empty() {
-            parts.push(format!("unexpected tensors: {}", unexpected.join(", ")));
-        }
-        if !wrong.is_empty() {
-            parts.push(format!("wrongly shaped tensors: {}", wrong.join(", ")));
+        for (what, names) in [
+            ("missing tensors", owned(&missing)),
+            ("unexpected tensors", owned(&unexpected)),
+            ("wrongly shaped tensors", wrong),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{} {what}: {}", names.len(), listed(&names)));
+            }
         }
         return Err(Error::format(
             path,
-            format!("weights do not match the network; {}", parts.join("; ")),
+            format!(
+                "weights do not match the network of the sidecar (another architecture or \
+                 width?); {}",
+                parts.join("; ")
+            ),
         ));
     }
     tch::no_grad(|| -> Result<()> {

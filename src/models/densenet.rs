@@ -178,6 +178,11 @@ impl Classifier for DenseNet {
         self.num_classes
     }
 
+    fn linear_head(&self) -> (Tensor, Tensor) {
+        let bias = self.fc.bs.as_ref().expect("the linear head has a bias");
+        (self.fc.ws.shallow_clone(), bias.shallow_clone())
+    }
+
     fn net_type(&self) -> NetType {
         NetType::Densenet
     }

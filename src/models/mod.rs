@@ -52,6 +52,12 @@ pub trait Classifier: std::fmt::Debug {
     /// Number of classes (size of the logits).
     fn num_classes(&self) -> i64;
 
+    /// The final linear layer, weight `[num_classes, d]` and bias `[num_classes]` with `d` the
+    /// channels of the last feature layer: the logits are
+    /// `mean_pool(last layer's activation) W^T + b` (the global average pool covers the last
+    /// activation).
+    fn linear_head(&self) -> (Tensor, Tensor);
+
     /// The architecture.
     fn net_type(&self) -> NetType;
 }
@@ -131,7 +137,8 @@ pub fn default_width(net_type: NetType) -> i64 {
 /// The error for a feature-layer index out of range.
 fn layer_error(net: NetType, layer: usize, num_layers: usize) -> Error {
     Error::Invalid(format!(
-        "{} has feature layers 0..{num_layers}, layer {layer} requested",
-        net.name()
+        "{} has feature layers 0 to {}, layer {layer} requested",
+        net.name(),
+        num_layers.saturating_sub(1)
     ))
 }

@@ -9,7 +9,9 @@
 //! | [`fgsm`] | `rf-fgsm` | classifier, test split | `fgsm/` |
 //! | [`train_flow`] | `rf-train` | `features/` | `flow/layer_{l}/`, `history/` |
 //! | [`score`] | `rf-mahalanobis`, `rf-score` | classifier, `features/`, `flow/` | score files |
+//! | [`baselines`] | `rf-baselines` | classifier, `features/` | score files of the baselines |
 //! | [`regress`] | `rf-regress` | score files | `results.json`, `results.md`, `plots/` |
+pub mod baselines;
 pub mod classifier;
 pub mod fgsm;
 pub mod prepare;
@@ -27,11 +29,12 @@ use crate::store::RunDir;
 
 /// The stages' binaries in pipeline order (`rf-train` once per layer; `rf-fgsm` only for FGSM
 /// validation). Scripts read this list from `rf-data stages`.
-pub const STAGES: [&str; 7] = [
+pub const STAGES: [&str; 8] = [
     "rf-classifier",
     "rf-prepare",
     "rf-fgsm",
     "rf-mahalanobis",
+    "rf-baselines",
     "rf-train",
     "rf-score",
     "rf-regress",
@@ -93,17 +96,40 @@ impl Common {
     }
 
     /// Loads the classifier at `explicit` or at [`Common::default_classifier_path`]; returns its
-    /// path too. A failure says how to train one.
+    /// path too. Refuses an unknown data set (before looking for a checkpoint), and a classifier
+    /// whose sidecar says another architecture or training set than the options (the run folder
+    /// is named after them).
     pub fn load_classifier(&self, explicit: Option<&Path>) -> Result<(PathBuf, LoadedClassifier)> {
+        crate::data::registry::info(&self.dataset)?;
         let path = explicit
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.default_classifier_path());
-        let classifier = load_checkpoint(&path, self.device).map_err(|e| {
-            Error::Invalid(format!(
-                "{e}\n(train one with `rf-classifier train --dataset {}`)",
-                self.dataset
-            ))
-        })?;
+        let classifier = load_checkpoint(&path, self.device)?;
+        let meta = &classifier.meta;
+        if meta.architecture != self.net_type {
+            return Err(Error::format(
+                &path,
+                format!(
+                    "a {} classifier, but --net-type {} was given; pass --net-type {} (outputs go \
+                     to {}_{}/)",
+                    meta.architecture.name(),
+                    self.net_type.name(),
+                    meta.architecture.name(),
+                    meta.architecture.name(),
+                    self.dataset
+                ),
+            ));
+        }
+        if meta.dataset != self.dataset {
+            return Err(Error::format(
+                &path,
+                format!(
+                    "a classifier trained on `{}`, but --dataset {} was given; pass the classifier \
+                     trained on `{}` (--classifier PATH) or --dataset {}",
+                    meta.dataset, self.dataset, self.dataset, meta.dataset
+                ),
+            ));
+        }
         Ok((path, classifier))
     }
 }

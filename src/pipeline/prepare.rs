@@ -11,6 +11,7 @@ use crate::detect::fgsm::FgsmSets;
 use crate::detect::gaussian::LayerStats;
 use crate::error::{Error, Result};
 use crate::fit::Validation;
+use crate::models::checkpoint::file_sha256;
 use crate::models::{extract, Features, LoadedClassifier};
 use crate::progress::Progress;
 use crate::store::features::{FeatureDir, FeatureManifest};
@@ -61,6 +62,15 @@ pub struct Summary {
 pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     let common = &options.common;
     let (classifier_path, classifier) = common.load_classifier(options.classifier.as_deref())?;
+    // The manifest records the path as JSON text: refuse one that is not UTF-8 now, not after
+    // all the work.
+    if classifier_path.to_str().is_none() {
+        return Err(Error::format(
+            &classifier_path,
+            "the classifier's path is not valid UTF-8 and cannot be recorded in the feature \
+             manifest; rename or move the file",
+        ));
+    }
     let ood_sets = match &options.ood_sets {
         Some(list) => list.clone(),
         None => registry::info(&common.dataset)?
@@ -181,6 +191,20 @@ pub fn prepare(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
+    // An empty set has no features to average or score: refuse before writing anything.
+    let named = [
+        ("train", &train_set, "--max-train"),
+        ("test", &test_set, "--max-test"),
+    ];
+    let ood_named = oods.iter().map(|o| (o.name.as_str(), o, "--max-ood"));
+    for (name, set, flag) in named.into_iter().chain(ood_named) {
+        if set.is_empty() {
+            return Err(Error::Invalid(format!(
+                "`{name}` has no images to use (under {}, or {flag} 0); every set needs at least one",
+                options.dataroot.display()
+            )));
+        }
+    }
     if dir.manifest_path().exists() {
         std::fs::remove_file(dir.manifest_path()).map_err(|e| Error::io(dir.manifest_path(), e))?;
     }
@@ -239,6 +263,7 @@ pub fn prepare(
         train_accuracy: train.accuracy(),
         test_accuracy: test.accuracy(),
         sets,
+        classifier_sha256: Some(file_sha256(classifier_path)?),
         library_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     crate::io::write_json(&dir.manifest_path(), &manifest)?;

@@ -9,21 +9,27 @@ use ndarray::{Array2, Axis};
 use super::train_flow::MONITOR_ROWS;
 use crate::detect::{eps_name, DetectorKind, ScoreLayout};
 use crate::error::{Error, Result};
+use crate::fit::bootstrap::BootstrapParams;
 use crate::fit::detector::{
-    evaluate_detector, max_over_classes, DetectorResult, EpsInput, LayerFeatures, TestScores,
-    Validation,
+    evaluate_detector, evaluate_direct, max_over_classes, DetectorResult, EpsInput, LayerFeatures,
+    TestScores, Validation,
 };
 use crate::fit::metrics;
 use crate::fit::regression::LogisticRegressionCv;
 use crate::fit::splits::IoSplitRule;
 use crate::models::NetType;
 use crate::progress::Progress;
+use crate::report::plots::plot_comparison;
+use crate::report::tables::comparison_points;
 use crate::report::{markdown, plot_auroc_history, plot_histogram, plot_roc, LayerCurve};
 use crate::store::history::read_history;
 use crate::store::results::{
     read_results, read_test_scores, write_results, write_test_scores, ResultRecord, ResultsFile,
+    OPENOOD_AUROC,
 };
-use crate::store::scores::{list_magnitudes, read_scores, ScoreFile, FGSM};
+use crate::store::scores::{
+    list_magnitudes, read_score_manifest, read_scores, score_manifest_path, ScoreFile, FGSM,
+};
 use crate::store::{list_datasets, RunDir};
 
 /// What [`regress_dataset`] did for one in-distribution set.
@@ -93,11 +99,13 @@ pub struct Options {
     pub oods: Vec<String>,
     /// Draw the PNG plots.
     pub plots: bool,
+    /// Bootstrap intervals of the metrics; `None`: point estimates only.
+    pub bootstrap: Option<BootstrapParams>,
 }
 
 impl Default for Options {
     /// The residual flow of every ResNet run under `output/`, validated on the OOD sets, every
-    /// set, with plots.
+    /// set, with plots and 95% intervals from 1,000 bootstrap resamples.
     fn default() -> Self {
         Options {
             outf: PathBuf::from("output"),
@@ -107,6 +115,7 @@ impl Default for Options {
             validation: Validation::Ood,
             oods: Vec::new(),
             plots: true,
+            bootstrap: Some(BootstrapParams::default()),
         }
     }
 }
@@ -179,7 +188,9 @@ pub fn regress_dataset(
                 if r.counts.split == IoSplitRule::Proportional {
                     warnings.push(small_set_warning(dataset, &r));
                 }
-                records.push(ResultRecord::from_result(&r));
+                let record = ResultRecord::from_result(&r)
+                    .with_uncertainty(&r.test, options.bootstrap.as_ref())?;
+                records.push(record);
                 results_by_ood.push(r);
             }
             Err(e) => failed.push((ood.clone(), e.to_string())),
@@ -260,10 +271,29 @@ pub fn regress_dataset(
                 plot_histogram(
                     &p,
                     &title,
-                    "Detector score -log-odds(OOD) (higher = in-distribution)",
+                    if detector.regression() {
+                        "Detector score -log-odds(OOD) (higher = in-distribution)"
+                    } else {
+                        "Detector score (higher = in-distribution)"
+                    },
                     &r.test.logit_in,
                     &r.test.logit_ood,
                 ),
+            );
+        }
+        // The comparison of every detector run so far: OpenOOD's AUROC with its interval.
+        let (ood_names, series) = comparison_points(&results.results, validation, OPENOOD_AUROC);
+        if !series.is_empty() {
+            let p = dir.join(format!("comparison_auroc_{}.png", validation.name()));
+            let title = format!(
+                "{net} {dataset}: AUROC with 95% intervals, {}",
+                validation.label()
+            );
+            attempt(
+                &mut written,
+                &mut warnings,
+                p.clone(),
+                plot_comparison(&p, &title, "AUROC (%)", &ood_names, &series),
             );
         }
         match history_curves(run) {
@@ -457,10 +487,32 @@ pub fn load_features(
     build_features(detector, eps, &files)
 }
 
-/// The magnitudes available for `set` in `run` (for one file per layer: those of the first
-/// layer) and the layers with files (empty for [`ScoreLayout::LayerColumns`]). Errors if there
-/// are none.
+/// The layers (empty for [`ScoreLayout::LayerColumns`]) and magnitudes of `detector`'s scores of
+/// `set` in `run`: those of the scoring stage's manifest
+/// ([`crate::store::scores::ScoreManifest`]); for score folders
+/// without one (older versions, hand-made files), the layers with files and the magnitudes of the
+/// first layer. Errors if there are none.
 pub fn discover(run: &RunDir, detector: DetectorKind, set: &str) -> Result<(Vec<usize>, Vec<f64>)> {
+    // The scoring stage's manifest names the files exactly; every one must then exist
+    // ([`load_features`] names a missing one).
+    if let Some(m) = read_score_manifest(&run.detector_dir(detector))? {
+        if !m.sets.iter().any(|s| s == set) {
+            return Err(Error::format(
+                score_manifest_path(&run.detector_dir(detector)),
+                format!(
+                    "{} scores of `{set}` are not part of the last scoring run (sets: {}); rerun {}",
+                    detector.label(),
+                    m.sets.join(", "),
+                    detector.stage()
+                ),
+            ));
+        }
+        let layers = match detector.layout() {
+            ScoreLayout::LayerColumns => Vec::new(),
+            ScoreLayout::ClassScoresPerLayer => m.layers,
+        };
+        return Ok((layers, m.magnitudes));
+    }
     let (layers, dir) = match detector.layout() {
         ScoreLayout::LayerColumns => (Vec::new(), run.scores_dir(detector, set, 0)),
         ScoreLayout::ClassScoresPerLayer => {
@@ -492,7 +544,8 @@ pub fn discover(run: &RunDir, detector: DetectorKind, set: &str) -> Result<(Vec<
 }
 
 /// Loads the score files of `ood` (and of the FGSM sets for FGSM validation) from `run` and runs
-/// [`evaluate_detector`] with scikit-learn's default regression. The flow's layers and the magnitudes
+/// [`evaluate_detector`] with scikit-learn's default regression, or for a baseline
+/// [`evaluate_direct`]. The flow's layers and the magnitudes
 /// are those found for `ood`; every needed file must exist.
 pub fn evaluate_run(
     run: &RunDir,
@@ -510,11 +563,21 @@ pub fn evaluate_run(
         };
         inputs.push(EpsInput { io, fgsm });
     }
-    evaluate_detector(
-        detector,
-        ood,
-        validation,
-        &inputs,
-        &LogisticRegressionCv::default(),
-    )
+    if detector.regression() {
+        let mut r = evaluate_detector(
+            detector,
+            ood,
+            validation,
+            &inputs,
+            &LogisticRegressionCv::default(),
+        )?;
+        // The layers behind the regression's coefficients, in their order.
+        r.layers = match detector.layout() {
+            ScoreLayout::ClassScoresPerLayer => layers,
+            ScoreLayout::LayerColumns => (0..r.coef.len()).collect(),
+        };
+        Ok(r)
+    } else {
+        evaluate_direct(detector, ood, validation, &inputs)
+    }
 }

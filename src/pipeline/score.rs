@@ -19,10 +19,11 @@ use crate::detect::resflow::ResidualFlow;
 use crate::detect::{Detector, DetectorKind, ScoreLayout, MAGNITUDES};
 use crate::error::{Error, Result};
 use crate::fit::Validation;
+use crate::models::checkpoint::file_sha256;
 use crate::models::{load_checkpoint, LoadedClassifier};
 use crate::progress::Progress;
 use crate::store::features::{FeatureDir, FeatureManifest};
-use crate::store::scores::{write_scores, ScoreFile, FGSM};
+use crate::store::scores::{write_score_manifest, write_scores, ScoreFile, ScoreManifest, FGSM};
 use crate::store::RunDir;
 
 /// Default batch size of the scoring stages.
@@ -85,8 +86,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
             for l in 0..num_layers {
                 let dir = run.flow_dir(l);
                 if dir.exists() {
-                    let means = LayerStats::load(&stage.features.stats_path(l))?.means;
-                    layers.push((l, dir, means));
+                    layers.push((l, dir, LayerStats::load(&stage.features.stats_path(l))?));
                 }
             }
             if layers.is_empty() {
@@ -96,6 +96,13 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
                 )));
             }
             Box::new(ResidualFlow::new(layers, stage.device))
+        }
+        baseline => {
+            return Err(Error::Invalid(format!(
+                "{} is scored by {}",
+                baseline.label(),
+                baseline.stage()
+            )))
         }
     };
     let sets = score(
@@ -154,6 +161,19 @@ impl ScoringStage {
             .as_deref()
             .unwrap_or(&manifest.classifier);
         let classifier = load_checkpoint(classifier_path, common.device)?;
+        if let Some(expected) = &manifest.classifier_sha256 {
+            if &file_sha256(classifier_path)? != expected {
+                return Err(Error::format(
+                    classifier_path,
+                    format!(
+                        "not the weights rf-prepare used for {} (their SHA-256 differs); pass the \
+                         classifier it used ({}) or rerun rf-prepare with this one",
+                        features.path.display(),
+                        manifest.classifier.display()
+                    ),
+                ));
+            }
+        }
         let fgsm = if options.validation == Validation::Fgsm {
             let sets = FgsmSets::load_for(&run.fgsm_dir(), &classifier)
                 .map_err(|e| Error::Invalid(format!("{e}\n(run rf-fgsm first)")))?;
@@ -227,36 +247,46 @@ pub fn score(
     if let Some(f) = &stage.fgsm {
         sets.extend(f.named().map(|s| (s.name.clone(), s.into())));
     }
-    // With one file for all layers, per set and layer the best class scores [N] of each
-    // magnitude are kept until the end.
+    // With one file for all layers, per set and (layer, variant) the best class scores [N] of
+    // each magnitude are kept until the end.
     let mut kept: BTreeMap<String, Vec<Vec<Tensor>>> = BTreeMap::new();
+    let variants = detector.variants();
+    if variants != 1 && kind.layout() != ScoreLayout::LayerColumns {
+        return Err(Error::Invalid(format!(
+            "{}: {variants} score variants per layer need one file of columns per magnitude",
+            kind.label()
+        )));
+    }
     for layer in detector.layers() {
-        let score = detector.layer_scores(layer)?;
-        let mut this_layer = SetScores::new();
-        for (key, set) in &sets {
-            let per_eps = stage.score_layer(*set, layer, magnitudes, score.as_ref(), progress)?;
-            this_layer.insert(key.clone(), per_eps);
-        }
-        match kind.layout() {
-            ScoreLayout::ClassScoresPerLayer => write_files(
-                stage,
-                inputs,
-                kind,
-                layer,
-                magnitudes,
-                &test_key,
-                &this_layer,
-            )?,
-            ScoreLayout::LayerColumns => {
-                for (key, per_eps) in this_layer {
-                    let best = per_eps.iter().map(|t| t.max_dim(1, false).0).collect();
-                    kept.entry(key).or_default().push(best);
+        for variant in 0..variants {
+            let score = detector.layer_scores(layer, variant)?;
+            let mut this_layer = SetScores::new();
+            for (key, set) in &sets {
+                let per_eps =
+                    stage.score_layer(*set, layer, magnitudes, score.as_ref(), progress)?;
+                this_layer.insert(key.clone(), per_eps);
+            }
+            match kind.layout() {
+                ScoreLayout::ClassScoresPerLayer => write_files(
+                    stage,
+                    inputs,
+                    kind,
+                    layer,
+                    magnitudes,
+                    &test_key,
+                    &this_layer,
+                )?,
+                ScoreLayout::LayerColumns => {
+                    for (key, per_eps) in this_layer {
+                        let best = per_eps.iter().map(|t| t.max_dim(1, false).0).collect();
+                        kept.entry(key).or_default().push(best);
+                    }
                 }
             }
         }
     }
     if kind.layout() == ScoreLayout::LayerColumns {
-        // Per set and magnitude, the layers' columns side by side: one [N, L] matrix.
+        // Per set and magnitude, the (layer, variant) columns side by side: one [N, L * V] matrix.
         let columns: SetScores = kept
             .into_iter()
             .map(|(key, layers)| {
@@ -275,6 +305,15 @@ pub fn score(
     if stage.fgsm.is_some() {
         written.push(FGSM.to_string());
     }
+    // Last: the manifest says which files make up this detector's scores.
+    write_score_manifest(
+        &stage.run.detector_dir(kind),
+        &ScoreManifest {
+            magnitudes: magnitudes.to_vec(),
+            layers: detector.layers(),
+            sets: written.clone(),
+        },
+    )?;
     Ok(written)
 }
 

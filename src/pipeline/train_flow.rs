@@ -10,7 +10,7 @@ use crate::detect::flow::{
     checkpoint::META_FILE, default_length_hidden, split_validation, FlowModel, FlowSpec,
     FlowTrainConfig, IterationRecord, Trainer,
 };
-use crate::detect::gaussian::LayerStats;
+use crate::detect::gaussian::{same_whitening, LayerStats};
 use crate::error::{Error, Result};
 use crate::fit::metrics;
 use crate::progress::Progress;
@@ -43,6 +43,8 @@ pub struct Summary {
     pub last_auroc: Option<f64>,
     /// The flow's checkpoint folder.
     pub flow_dir: PathBuf,
+    /// `--resume` was asked for but there was no checkpoint: training started from iteration 0.
+    pub resume_found_nothing: bool,
 }
 
 /// Runs the stage for `options.flow.layer`, showing one task of `num_iter` steps with the
@@ -53,7 +55,12 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     flow.config.batch_size = common.batch_size_or(flow.config.batch_size);
     flow.config.seed = common.seed;
     flow.device = common.device;
+    flow.config.check()?;
     let run_dir = common.run_dir();
+    let dir = run_dir.flow_dir(flow.layer);
+    let resume_found_nothing = flow.resume
+        && !dir.join(META_FILE).exists()
+        && !sibling(&dir, "old").join(META_FILE).exists();
     progress.start(&format!("layer {} flow", flow.layer), flow.num_iter);
     let (mut position, mut last_auroc) = (0, None);
     let history = train_layer(&run_dir.features(), &run_dir, &flow, &mut |record| {
@@ -74,6 +81,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         history: history?,
         last_auroc,
         flow_dir: run_dir.flow_dir(flow.layer),
+        resume_found_nothing,
     })
 }
 
@@ -146,16 +154,59 @@ fn centred_per_class(
 /// Writes the checkpoint into a fresh sibling folder, then swaps it in, so a crash never leaves a
 /// half-written checkpoint in place.
 fn save_atomically(trainer: &Trainer, dir: &Path) -> Result<()> {
-    let partial = PathBuf::from(format!("{}.partial", dir.display()));
-    let old = PathBuf::from(format!("{}.old", dir.display()));
+    let (partial, old) = (sibling(dir, "partial"), sibling(dir, "old"));
     let _ = std::fs::remove_dir_all(&partial);
-    trainer.save_checkpoint(&partial)?;
+    if let Err(e) = trainer.save_checkpoint(&partial) {
+        // A full disk or a killed write leaves no half checkpoint behind.
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
+    }
     if dir.exists() {
         let _ = std::fs::remove_dir_all(&old);
         std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
     }
     std::fs::rename(&partial, dir).map_err(|e| Error::io(dir, e))?;
     let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// `{dir}.{suffix}`: a sibling of a layer's flow folder.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{suffix}", dir.display()))
+}
+
+/// An exclusive lock on `{flow folder}.lock` while a layer trains, so that a second `rf-train`
+/// on the same layer stops at once with a message (the operating system releases it when the
+/// process ends, even when killed, so `--resume` after a kill works).
+fn lock_layer(dir: &Path) -> Result<std::fs::File> {
+    let path = sibling(dir, "lock");
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::format(
+            &path,
+            "another rf-train is training this layer now; wait for it to finish or stop it",
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Completes a checkpoint save that a crash interrupted between its two renames: the flow
+/// folder is missing but its previous version (`.old`) is there, so that one is put back.
+fn recover_interrupted_save(dir: &Path) -> Result<()> {
+    let old = sibling(dir, "old");
+    if !dir.exists() && old.join(META_FILE).exists() {
+        std::fs::rename(&old, dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let _ = std::fs::remove_dir_all(sibling(dir, "partial"));
     Ok(())
 }
 
@@ -192,6 +243,30 @@ fn write_histories(
     crate::io::write_npy_f64(&run.loss_history_path(layer), &losses)
 }
 
+/// `--num-iter 0` without `--resume` writes an untrained flow: refused where a trained one (its
+/// loss history reaching past iteration 0) would be replaced.
+fn refuse_untrained_replacement(run: &RunDir, layer: usize, dir: &Path) -> Result<()> {
+    let path = run.loss_history_path(layer);
+    if !path.exists() {
+        return Ok(());
+    }
+    // Rows [iteration, train loss, validation loss], one per iteration.
+    let losses: ndarray::Array2<f64> =
+        ndarray_npy::read_npy(&path).map_err(|e| Error::format(&path, e.to_string()))?;
+    let trained_to = losses.column(0).iter().copied().fold(0.0f64, f64::max);
+    if trained_to > 0.0 {
+        return Err(Error::format(
+            dir,
+            format!(
+                "--num-iter 0 would replace this flow, trained to iteration {trained_to}, with an \
+                 untrained one; delete the folder first if that is what you want, or pass \
+                 --resume --num-iter N to continue it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses to resume a checkpoint made from other features (another whitening of the layer) or
 /// with another learning rate, batch size or seed: continuing it would silently mix two runs.
 fn check_resumable(
@@ -200,17 +275,7 @@ fn check_resumable(
     config: &FlowTrainConfig,
     dir: &Path,
 ) -> Result<()> {
-    let saved = &trainer.model().a_inv;
-    let current = &stats.whitening.a_inv;
-    let same_whitening = saved.size() == current.size() && {
-        let current = current.to_kind(Kind::Double).to_device(Device::Cpu);
-        let diff = (saved.to_kind(Kind::Double).to_device(Device::Cpu) - &current)
-            .abs()
-            .max()
-            .double_value(&[]);
-        diff <= 1e-5 * (1.0 + current.abs().max().double_value(&[]))
-    };
-    if !same_whitening {
+    if !same_whitening(&trainer.model().a_inv, &stats.whitening.a_inv) {
         return Err(Error::format(
             dir,
             "this flow was trained on other features (the layer's whitening differs, e.g. after a new \
@@ -244,15 +309,20 @@ pub fn train_layer(
     let l = options.layer;
     if l >= manifest.layer_channels.len() {
         return Err(Error::Invalid(format!(
-            "--layer {l}: the {} has layers 0..{}",
+            "--layer {l}: the {} has feature layers 0 to {}",
             manifest.net_type.name(),
-            manifest.layer_channels.len()
+            manifest.layer_channels.len() - 1
         )));
     }
     let stats = LayerStats::load(&features.stats_path(l))?;
     let per_class = centred_per_class(features, l, &stats)?;
     let (validation, train) = split_validation(&per_class, options.validation_total)?;
     let dir = run.flow_dir(l);
+    let _lock = lock_layer(&dir)?;
+    recover_interrupted_save(&dir)?;
+    if options.num_iter == 0 && !options.resume && dir.join(META_FILE).exists() {
+        refuse_untrained_replacement(run, l, &dir)?;
+    }
 
     let ood = match &options.monitor_ood {
         Some(name) => name.clone(),

@@ -18,4 +18,6 @@ pub mod plots;
 pub mod tables;
 
 pub use plots::{plot_auroc_history, plot_histogram, plot_roc, LayerCurve};
-pub use tables::{comparison_text, format_table, markdown};
+pub use tables::{
+    comparison_text, detector_comparison_markdown, detector_comparison_text, format_table, markdown,
+};

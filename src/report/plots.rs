@@ -1,5 +1,5 @@
-//! PNG plots of the results: ROC curves, score histograms and the flow training's validation
-//! AUROC per iteration.
+//! PNG plots of the results: ROC curves, score histograms, the flow training's validation AUROC
+//! per iteration, and the detector comparison with intervals.
 //!
 //! Plot text needs a TrueType font: `$RESFLOW_FONT`, else DejaVu Sans or Liberation Sans from the
 //! usual system folders (`scripts/setup.sh` installs Debian's `fonts-dejavu-core`).
@@ -101,6 +101,8 @@ struct Frame<'a> {
     y_label_area: u32,
     /// Label the x axis with whole numbers.
     integer_x: bool,
+    /// Names of the whole-number x positions (categories); empty for a numeric axis.
+    x_names: &'a [String],
     legend: SeriesLabelPosition,
     legend_font: u32,
 }
@@ -129,7 +131,18 @@ fn render_chart(
         mesh.x_desc(frame.x_desc)
             .y_desc(frame.y_desc)
             .label_style(("sans-serif", 15));
-        if frame.integer_x {
+        let names = frame.x_names;
+        let name = |v: &f64| {
+            let i = v.round();
+            if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+                names[i as usize].clone()
+            } else {
+                String::new()
+            }
+        };
+        if !names.is_empty() {
+            mesh.x_label_formatter(&name).x_labels(names.len() * 2 + 1);
+        } else if frame.integer_x {
             mesh.x_label_formatter(&whole);
         }
         mesh.draw().map_err(s)?;
@@ -146,13 +159,15 @@ fn render_chart(
 }
 
 /// Colours of the series, in order.
-const PALETTE: [RGBColor; 6] = [
+const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
 ];
 
 /// The ROC curve `(FPR, TPR)` points of confidences (in-distribution positive), from the
@@ -191,6 +206,7 @@ pub fn plot_roc(path: &Path, title: &str, curves: &[(String, &TestScores)]) -> R
         y_desc: "True positive rate (in-distribution accepted)",
         y_label_area: 55,
         integer_x: false,
+        x_names: &[],
         legend: SeriesLabelPosition::LowerRight,
         legend_font: 16,
     };
@@ -268,6 +284,7 @@ pub fn plot_histogram(
         y_desc: "Fraction of samples",
         y_label_area: 60,
         integer_x: false,
+        x_names: &[],
         legend: SeriesLabelPosition::UpperLeft,
         legend_font: 16,
     };
@@ -334,6 +351,7 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
         y_desc: "Validation AUROC (%)",
         y_label_area: 55,
         integer_x: true,
+        x_names: &[],
         legend: SeriesLabelPosition::LowerRight,
         legend_font: 14,
     };
@@ -368,6 +386,65 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
                         PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
                     });
             }
+        }
+        Ok(())
+    })
+}
+
+/// One detector's points of [`plot_comparison`]: its label and, per OOD set, the value with its
+/// interval `(value, low, high)` in percent (`None` where it has no result).
+pub type ComparisonSeries = (String, Vec<Option<(f64, f64, f64)>>);
+
+/// The detector comparison of one metric: per OOD set (x axis) one point per detector with its
+/// interval as a vertical bar, detectors side by side.
+pub fn plot_comparison(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    oods: &[String],
+    series: &[ComparisonSeries],
+) -> Result<()> {
+    let lowest = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().flatten().map(|p| p.1))
+        .fold(100.0f64, f64::min);
+    let y_min = (lowest.floor() - 5.0).clamp(0.0, 95.0);
+    let frame = Frame {
+        title,
+        x: -0.5..oods.len() as f64 - 0.5,
+        y: y_min..101.0,
+        x_desc: "OOD set",
+        y_desc,
+        y_label_area: 55,
+        integer_x: true,
+        x_names: oods,
+        legend: SeriesLabelPosition::LowerLeft,
+        legend_font: 14,
+    };
+    let n = series.len().max(1) as f64;
+    render_chart(path, frame, |chart| {
+        for (j, (label, points)) in series.iter().enumerate() {
+            let c = PALETTE[j % PALETTE.len()];
+            let offset = 0.7 * ((j as f64 + 0.5) / n - 0.5);
+            let located: Vec<(f64, (f64, f64, f64))> = points
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.map(|p| (i as f64 + offset, p)))
+                .collect();
+            for &(x, (_, lo, hi)) in &located {
+                chart
+                    .draw_series(LineSeries::new(vec![(x, lo), (x, hi)], c.stroke_width(2)))
+                    .map_err(s)?;
+            }
+            chart
+                .draw_series(
+                    located
+                        .iter()
+                        .map(|&(x, (v, _, _))| Circle::new((x, v), 4, c.filled())),
+                )
+                .map_err(s)?
+                .label(label.as_str())
+                .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
         }
         Ok(())
     })

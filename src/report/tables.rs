@@ -3,9 +3,13 @@
 use std::fmt::Write as _;
 
 use crate::detect::{eps_name, DetectorKind};
+use crate::fit::bootstrap::Interval;
 use crate::fit::splits::IoSplitRule;
 use crate::fit::Validation;
-use crate::store::results::{ResultRecord, ResultsFile};
+use crate::report::plots::ComparisonSeries;
+use crate::store::results::{
+    ResultRecord, ResultsFile, ALL_METRIC_NAMES, OPENOOD_AUROC, OPENOOD_FPR95, PAPER_TNR,
+};
 
 /// Metric names in the reference's print order.
 pub const METRIC_NAMES: [&str; 5] = ["TNR", "AUROC", "DTACC", "AUIN", "AUOUT"];
@@ -93,6 +97,16 @@ pub fn markdown(results: &ResultsFile) -> String {
         }
     }
     for v in [Validation::Ood, Validation::Fgsm] {
+        let table = detector_comparison_markdown(&results.results, v);
+        if !table.is_empty() {
+            let _ = write!(
+                s,
+                "\n## Detector comparison ({}; percent, 95% bootstrap interval in brackets)\n{table}",
+                v.label()
+            );
+        }
+    }
+    for v in [Validation::Ood, Validation::Fgsm] {
         let table = comparison_markdown(&results.results, v);
         if !table.is_empty() {
             let _ = write!(
@@ -170,4 +184,137 @@ pub fn comparison_text(dataset: &str, records: &[ResultRecord], v: Validation) -
         );
     }
     s
+}
+
+/// Indices into [`ResultRecord::all_metrics`] of the detector comparison's tables: the paper's
+/// TNR at TPR 95%, OpenOOD's FPR at 95% TPR and AUROC.
+pub const COMPARED_METRICS: [usize; 3] = [PAPER_TNR, OPENOOD_FPR95, OPENOOD_AUROC];
+
+/// `value [low, high]` in percent, or the value alone without an interval.
+fn with_interval(value: f64, interval: Option<Interval>) -> String {
+    match interval {
+        Some(Interval(lo, hi)) => format!("{} [{}, {}]", pct(value), pct(lo), pct(hi)),
+        None => pct(value),
+    }
+}
+
+/// Metric `k` of [`ResultRecord::all_metrics`] of detector `d` on `ood` with validation `v`, as
+/// `value [low, high]` in percent; `-` when there is no such result.
+fn comparison_cell(
+    records: &[ResultRecord],
+    v: Validation,
+    d: DetectorKind,
+    ood: &str,
+    k: usize,
+) -> String {
+    records
+        .iter()
+        .find(|r| r.validation == v && r.detector == d && r.ood == ood)
+        .and_then(|r| r.all_metrics()[k])
+        .map_or("-".to_string(), |(value, i)| with_interval(value, i))
+}
+
+/// The detectors with validation `v` in `records` (in [`DetectorKind::ALL`] order) and their OOD
+/// sets (in record order).
+fn comparison_axes(records: &[ResultRecord], v: Validation) -> (Vec<DetectorKind>, Vec<&str>) {
+    let mine: Vec<&ResultRecord> = records.iter().filter(|r| r.validation == v).collect();
+    let detectors = DetectorKind::ALL
+        .into_iter()
+        .filter(|d| mine.iter().any(|r| r.detector == *d))
+        .collect();
+    let mut oods: Vec<&str> = Vec::new();
+    for r in mine {
+        if !oods.contains(&r.ood.as_str()) {
+            oods.push(&r.ood);
+        }
+    }
+    (detectors, oods)
+}
+
+/// The detector comparison with validation `v`: per metric of [`COMPARED_METRICS`] one Markdown
+/// table, rows = OOD sets, columns = detectors, cells `value [95% interval]` in percent (`-` where
+/// a detector has no result for a set). Empty when no record has validation `v`.
+pub fn detector_comparison_markdown(records: &[ResultRecord], v: Validation) -> String {
+    let (detectors, oods) = comparison_axes(records, v);
+    if detectors.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    for k in COMPARED_METRICS {
+        let _ = write!(s, "\n### {}\n\n| OOD set |", ALL_METRIC_NAMES[k]);
+        for d in &detectors {
+            let _ = write!(s, " {} |", d.label());
+        }
+        s.push_str("\n|---|");
+        s.push_str(&"---:|".repeat(detectors.len()));
+        s.push('\n');
+        for ood in &oods {
+            let _ = write!(s, "| {ood} |");
+            for d in &detectors {
+                let cell = comparison_cell(records, v, *d, ood, k);
+                let _ = write!(s, " {cell} |");
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// The detector comparison as plain text for the terminal: per metric of [`COMPARED_METRICS`] a
+/// block with one line per OOD set and one column per detector (empty when no record has
+/// validation `v`).
+pub fn detector_comparison_text(dataset: &str, records: &[ResultRecord], v: Validation) -> String {
+    let (detectors, oods) = comparison_axes(records, v);
+    if detectors.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "in-distribution: {dataset} ({}); percent, 95% bootstrap interval in brackets\n",
+        v.label()
+    );
+    for k in COMPARED_METRICS {
+        let _ = write!(s, "{}\n{:<18}", ALL_METRIC_NAMES[k], "OOD set");
+        for d in &detectors {
+            let _ = write!(s, " {:>22}", d.label());
+        }
+        s.push('\n');
+        for ood in &oods {
+            let _ = write!(s, "{ood:<18}");
+            for d in &detectors {
+                let cell = comparison_cell(records, v, *d, ood, k);
+                let _ = write!(s, " {cell:>22}");
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// The points of [`crate::report::plots::plot_comparison`] for metric `k` of
+/// [`ResultRecord::all_metrics`] with validation `v`: the OOD sets and, per detector, its values
+/// and intervals in percent (a point interval where none was computed).
+pub fn comparison_points(
+    records: &[ResultRecord],
+    v: Validation,
+    k: usize,
+) -> (Vec<String>, Vec<ComparisonSeries>) {
+    let (detectors, oods) = comparison_axes(records, v);
+    let series = detectors
+        .iter()
+        .map(|&d| {
+            let points = oods
+                .iter()
+                .map(|ood| {
+                    let r = records
+                        .iter()
+                        .find(|r| r.validation == v && r.detector == d && r.ood == *ood)?;
+                    let (value, interval) = r.all_metrics()[k]?;
+                    let Interval(lo, hi) = interval.unwrap_or(Interval(value, value));
+                    Some((100.0 * value, 100.0 * lo, 100.0 * hi))
+                })
+                .collect();
+            (d.label().to_string(), points)
+        })
+        .collect();
+    (oods.iter().map(|o| o.to_string()).collect(), series)
 }

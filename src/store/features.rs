@@ -75,6 +75,16 @@ impl LayerStats {
                 ),
             ));
         }
+        for (name, t) in [
+            ("means", &means),
+            ("A", &a),
+            ("A_inv", &a_inv),
+            ("log_abs_det_A_inv", &log_det),
+            ("precision", &precision),
+        ] {
+            check_finite(t, &format!("tensor `{name}`"))
+                .map_err(|e| Error::format(path, format!("{e}; rerun rf-prepare")))?;
+        }
         Ok(LayerStats {
             means,
             whitening: Whitening {
@@ -110,6 +120,10 @@ pub struct FeatureManifest {
     /// Row count of every stored set (`train`, `test`, `ood_{name}`, `fgsm_{clean,noisy,adv}`).
     pub sets: BTreeMap<String, usize>,
     /// Version of resflow that wrote the folder.
+    /// SHA-256 of the classifier's weights file (absent in manifests of older versions): the
+    /// scoring stages refuse other weights of the same shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_sha256: Option<String>,
     pub library_version: String,
 }
 

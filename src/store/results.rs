@@ -9,7 +9,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::DetectorKind;
 use crate::error::{Error, Result};
+use crate::fit::bootstrap::{self, BootstrapParams, Interval, MetricIntervals};
 use crate::fit::detector::{DetectorResult, EpsTrial, RowCounts, TestScores, Validation};
+use crate::fit::openood::{self, OodMetrics};
+
+/// Names of [`ResultRecord::all_metrics`]: the paper's (in-distribution positive), then
+/// OpenOOD's (OOD positive).
+pub const ALL_METRIC_NAMES: [&str; 9] = [
+    "TNR at TPR 95%",
+    "AUROC",
+    "DTACC",
+    "AUIN",
+    "AUOUT",
+    "FPR at 95% TPR (OOD positive)",
+    "AUROC (OOD positive)",
+    "AUPR-in",
+    "AUPR-out",
+];
+
+/// Index of the paper's TNR at TPR 95% in [`ALL_METRIC_NAMES`].
+pub const PAPER_TNR: usize = 0;
+/// Index of OpenOOD's FPR at 95% TPR in [`ALL_METRIC_NAMES`].
+pub const OPENOOD_FPR95: usize = 5;
+/// Index of OpenOOD's AUROC in [`ALL_METRIC_NAMES`].
+pub const OPENOOD_AUROC: usize = 6;
 
 /// One (detector, validation, OOD set) result as stored in `results.json` (metrics as fractions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +51,13 @@ pub struct ResultRecord {
     pub coef: Vec<f64>,
     /// Intercept.
     pub intercept: f64,
+    /// The feature layers of the regression's coefficients, in order (absent for the baselines
+    /// and in files of older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<usize>,
+    /// ODIN's chosen temperature (absent for every other detector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
     /// TNR at TPR 95%.
     pub tnr_at_tpr95: f64,
     /// AUROC.
@@ -42,6 +72,12 @@ pub struct ResultRecord {
     pub trials: Vec<EpsTrial>,
     /// Row counts.
     pub counts: RowCounts,
+    /// OpenOOD's OOD-positive metrics on the same test rows (absent in files of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openood: Option<OodMetrics>,
+    /// Bootstrap intervals of every metric over the test rows (absent when not computed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<MetricIntervals>,
 }
 
 impl ResultRecord {
@@ -55,6 +91,8 @@ impl ResultRecord {
             c: r.c,
             coef: r.coef.clone(),
             intercept: r.intercept,
+            layers: r.layers.clone(),
+            temperature: r.temperature,
             tnr_at_tpr95: r.metrics.tnr_at_tpr95,
             auroc: r.metrics.auroc,
             dtacc: r.metrics.dtacc,
@@ -62,7 +100,44 @@ impl ResultRecord {
             auout: r.metrics.auout,
             trials: r.trials.clone(),
             counts: r.counts,
+            openood: None,
+            intervals: None,
         }
+    }
+
+    /// Adds OpenOOD's metrics of the test confidences `test` and, with `bootstrap`, the intervals
+    /// of every metric.
+    pub fn with_uncertainty(
+        mut self,
+        test: &TestScores,
+        bootstrap: Option<&BootstrapParams>,
+    ) -> Result<Self> {
+        let (inn, out) = (&test.confidence_in, &test.confidence_ood);
+        self.openood = Some(openood::compute(inn, out)?);
+        self.intervals = match bootstrap {
+            Some(p) => Some(bootstrap::intervals(inn, out, p)?),
+            None => None,
+        };
+        Ok(self)
+    }
+
+    /// Every metric of both conventions with its bootstrap interval when computed, in
+    /// [`ALL_METRIC_NAMES`] order: the paper's five, then OpenOOD's four (`None` when the record
+    /// has no OpenOOD metrics).
+    pub fn all_metrics(&self) -> [Option<(f64, Option<Interval>)>; 9] {
+        let paper = self.metrics();
+        let openood = self.openood.map(|m| m.as_array());
+        std::array::from_fn(|k| {
+            let interval =
+                self.intervals
+                    .as_ref()
+                    .map(|i| if k < 5 { i.paper[k] } else { i.openood[k - 5] });
+            if k < 5 {
+                Some((paper[k], interval))
+            } else {
+                openood.map(|m| (m[k - 5], interval))
+            }
+        })
     }
 
     /// The metrics in print order (fractions).

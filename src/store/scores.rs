@@ -343,3 +343,35 @@ pub fn list_magnitudes(dir: &Path) -> Result<Vec<f64>> {
     sort_magnitudes(&mut eps);
     Ok(eps)
 }
+
+/// What a scoring stage wrote for one detector (`{detector}/scores.json`): the magnitudes and
+/// layers scored, so that `rf-regress` uses exactly those files and notices any that went missing
+/// (instead of building the detector from whatever files exist).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScoreManifest {
+    /// The magnitudes scored, in scoring order.
+    pub magnitudes: Vec<f64>,
+    /// The feature layers scored (the flow's trained layers; the last layer for the baselines).
+    pub layers: Vec<usize>,
+    /// The sets scored (OOD sets, and [`FGSM`] when validating on FGSM samples).
+    pub sets: Vec<String>,
+}
+
+/// The manifest's path in a detector's score folder.
+pub fn score_manifest_path(detector_dir: &Path) -> std::path::PathBuf {
+    detector_dir.join("scores.json")
+}
+
+/// Writes `manifest` into `detector_dir`.
+pub fn write_score_manifest(detector_dir: &Path, manifest: &ScoreManifest) -> Result<()> {
+    io::write_json(&score_manifest_path(detector_dir), manifest)
+}
+
+/// Reads the manifest of `detector_dir`; `None` for folders written before manifests existed.
+pub fn read_score_manifest(detector_dir: &Path) -> Result<Option<ScoreManifest>> {
+    let path = score_manifest_path(detector_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    io::read_json(&path).map(Some)
+}

@@ -53,3 +53,39 @@ fn defaults_are_the_offline_setup() {
     assert_eq!(s.batch_size_or(7), 7);
     assert!(Stage::try_parse_from(["stage", "--net-type", "vgg"]).is_err());
 }
+
+/// Issue 14, defect 8: a zero batch size is refused by every stage's parser (it used to become 1
+/// silently in prepare, mahalanobis and score).
+#[test]
+fn a_zero_batch_size_is_refused() {
+    let e = Stage::try_parse_from(["stage", "--batch-size", "0"])
+        .err()
+        .expect("--batch-size 0 is refused");
+    assert!(e.to_string().contains("--batch-size"), "{e}");
+    assert!(Stage::try_parse_from(["stage", "--batch_size", "1"]).is_ok());
+}
+
+/// Issue 14, defect 8: the flow's learning rate, batch size and monitoring period are checked
+/// before any work, with the flag named.
+#[test]
+fn flow_training_settings_are_checked_up_front() {
+    use resflow::detect::flow::FlowTrainConfig;
+    for lr in [0.0, -1e-3, f64::NAN, f64::INFINITY] {
+        let c = FlowTrainConfig {
+            lr,
+            ..Default::default()
+        };
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("--lr must be a finite positive number"), "{e}");
+    }
+    let c = FlowTrainConfig {
+        monitor_every: 0,
+        ..Default::default()
+    };
+    assert!(c
+        .check()
+        .unwrap_err()
+        .to_string()
+        .contains("--monitor-every"));
+    assert!(FlowTrainConfig::default().check().is_ok());
+}

@@ -233,7 +233,7 @@ fn csv_images_round_trip_and_errors() {
         v.join(",")
     };
     write(&path, &gzip(format!("{}\n{}\n", row(3), row(7)).as_bytes()));
-    let (x, y) = csv_images::read_csv_images(&path, 2, 10).unwrap();
+    let (x, y) = csv_images::read_csv_images(&path, 2, 10, 16.0).unwrap();
     assert_eq!(x.size(), [2, 2, 2]);
     assert_eq!(
         Vec::<f32>::try_from(x.flatten(0, -1)).unwrap(),
@@ -244,24 +244,40 @@ fn csv_images_round_trip_and_errors() {
     let columns = dir.path().join("columns.csv");
     write(&columns, b"1,2,3\n");
     assert_error_names(
-        csv_images::read_csv_images(&columns, 2, 10).unwrap_err(),
+        csv_images::read_csv_images(&columns, 2, 10, 16.0).unwrap_err(),
         &columns,
         "3 columns",
     );
     let label = dir.path().join("label.csv");
     write(&label, b"1,2,3,4,12\n");
     assert_error_names(
-        csv_images::read_csv_images(&label, 2, 10).unwrap_err(),
+        csv_images::read_csv_images(&label, 2, 10, 16.0).unwrap_err(),
         &label,
         "label 12",
     );
     let text = dir.path().join("text.csv");
     write(&text, b"1,2,x,4,1\n");
     assert_error_names(
-        csv_images::read_csv_images(&text, 2, 10).unwrap_err(),
+        csv_images::read_csv_images(&text, 2, 10, 16.0).unwrap_err(),
         &text,
         "not a number",
     );
+    // Issue 14, defect 9: NaN, infinities and out-of-range values are refused with their place
+    // (a NaN used to defeat the range check on the whole tensor).
+    for (bad, column) in [("nan", 2), ("inf", 3), ("-5000", 1), ("17", 4)] {
+        let file = dir.path().join("range.csv");
+        let mut values = ["1", "2", "3", "4"];
+        values[column - 1] = bad;
+        write(
+            &file,
+            format!("0,0,0,0,1\n{},1\n", values.join(",")).as_bytes(),
+        );
+        assert_error_names(
+            csv_images::read_csv_images(&file, 2, 10, 16.0).unwrap_err(),
+            &file,
+            &format!("line 2, column {column}: pixel value"),
+        );
+    }
 }
 
 fn save_png(path: &Path, w: u32, h: u32, seed: u8) -> image::RgbImage {

@@ -239,3 +239,37 @@ fn channel_stats_equal_a_direct_computation() {
         assert!((stats.std[j as usize] - c.std(false).double_value(&[])).abs() < 1e-9);
     }
 }
+
+/// Issue 14, defect 11: `rf-data summary` exits non-zero when a data set exists but cannot be
+/// read (it printed an ERROR row and exited 0); missing sets are not errors.
+#[test]
+fn summary_fails_on_unreadable_sets_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = |root: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rf-data"))
+            .arg("summary")
+            .arg("--dataroot")
+            .arg(root)
+            .output()
+            .unwrap()
+    };
+    let out = summary(dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::create_dir_all(dir.path().join("mnist")).unwrap();
+    std::fs::write(dir.path().join("mnist/mnist_5k.csv"), b"not,numbers\n").unwrap();
+    let out = summary(dir.path());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ERROR") && stdout.contains("mnist_5k.csv"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("could not be read"), "{stderr}");
+}

@@ -343,3 +343,17 @@ fn validation_split_and_orders() {
     assert_ne!(o, epoch_order(1, 3, 3, 50));
     assert_ne!(o, epoch_order(1, 2, 4, 50));
 }
+
+/// Issue 14, defect 11: too few train rows for the validation hold-out names the flag to change.
+#[test]
+fn the_validation_size_error_names_its_flag() {
+    let per_class: Vec<tch::Tensor> = (0..4)
+        .map(|_| tch::Tensor::zeros([5, 3], (tch::Kind::Float, tch::Device::Cpu)))
+        .collect();
+    let Err(e) = resflow::detect::flow::split_validation(&per_class, 40) else {
+        panic!("5 rows cannot hold out 10");
+    };
+    let e = e.to_string();
+    assert!(e.contains("--validation-total 40 over 4 classes"), "{e}");
+    assert!(resflow::detect::flow::split_validation(&per_class, 16).is_ok());
+}

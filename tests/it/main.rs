@@ -9,6 +9,7 @@ mod synth;
 mod cli;
 
 mod artefacts;
+mod baselines;
 #[path = "cli.rs"]
 mod cli_flags;
 mod convert_weights;

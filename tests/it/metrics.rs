@@ -5,7 +5,9 @@ use crate::common;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use resflow::fit::bootstrap::{self, BootstrapParams};
 use resflow::fit::metrics::{self, Metrics};
+use resflow::fit::openood;
 
 /// The reference's `get_curve` + `metric`, transcribed line by line; reads a JSON list of
 /// `{"in": [...], "out": [...]}` and prints a JSON list of `[TNR, AUROC, DTACC, AUIN, AUOUT]`.
@@ -134,7 +136,9 @@ fn random_cases() -> Vec<Case> {
     cases
 }
 
-fn reference_metrics(cases: &[Case]) -> Vec<[f64; 5]> {
+/// Runs `script` on `cases` (a JSON list of `{"in": [...], "out": [...]}`) and parses the JSON it
+/// prints.
+fn python_on_cases<T: serde::de::DeserializeOwned>(script: &str, cases: &[Case]) -> T {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cases.json");
     let json: Vec<serde_json::Value> = cases
@@ -142,8 +146,12 @@ fn reference_metrics(cases: &[Case]) -> Vec<[f64; 5]> {
         .map(|c| serde_json::json!({"in": c.in_dist, "out": c.ood}))
         .collect();
     std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
-    let out = common::run_python(REFERENCE, &[path.as_path()]);
+    let out = common::run_python(script, &[path.as_path()]);
     serde_json::from_str(out.trim()).unwrap()
+}
+
+fn reference_metrics(cases: &[Case]) -> Vec<[f64; 5]> {
+    python_on_cases(REFERENCE, cases)
 }
 
 #[test]
@@ -341,4 +349,80 @@ fn rejects_empty_and_nan_inputs() {
     // Infinite scores are ordinary (extreme) confidences.
     let got = metrics::compute(&[f64::INFINITY, 1.0], &[f64::NEG_INFINITY, 2.0]).unwrap();
     assert!((got.auroc - 0.75).abs() < 1e-15, "{got:?}");
+}
+
+/// OpenOOD v1.5's OOD-positive metrics with scikit-learn (SPEC 12), per case
+/// `[FPR@95, AUROC, AUPR-in, AUPR-out]`.
+const OPENOOD: &str = r#"
+import json, sys
+import numpy as np
+from sklearn.metrics import roc_curve, precision_recall_curve, auc
+
+def openood(conf_in, conf_out):
+    conf = np.concatenate([np.asarray(conf_in, dtype=np.float64), np.asarray(conf_out, dtype=np.float64)])
+    is_ood = np.concatenate([np.zeros(len(conf_in)), np.ones(len(conf_out))]).astype(int)
+    fpr, tpr, _ = roc_curve(is_ood, -conf)
+    fpr95 = fpr[np.argmax(tpr >= 0.95)]
+    auroc = auc(fpr, tpr)
+    p_in, r_in, _ = precision_recall_curve(1 - is_ood, conf)
+    p_out, r_out, _ = precision_recall_curve(is_ood, -conf)
+    return [float(fpr95), float(auroc), float(auc(r_in, p_in)), float(auc(r_out, p_out))]
+
+cases = json.load(open(sys.argv[1]))
+print(json.dumps([openood(c["in"], c["out"]) for c in cases]))
+"#;
+
+#[test]
+fn ood_positive_metrics_equal_openoods_scikit_learn_computation() {
+    let cases = random_cases();
+    let expected: Vec<[f64; 4]> = python_on_cases(OPENOOD, &cases);
+    for (c, e) in cases.iter().zip(&expected) {
+        let ours = openood::compute(&c.in_dist, &c.ood).unwrap().as_array();
+        for (k, (a, b)) in ours.iter().zip(e).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-9,
+                "{}: metric {k}: ours {a}, scikit-learn {b}",
+                c.name
+            );
+        }
+    }
+}
+
+#[test]
+fn bootstrap_intervals_are_reproducible_and_cover_the_estimate() {
+    let cases = random_cases();
+    let params = BootstrapParams {
+        resamples: 200,
+        seed: 7,
+        ..BootstrapParams::default()
+    };
+    // The 10,000 + 26,032-row case is left out: slow to resample in a debug build.
+    for c in cases
+        .iter()
+        .filter(|c| c.in_dist.len() >= 50 && c.in_dist.len() < 5000)
+    {
+        let a = bootstrap::intervals(&c.in_dist, &c.ood, &params).unwrap();
+        let b = bootstrap::intervals(&c.in_dist, &c.ood, &params).unwrap();
+        assert_eq!(a, b, "{}: same seed, same intervals", c.name);
+        let other = BootstrapParams { seed: 8, ..params };
+        let d = bootstrap::intervals(&c.in_dist, &c.ood, &other).unwrap();
+        assert_ne!(
+            a.paper, d.paper,
+            "{}: another seed, other resamples",
+            c.name
+        );
+        let paper = metrics::compute(&c.in_dist, &c.ood).unwrap().as_array();
+        let ood = openood::compute(&c.in_dist, &c.ood).unwrap().as_array();
+        for (i, v) in a.paper.iter().zip(paper).chain(a.openood.iter().zip(ood)) {
+            assert!(i.0 <= i.1, "{}: {i:?}", c.name);
+            assert!(i.contains(v), "{}: {v} outside {i:?}", c.name);
+        }
+    }
+    // The interval narrows with more rows: the 500 + 700-row case is far tighter than the
+    // 97 + 13-row one.
+    let width = |c: &Case| {
+        let i = bootstrap::intervals(&c.in_dist, &c.ood, &params).unwrap();
+        i.openood[1].1 - i.openood[1].0
+    };
+    assert!(width(&cases[0]) < width(&cases[2]) / 2.0);
 }

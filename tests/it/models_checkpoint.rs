@@ -84,11 +84,36 @@ fn strict_loading_lists_missing_unexpected_and_misshaped_tensors() {
         "{err}"
     );
     assert!(!err.contains("num_batches_tracked"), "{err}");
+    // Issue 14, defect 11: another architecture's weights give a short message (it listed every
+    // tensor, 38 KB), with counts.
+    let other = VarStore::new(Device::Cpu);
+    let _densenet = small(NetType::Densenet).build(&other.root()).unwrap();
+    let densenet_path = dir.path().join("densenet.safetensors");
+    write_tensors(&densenet_path, &other.variables()).unwrap();
+    let mut resnet = VarStore::new(Device::Cpu);
+    let _resnet = small(NetType::Resnet).build(&resnet.root()).unwrap();
+    let err = load_weights_strict(&mut resnet, &densenet_path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.len() < 1500, "{} bytes: {err}", err.len());
+    assert!(
+        err.contains("more") && err.contains("another architecture"),
+        "{err}"
+    );
     // Nothing was copied.
     let after = target.variables()["conv1.weight"].copy();
     assert_eq!((after - before).abs().max().double_value(&[]), 0.0);
 
-    let missing = load_checkpoint(&dir.path().join("none.safetensors"), Device::Cpu).unwrap_err();
+    // Issue 14, defect 11: a missing checkpoint is named itself (it was reported as its
+    // sidecar, none.json); a checkpoint without its sidecar names the sidecar.
+    let none = dir.path().join("none.safetensors");
+    let missing = load_checkpoint(&none, Device::Cpu).unwrap_err().to_string();
+    assert!(
+        missing.contains("none.safetensors") && missing.contains("rf-classifier train"),
+        "{missing}"
+    );
+    std::fs::write(&none, b"").unwrap();
+    let missing = load_checkpoint(&none, Device::Cpu).unwrap_err();
     assert!(missing.to_string().contains("none.json"), "{missing}");
 }
 

@@ -101,3 +101,27 @@ fn seeded_init_leaves_batch_norm_buffers_alone() {
         }
     }
 }
+
+/// Issue 14, defect 11: an out-of-range layer names the valid range (`0 to 4`, not `0..5`); the
+/// linear head maps the last layer's mean-pooled features to the logits.
+#[test]
+fn layer_errors_name_the_valid_range_and_the_head_gives_the_logits() {
+    for (net_type, last) in [(NetType::Resnet, 4), (NetType::Densenet, 3)] {
+        let vs = VarStore::new(Device::Cpu);
+        let net = config(net_type).build_seeded(&vs, 1).unwrap();
+        let x = tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu));
+        let e = net.intermediate_forward(&x, 9).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("feature layers 0 to {last}, layer 9")),
+            "{e}"
+        );
+        let phi = resflow::models::mean_pool(&net.intermediate_forward(&x, last).unwrap());
+        let (w, b) = net.linear_head();
+        let logits = phi.matmul(&w.tr()) + b;
+        let direct = net.forward_t(&x, false);
+        let diff = (logits - &direct).abs().max().double_value(&[]);
+        // Float32 rounding of the pooling order, relative to the logits' size.
+        let scale = 1.0 + direct.abs().max().double_value(&[]);
+        assert!(diff < 1e-5 * scale, "{net_type:?}: {diff} at scale {scale}");
+    }
+}

@@ -128,6 +128,11 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
         ("uniform", "uniform")
     );
     assert_eq!(maha.counts, flow.counts);
+    // Issue 14, defect 3: the records say which layers the detector was built from.
+    assert_eq!(
+        (maha.layers.clone(), flow.layers.clone()),
+        (vec![0, 1, 2, 3, 4], vec![0, 1, 2, 3, 4])
+    );
     // numpy's trapezoid sum (the reference's) can exceed 1 by a rounding error on a perfect
     // separation (AUROC 1.0000000000000002 here), hence the slack on the range.
     let fraction = -1e-12..=1.0 + 1e-12;
@@ -146,14 +151,10 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
 
     // Resuming a flow with other settings, or after the features changed, is refused.
     let train = |extra: &[&str]| {
-        let mut args = vec![
-            "--layer",
-            "4",
-            "--num_iter",
-            "1",
-            "--validation-total",
-            "100",
-        ];
+        let mut args = vec!["--layer", "4", "--validation-total", "100"];
+        if !extra.contains(&"--num_iter") {
+            args.extend_from_slice(&["--num_iter", "1"]);
+        }
         args.extend_from_slice(extra);
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rf-train"));
         cmd.args(&args);
@@ -188,4 +189,59 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
     assert!(!ok && err.contains("trained on other features"), "{err}");
     let (ok, err) = train(&[]);
     assert!(ok, "{err}");
+
+    // Issue 14, defect 1: scoring with flows trained on the old features is refused (layers 0-3
+    // were trained before the new rf-prepare run).
+    let err = common::run_failing(
+        env!("CARGO_BIN_EXE_rf-score"),
+        &[
+            std::ffi::OsStr::new("--dataroot"),
+            root.as_os_str(),
+            std::ffi::OsStr::new("--outf"),
+            outf.as_os_str(),
+        ],
+    );
+    assert!(
+        err.contains("layer_0")
+            && err.contains("trained on other features")
+            && err.contains("rf-train --layer 0"),
+        "{err}"
+    );
+
+    // Issue 14, defect 5: `--num-iter 0` does not replace a trained flow with an untrained one.
+    let (ok, err) = train(&["--num_iter", "3"]);
+    assert!(ok, "{err}");
+    let before = std::fs::read(run_dir.flow_dir(4).join("flow.json")).unwrap();
+    let (ok, err) = train(&["--num_iter", "0"]);
+    assert!(
+        !ok && err.contains("--num-iter 0 would replace this flow, trained to iteration"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(run_dir.flow_dir(4).join("flow.json")).unwrap(),
+        before
+    );
+
+    // Issue 14, defect 7: a second rf-train on a layer being trained stops at once, naming the
+    // lock; a save interrupted between its renames (only `layer_4.old` left) is resumed, not
+    // restarted from 0.
+    let lock_path = outf.join("resnet_fashion-mnist/flow/layer_4.lock");
+    let held = std::fs::File::open(&lock_path).unwrap();
+    held.lock().unwrap();
+    let (ok, err) = train(&["--resume", "--num_iter", "4"]);
+    assert!(
+        !ok && err.contains("layer_4.lock") && err.contains("another rf-train"),
+        "{err}"
+    );
+    held.unlock().unwrap();
+    let old = outf.join("resnet_fashion-mnist/flow/layer_4.old");
+    std::fs::rename(run_dir.flow_dir(4), &old).unwrap();
+    let (ok, err) = train(&["--resume", "--num_iter", "4"]);
+    assert!(ok && !err.contains("found no checkpoint"), "{err}");
+    assert!(run_dir.flow_dir(4).join("flow.json").exists() && !old.exists());
+
+    // Issue 14, defect 7: `--resume` without a checkpoint says that it starts afresh.
+    std::fs::remove_dir_all(run_dir.flow_dir(4)).unwrap();
+    let (ok, err) = train(&["--resume"]);
+    assert!(ok && err.contains("--resume found no checkpoint"), "{err}");
 }

@@ -4,15 +4,17 @@
 use crate::common;
 use crate::common::max_abs_diff;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{random_classifier, root_with_classes};
 use resflow::data::{self, Split};
 use resflow::detect::gaussian::LayerStats;
 use resflow::models::NetType;
-use resflow::models::{load_checkpoint, mean_pool};
+use resflow::models::{load_checkpoint, mean_pool, LoadedClassifier};
 use resflow::pipeline::prepare::{prepare, FeatureOptions};
 use resflow::progress::Quiet;
+use resflow::store::features::FeatureDir;
 use resflow::store::RunDir;
 use tch::{Device, Kind, Tensor};
 
@@ -132,24 +134,36 @@ fn prepared_features_and_statistics_are_right() {
     }
 }
 
-#[test]
-fn a_classifier_with_the_wrong_number_of_classes_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
+/// A small data root in `dir` (8 train images per class, 20 test images), a random classifier
+/// with `num_classes` classes, the run's feature folder (not yet written) and options without
+/// limits for `ood_sets`.
+fn small_run(
+    dir: &Path,
+    num_classes: i64,
+    ood_sets: &[&str],
+) -> (PathBuf, LoadedClassifier, FeatureDir, FeatureOptions) {
+    let root = dir.join("data");
     root_with_classes(&root, 8, 20);
-    let weights = dir.path().join("net.safetensors");
-    random_classifier(&weights, &root, 7, 3);
+    let weights = dir.join("net.safetensors");
+    random_classifier(&weights, &root, num_classes, 3);
     let classifier = load_checkpoint(&weights, Device::Cpu).unwrap();
-    let fdir = RunDir::new(dir.path(), NetType::Resnet.name(), "fashion-mnist").features();
+    let fdir = RunDir::new(dir, NetType::Resnet.name(), "fashion-mnist").features();
     let options = FeatureOptions {
         dataroot: root,
-        ood_sets: vec![],
+        ood_sets: ood_sets.iter().map(|s| s.to_string()).collect(),
         batch_size: 8,
         max_train: None,
         max_test: None,
         max_ood: None,
         fgsm: None,
     };
+    (weights, classifier, fdir, options)
+}
+
+#[test]
+fn a_classifier_with_the_wrong_number_of_classes_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, classifier, fdir, options) = small_run(dir.path(), 7, &[]);
     let err = prepare(
         &classifier,
         &weights,
@@ -231,5 +245,135 @@ fn rf_prepare_binary_writes_the_feature_folder() {
     assert!(
         stderr.contains("nope") && stderr.contains("rf-classifier train"),
         "{stderr}"
+    );
+
+    // Issue 14, defects 2, 4 and 11: the sidecar's architecture and training set must match
+    // --net-type and --dataset (the run folder is named after them), and an unknown data set is
+    // named before any classifier is looked for.
+    let refused = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rf-prepare"))
+            .args(args)
+            .arg("--classifier")
+            .arg(&weights)
+            .arg("--dataroot")
+            .arg(&root)
+            .arg("--outf")
+            .arg(dir.path().join("other"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(!dir.path().join("other").exists(), "nothing is written");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = refused(&["--net-type", "densenet"]);
+    assert!(
+        e.contains("a resnet classifier, but --net-type densenet"),
+        "{e}"
+    );
+    let e = refused(&["--dataset", "cifar10"]);
+    assert!(
+        e.contains("trained on `fashion-mnist`, but --dataset cifar10"),
+        "{e}"
+    );
+    let e = refused(&["--dataset", "imagenet"]);
+    assert!(
+        e.contains("imagenet") && !e.contains("rf-classifier train"),
+        "{e}"
+    );
+
+    // Issue 14, defect 12: a classifier path that is not UTF-8 is refused before any work (it
+    // failed at the final manifest write).
+    use std::os::unix::ffi::OsStrExt;
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"clf\xff.safetensors"));
+    std::fs::copy(&weights, &odd).unwrap();
+    std::fs::copy(weights.with_extension("json"), odd.with_extension("json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rf-prepare"))
+        .arg("--classifier")
+        .arg(&odd)
+        .arg("--dataroot")
+        .arg(&root)
+        .arg("--outf")
+        .arg(dir.path().join("odd"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("not valid UTF-8"),
+        "{e}"
+    );
+    assert!(!dir.path().join("odd").exists());
+}
+
+/// Issue 14, defect 6: an empty set (`--max-train 0`, `--max-test 0`, `--max-ood 0`) is refused
+/// with a message naming the set and the flag, before anything is written (it used to panic).
+#[test]
+fn empty_sets_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, classifier, fdir, base) = small_run(dir.path(), 10, &["uniform"]);
+    let cases = [
+        (
+            FeatureOptions {
+                max_train: Some(0),
+                ..base.clone()
+            },
+            "`train` has no images",
+            "--max-train 0",
+        ),
+        (
+            FeatureOptions {
+                max_test: Some(0),
+                ..base.clone()
+            },
+            "`test` has no images",
+            "--max-test 0",
+        ),
+        (
+            FeatureOptions {
+                max_ood: Some(0),
+                ..base.clone()
+            },
+            "`uniform` has no images",
+            "--max-ood 0",
+        ),
+    ];
+    for (options, what, flag) in cases {
+        let err = prepare(
+            &classifier,
+            &weights,
+            "fashion-mnist",
+            &fdir,
+            &options,
+            Device::Cpu,
+            &mut Quiet,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(what) && err.contains(flag), "{err}");
+        assert!(!fdir.path.exists(), "nothing is written");
+    }
+}
+
+/// Issue 14, defect 10: a NaN in a stats file is caught when it is loaded, naming the file and
+/// the tensor (it used to surface late, without a file or layer).
+#[test]
+fn stats_with_nan_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let features = Tensor::randn([40, 6], (Kind::Float, Device::Cpu));
+    let labels = Tensor::from_slice(&(0..40).map(|i| i % 4).collect::<Vec<i64>>());
+    let stats = LayerStats::fit(&features, &labels, 4).unwrap();
+    let path = dir.path().join("stats_layer_2.safetensors");
+    stats.save(&path).unwrap();
+    assert!(LayerStats::load(&path).is_ok());
+    let _ = stats.precision.get(1).get(2).fill_(f64::NAN);
+    stats.save(&path).unwrap();
+    let Err(e) = LayerStats::load(&path) else {
+        panic!("NaN refused");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("stats_layer_2.safetensors") && e.contains("tensor `precision`"),
+        "{e}"
     );
 }

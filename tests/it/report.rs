@@ -25,6 +25,8 @@ fn record(detector: DetectorKind, ood: &str, m: [f64; 5], eps: f64) -> ResultRec
         c: 21.544346900318846,
         coef: vec![1.0, -2.0],
         intercept: 0.5,
+        layers: vec![0, 1],
+        temperature: None,
         tnr_at_tpr95: m[0],
         auroc: m[1],
         dtacc: m[2],
@@ -34,6 +36,7 @@ fn record(detector: DetectorKind, ood: &str, m: [f64; 5], eps: f64) -> ResultRec
             eps,
             c: 1.0,
             select_tnr: 0.5,
+            temperature: None,
         }],
         counts: RowCounts {
             split: IoSplitRule::Reference,
@@ -42,6 +45,8 @@ fn record(detector: DetectorKind, ood: &str, m: [f64; 5], eps: f64) -> ResultRec
             test_in: 9000,
             test_ood: 25032,
         },
+        openood: None,
+        intervals: None,
     }
 }
 
@@ -212,8 +217,22 @@ fn plots_are_pngs_of_the_expected_size() {
     let hist2 = dir.path().join("sub/auroc.png");
     plots::plot_auroc_history(&hist2, "AUROC vs iteration", &curves).unwrap();
     assert_png(&hist2);
+    let comparison = dir.path().join("comparison.png");
+    let oods = vec!["svhn".to_string(), "lsun".to_string()];
+    let series = vec![
+        (
+            "MSP".to_string(),
+            vec![Some((90.0, 88.5, 91.2)), Some((70.0, 66.0, 73.0))],
+        ),
+        (
+            "Residual flow".to_string(),
+            vec![Some((97.0, 96.1, 97.8)), None],
+        ),
+    ];
+    plots::plot_comparison(&comparison, "Comparison", "AUROC (%)", &oods, &series).unwrap();
+    assert_png(&comparison);
     if let Some(keep) = std::env::var_os("RESFLOW_KEEP_PLOTS") {
-        for p in [&roc, &hist, &hist2] {
+        for p in [&roc, &hist, &hist2, &comparison] {
             std::fs::copy(p, Path::new(&keep).join(p.file_name().unwrap())).unwrap();
         }
     }

@@ -44,6 +44,11 @@ pub fn detector_parser() -> impl TypedValueParser<Value = DetectorKind> {
     enum_parser(DetectorKind::ALL.map(|d| PossibleValue::new(d.name())))
 }
 
+/// One of the post-hoc baselines' names.
+pub fn baseline_parser() -> impl TypedValueParser<Value = DetectorKind> {
+    enum_parser(DetectorKind::BASELINES.map(|d| PossibleValue::new(d.name())))
+}
+
 /// Flags common to the pipeline stages.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -66,7 +71,7 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Batch size; each stage has its own default.
-    #[arg(long = "batch-size", alias = "batch_size")]
+    #[arg(long = "batch-size", alias = "batch_size", value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub batch_size: Option<usize>,
 }
 

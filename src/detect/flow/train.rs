@@ -40,6 +40,26 @@ impl Default for FlowTrainConfig {
     }
 }
 
+impl FlowTrainConfig {
+    /// Errors (naming the flag) unless the learning rate is finite and positive, the batch size
+    /// and the monitoring period at least 1.
+    pub fn check(&self) -> Result<()> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::Invalid(format!(
+                "--lr must be a finite positive number, got {}",
+                self.lr
+            )));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::Invalid("--batch-size must be at least 1".into()));
+        }
+        if self.monitor_every == 0 {
+            return Err(Error::Invalid("--monitor-every must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Splits each class's centred train features into (validation, train): the first
 /// `floor(num_validation / C)` rows are held out (SPEC section 5). Fails when a class would have
 /// no training rows left.
@@ -57,7 +77,10 @@ pub fn split_validation(
         let n = x.size()[0];
         if n <= per {
             return Err(Error::Invalid(format!(
-                "class {c} has {n} samples, not more than the {per} held out for validation"
+                "class {c} has {n} train samples, not more than the {per} held out for \
+                 validation (--validation-total {num_validation} over {} classes); lower \
+                 --validation-total or prepare more train images",
+                per_class.len()
             )));
         }
         validation.push(x.narrow(0, 0, per));

@@ -182,6 +182,14 @@ pub fn run_binary(bin: &str, args: &[&str], paths: &[(&str, &Path)]) -> String {
     stdout
 }
 
+/// Runs a binary with `args` that must fail (non-zero exit); returns its standard error.
+pub fn run_failing(bin: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(bin).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{bin} {args:?} succeeded:\n{stderr}");
+    stderr
+}
+
 /// The largest absolute element-wise difference of two tensors of the same shape, in float64.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());

@@ -1,0 +1,159 @@
+//! Bootstrap confidence intervals of the detection metrics over the test rows.
+//!
+//! A figure on 500 + 500 test rows can move by several points with another sample; the interval
+//! says how much. Each resample draws, with replacement, as many in-distribution rows as there are
+//! from the in-distribution test rows and as many OOD rows from the OOD test rows (a stratified
+//! bootstrap: the class balance stays that of the test set), recomputes every metric of both
+//! conventions ([`metrics`](super::metrics), [`openood`](super::openood)), and the interval is the
+//! percentile interval of the resampled values (numpy's default linear interpolation). Resamples
+//! come from a ChaCha8 generator seeded with [`BootstrapParams::seed`]: the same seed gives the
+//! same intervals on every machine.
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::metrics;
+use super::openood;
+use crate::error::{Error, Result};
+
+/// Settings of the bootstrap, validated by [`BootstrapParams::check`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BootstrapParams {
+    /// Number of resamples (1,000 by default).
+    pub resamples: usize,
+    /// Seed of the resampling generator.
+    pub seed: u64,
+    /// Coverage of the two-sided interval (0.95 by default).
+    pub level: f64,
+}
+
+impl Default for BootstrapParams {
+    fn default() -> Self {
+        BootstrapParams {
+            resamples: 1000,
+            seed: 0,
+            level: 0.95,
+        }
+    }
+}
+
+impl BootstrapParams {
+    /// Errors unless there are at least 2 resamples and the level lies strictly between 0 and 1.
+    pub fn check(&self) -> Result<()> {
+        if self.resamples < 2 {
+            return Err(Error::Invalid(format!(
+                "bootstrap: need at least 2 resamples, got {}",
+                self.resamples
+            )));
+        }
+        if !(self.level > 0.0 && self.level < 1.0) {
+            return Err(Error::Invalid(format!(
+                "bootstrap: the interval's level must lie strictly between 0 and 1, got {}",
+                self.level
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A two-sided interval `[low, high]` (stored as a two-element array).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Interval(pub f64, pub f64);
+
+impl Interval {
+    /// Whether `v` lies in the interval (ends included).
+    pub fn contains(&self, v: f64) -> bool {
+        self.0 <= v && v <= self.1
+    }
+}
+
+/// The bootstrap intervals of every metric of both conventions, with the settings that made them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MetricIntervals {
+    /// How they were computed.
+    pub bootstrap: BootstrapParams,
+    /// The paper's metrics (in-distribution positive), in [`metrics::Metrics::as_array`] order:
+    /// TNR at TPR 95%, AUROC, DTACC, AUIN, AUOUT.
+    pub paper: [Interval; 5],
+    /// OpenOOD's metrics (OOD positive), in [`openood::OodMetrics::as_array`] order: FPR at 95%
+    /// TPR, AUROC, AUPR-in, AUPR-out.
+    pub openood: [Interval; 4],
+}
+
+/// The intervals of every metric of the confidences `in_dist` and `ood` (higher = in-distribution).
+pub fn intervals(
+    in_dist: &[f64],
+    ood: &[f64],
+    params: &BootstrapParams,
+) -> Result<MetricIntervals> {
+    params.check()?;
+    // Errors on empty or NaN input come from the metrics of the whole sample.
+    metrics::compute(in_dist, ood)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let mut paper: Vec<[f64; 5]> = Vec::with_capacity(params.resamples);
+    let mut ood_positive: Vec<[f64; 4]> = Vec::with_capacity(params.resamples);
+    let resample = |rows: &[f64], rng: &mut ChaCha8Rng| -> Vec<f64> {
+        (0..rows.len())
+            .map(|_| rows[rng.random_range(0..rows.len())])
+            .collect()
+    };
+    for _ in 0..params.resamples {
+        let i = resample(in_dist, &mut rng);
+        let o = resample(ood, &mut rng);
+        paper.push(metrics::compute(&i, &o)?.as_array());
+        ood_positive.push(openood::compute(&i, &o)?.as_array());
+    }
+    let tail = (1.0 - params.level) / 2.0;
+    let interval = |values: Vec<f64>| {
+        let mut v = values;
+        v.sort_by(f64::total_cmp);
+        Interval(quantile(&v, tail), quantile(&v, 1.0 - tail))
+    };
+    Ok(MetricIntervals {
+        bootstrap: *params,
+        paper: std::array::from_fn(|k| interval(paper.iter().map(|m| m[k]).collect())),
+        openood: std::array::from_fn(|k| interval(ood_positive.iter().map(|m| m[k]).collect())),
+    })
+}
+
+/// numpy's `quantile(v, q)` (method "linear", with numpy's lerp that interpolates from the upper
+/// end when the fraction is at least 0.5) of ascending, non-empty `v`.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = (pos.floor() as usize).min(sorted.len() - 1);
+    let hi = (lo + 1).min(sorted.len() - 1);
+    let (a, b, t) = (sorted[lo], sorted[hi], pos - lo as f64);
+    if t >= 0.5 {
+        b - (b - a) * (1.0 - t)
+    } else {
+        a + (b - a) * t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        let v = [1.0, 2.0, 4.0, 8.0];
+        assert_eq!(quantile(&v, 0.0), 1.0);
+        assert_eq!(quantile(&v, 1.0), 8.0);
+        assert_eq!(quantile(&v, 0.5), 3.0);
+        assert_eq!(quantile(&v, 0.025), 1.075);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let p = BootstrapParams {
+            resamples: 1,
+            ..Default::default()
+        };
+        assert!(p.check().is_err());
+        let p = BootstrapParams {
+            level: 1.0,
+            ..Default::default()
+        };
+        assert!(p.check().is_err());
+        assert!(BootstrapParams::default().check().is_ok());
+    }
+}
