@@ -30,6 +30,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    cli::report_file_size_limit();
     let cli = Cli::parse();
     let scoring = cli.args.options(DetectorKind::Msp);
     let options = baselines::Options {

@@ -94,6 +94,7 @@ struct EvalArgs {
 }
 
 fn main() -> Result<()> {
+    cli::report_file_size_limit();
     match Cli::parse().command {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),

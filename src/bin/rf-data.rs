@@ -36,6 +36,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    cli::report_file_size_limit();
     match Cli::parse().command {
         Command::List => {
             for d in DATASETS {

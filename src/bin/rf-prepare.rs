@@ -37,6 +37,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    cli::report_file_size_limit();
     let cli = Cli::parse();
     let options = prepare::Options {
         common: cli.common.common(),

@@ -47,6 +47,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    cli::report_file_size_limit();
     let cli = Cli::parse();
     let validation = cli.validation.validation_src;
     let options = regress::Options {

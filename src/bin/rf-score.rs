@@ -16,6 +16,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    cli::report_file_size_limit();
     let cli = Cli::parse();
     let options = cli.args.options(DetectorKind::Resflow);
     let summary = score::run(&options, &mut Bars::default())?;

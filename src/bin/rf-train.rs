@@ -48,6 +48,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    cli::report_file_size_limit();
     let cli = Cli::parse();
     let defaults = defaults();
     let options = train_flow::Options {

@@ -304,6 +304,41 @@ fn rf_prepare_binary_writes_the_feature_folder() {
         "{e}"
     );
     assert!(!dir.path().join("odd").exists());
+
+    // Issue 14, defect 12: past the file-size limit (`ulimit -f`, 1 KiB here) rf-prepare fails
+    // with a message naming the file, not killed by SIGXFSZ, and leaves no temporary file.
+    let limited = dir.path().join("limited");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -f 1; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_rf-prepare"))
+        .arg("--classifier")
+        .arg(&weights)
+        .arg("--dataroot")
+        .arg(&root)
+        .arg("--outf")
+        .arg(&limited)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("File too large") && e.contains(limited.to_str().unwrap()),
+        "{e}"
+    );
+    let mut leftovers = Vec::new();
+    let mut stack = vec![limited.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().contains(".tmp") {
+                leftovers.push(p);
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 /// Issue 14, defect 6: an empty set (`--max-train 0`, `--max-test 0`, `--max-ood 0`) is refused

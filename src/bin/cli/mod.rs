@@ -44,6 +44,17 @@ pub fn detector_parser() -> impl TypedValueParser<Value = DetectorKind> {
     enum_parser(DetectorKind::ALL.map(|d| PossibleValue::new(d.name())))
 }
 
+/// Makes a write beyond the file-size limit (`ulimit -f`) fail with an error that names the
+/// file (EFBIG; the temporary file is then removed), instead of the default SIGXFSZ that kills
+/// the process mid-write without a word. Call first in `main`.
+pub fn report_file_size_limit() {
+    // SAFETY: sets one signal's disposition to "ignore"; no handler runs, and nothing else in
+    // the process depends on SIGXFSZ.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// One of the post-hoc baselines' names.
 pub fn baseline_parser() -> impl TypedValueParser<Value = DetectorKind> {
     enum_parser(DetectorKind::BASELINES.map(|d| PossibleValue::new(d.name())))
