@@ -151,9 +151,12 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
 
     // Resuming a flow with other settings, or after the features changed, is refused.
     let train = |extra: &[&str]| {
-        let mut args = vec!["--layer", "4", "--validation-total", "100"];
+        let mut args = vec!["--layer", "4"];
         if !extra.contains(&"--num_iter") {
             args.extend_from_slice(&["--num_iter", "1"]);
+        }
+        if !extra.contains(&"--validation-total") {
+            args.extend_from_slice(&["--validation-total", "100"]);
         }
         args.extend_from_slice(extra);
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rf-train"));
@@ -220,6 +223,13 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
     assert_eq!(
         std::fs::read(run_dir.flow_dir(4).join("flow.json")).unwrap(),
         before
+    );
+
+    // Issue 14, defect 7: resuming with another validation hold-out is refused.
+    let (ok, err) = train(&["--resume", "--num_iter", "4", "--validation-total", "50"]);
+    assert!(
+        !ok && err.contains("held out 100 validation rows") && err.contains("--validation-total"),
+        "{err}"
     );
 
     // Issue 14, defect 7: a second rf-train on a layer being trained stops at once, naming the

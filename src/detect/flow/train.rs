@@ -146,6 +146,14 @@ struct TrainerState {
     config: FlowTrainConfig,
     adam: AdamConfig,
     history: Vec<IterationRecord>,
+    /// Held-out validation rows per class (absent in checkpoints of older versions).
+    #[serde(default)]
+    validation_rows: Option<Vec<i64>>,
+}
+
+/// Rows per class of per-class feature matrices.
+fn rows_per_class(per_class: &[Tensor]) -> Vec<i64> {
+    per_class.iter().map(|t| t.size()[0]).collect()
 }
 
 impl Trainer {
@@ -415,6 +423,7 @@ impl Trainer {
             config: self.config.clone(),
             adam: self.adam.config,
             history: self.history.clone(),
+            validation_rows: Some(rows_per_class(&self.validation)),
         };
         let path = dir.join(TRAINER_FILE);
         let json = serde_json::to_string_pretty(&state)
@@ -423,7 +432,8 @@ impl Trainer {
     }
 
     /// Restores a trainer from a checkpoint written by [`Trainer::save_checkpoint`], with the same
-    /// data; training continues exactly where it stopped.
+    /// data; training continues exactly where it stopped. Errors when the validation hold-out
+    /// differs from the checkpoint's (another `--validation-total`).
     pub fn resume(
         dir: &Path,
         train: Vec<Tensor>,
@@ -435,6 +445,20 @@ impl Trainer {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let state: TrainerState =
             serde_json::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))?;
+        if let Some(saved) = &state.validation_rows {
+            let now = rows_per_class(&validation);
+            if saved != &now {
+                return Err(Error::format(
+                    dir,
+                    format!(
+                        "this checkpoint held out {} validation rows ({saved:?} per class), the \
+                         resumed run {} ({now:?}); resume with the same --validation-total",
+                        saved.iter().sum::<i64>(),
+                        now.iter().sum::<i64>()
+                    ),
+                ));
+            }
+        }
         let model = FlowModel::load(dir, kind, device)?;
         let mut trainer = Trainer::new(model, train, validation, state.config)?;
         trainer.adam.config = state.adam;
