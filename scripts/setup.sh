@@ -15,6 +15,9 @@
 set -euo pipefail
 
 TORCH_VERSION=2.13.0
+# The torchvision release built against that torch (scripts/export_torchscript.py, the tests of
+# TorchScript models and image folders); full set-up only.
+TORCHVISION_VERSION=0.28.0
 CPU_ONLY=0
 CUDA=0
 command -v nvidia-smi >/dev/null 2>&1 && CUDA=1
@@ -54,9 +57,9 @@ if [ "$CPU_ONLY" = 1 ]; then
     "$PY" -m pip install -q --no-deps "torch==$TORCH_VERSION" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
   fi
 else
-  if ! "$PY" -c "import torch, numpy, safetensors, sklearn, scipy; assert torch.__version__.startswith('$TORCH_VERSION')" 2>/dev/null; then
-    say "installing torch==$TORCH_VERSION with numpy, safetensors, scikit-learn, scipy (about 5 GB)"
-    "$PY" -m pip install -q "torch==$TORCH_VERSION" numpy safetensors scikit-learn==1.9.1 scipy
+  if ! "$PY" -c "import torch, torchvision, numpy, safetensors, sklearn, scipy; assert torch.__version__.startswith('$TORCH_VERSION'); assert torchvision.__version__.startswith('$TORCHVISION_VERSION')" 2>/dev/null; then
+    say "installing torch==$TORCH_VERSION, torchvision==$TORCHVISION_VERSION with numpy, safetensors, scikit-learn, scipy (about 5 GB)"
+    "$PY" -m pip install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" numpy safetensors scikit-learn==1.9.1 scipy
   fi
 fi
 TORCH_DIR="$("$PY" - <<'PYEOF'

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use resflow::data::{self, Role, Split, DATASETS};
 use resflow::detect::DetectorKind;
+use resflow::models::TorchScriptMeta;
 use resflow::pipeline::STAGES;
 
 #[derive(Parser)]
@@ -24,10 +25,14 @@ enum Command {
         #[command(flatten)]
         dataroot: cli::DatarootArgs,
     },
-    /// Print the feature layers of a network, space-separated (`0 1 2 3 4` for ResNet).
+    /// Print the feature layers of a network, space-separated (`0 1 2 3 4` for ResNet; for a
+    /// TorchScript model, from the sidecar of --classifier).
     Layers {
         #[command(flatten)]
         net: cli::NetArgs,
+        /// The TorchScript model (its .json sidecar lists the feature layers).
+        #[arg(long)]
+        classifier: Option<std::path::PathBuf>,
     },
     /// Print the stages' binaries in pipeline order, one per line.
     Stages,
@@ -56,10 +61,18 @@ fn main() -> Result<()> {
                 );
             }
         }
-        Command::Layers { net } => {
-            let layers: Vec<String> = (0..net.net_type.num_layers())
-                .map(|l| l.to_string())
-                .collect();
+        Command::Layers { net, classifier } => {
+            let count = match (net.net_type.num_layers(), classifier) {
+                (Some(count), _) => count,
+                (None, Some(model)) => {
+                    let sidecar = resflow::models::checkpoint::sidecar_path(&model);
+                    TorchScriptMeta::read(&sidecar)?.feature_layers.len()
+                }
+                (None, None) => anyhow::bail!(
+                    "the feature layers of a TorchScript model are in its sidecar: pass --classifier MODEL.pt"
+                ),
+            };
+            let layers: Vec<String> = (0..count).map(|l| l.to_string()).collect();
             println!("{}", layers.join(" "));
         }
         Command::Stages => STAGES.iter().for_each(|s| println!("{s}")),

@@ -19,10 +19,12 @@ struct Cli {
     common: cli::CommonArgs,
     #[command(flatten)]
     validation: cli::ValidationArgs,
-    /// Classifier checkpoint (default: pre_trained/{net}_{dataset}.safetensors).
+    /// Classifier: a checkpoint (.safetensors) or a TorchScript model (.pt) with its .json sidecar
+    /// (default: pre_trained/{net}_{dataset}.safetensors, .pt for torchscript).
     #[arg(long)]
     classifier: Option<PathBuf>,
-    /// OOD sets to extract, comma-separated (default: the data set's usual OOD sets).
+    /// OOD sets to extract, comma-separated: registry names, NAME=PATH or PATH for any folder of
+    /// images (default: the data set's usual OOD sets; required for an image-folder data set).
     #[arg(long, value_delimiter = ',')]
     ood: Option<Vec<String>>,
     /// Use only the first N train images (quick runs).

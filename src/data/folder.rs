@@ -1,8 +1,13 @@
-//! Image-folder trees of JPEG/PNG files (Tiny-ImageNet resize, LSUN resize, photos).
+//! Image-folder trees of JPEG/PNG files: the offline OOD sets (Tiny-ImageNet resize, LSUN resize,
+//! photos), any folder of images given as an OOD set, and in-distribution sets in torchvision's
+//! ImageFolder layout (`train/<class>/*`, `test/<class>/*`). Images of any size and mode (gray,
+//! RGB, RGBA, palette) are decoded to RGB (alpha dropped, as PIL's `convert("RGB")`) and brought to
+//! the model's input side by [`resize_and_center_crop`].
 use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
+use super::resize::resize_and_center_crop;
 use crate::error::{Error, Result};
 
 /// All `.jpg`, `.jpeg` and `.png` files under `dir` (recursively), sorted by path.
@@ -51,28 +56,91 @@ pub fn to_tensor(images: &[image::RgbImage]) -> Tensor {
         .contiguous()
 }
 
-/// Reads every image under `dir`; each must be `side` x `side`. Returns `u8` `[N,3,side,side]`.
+/// Decodes `path` to RGB and brings it to `side` x `side` ([`resize_and_center_crop`]).
+pub fn read_resized(path: &Path, side: u32) -> Result<image::RgbImage> {
+    Ok(resize_and_center_crop(&read_rgb(path)?, side))
+}
+
+/// Reads every image under `dir` (recursively, sorted by path), each resized and centre-cropped
+/// to `side` x `side` ([`resize_and_center_crop`]). Returns `u8` `[N,3,side,side]`.
 pub fn read_image_folder(dir: &Path, side: u32) -> Result<Tensor> {
     let files = image_files(dir)?;
     if files.is_empty() {
         return Err(Error::format(
             dir,
-            "no .jpg/.jpeg/.png images in this folder",
+            "no .jpg/.jpeg/.png images in this folder (or its subfolders); point at a folder of images",
         ));
     }
     let images = files
         .iter()
-        .map(|f| {
-            let img = read_rgb(f)?;
-            if img.dimensions() != (side, side) {
-                let (w, h) = img.dimensions();
-                return Err(Error::format(
-                    f,
-                    format!("image is {w}x{h}, expected {side}x{side}"),
-                ));
-            }
-            Ok(img)
-        })
+        .map(|f| read_resized(f, side))
         .collect::<Result<Vec<_>>>()?;
     Ok(to_tensor(&images))
+}
+
+/// The class folders of an ImageFolder split (`dir/<class>/...`): every sub-folder, sorted by name.
+pub fn class_folders(dir: &Path) -> Result<Vec<String>> {
+    if !dir.is_dir() {
+        return Err(Error::format(
+            dir,
+            "no such folder; an image-folder data set needs train/<class>/* and test/<class>/*",
+        ));
+    }
+    let mut classes = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_dir() {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::format(&path, "a class folder's name must be valid UTF-8"))?;
+            classes.push(name.to_string());
+        }
+    }
+    classes.sort();
+    if classes.is_empty() {
+        return Err(Error::format(
+            dir,
+            "no class folders here; expected one sub-folder of images per class (torchvision's              ImageFolder layout)",
+        ));
+    }
+    Ok(classes)
+}
+
+/// One split of an ImageFolder data set, `split_dir/<class>/*.{png,jpg,jpeg}`, labelled by the
+/// position of its folder's name in `classes` (the train split's sorted class folders), each
+/// image resized and centre-cropped to `side`. Returns `u8` images `[N,3,side,side]` and `i64`
+/// labels `[N]`, classes in order and each class's files sorted by path. Fails on a class folder
+/// that is not in `classes` (a test class missing from train) or holds no image.
+pub fn read_class_folder(
+    split_dir: &Path,
+    classes: &[String],
+    side: u32,
+) -> Result<(Tensor, Tensor)> {
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for name in class_folders(split_dir)? {
+        let label = classes.iter().position(|c| *c == name).ok_or_else(|| {
+            Error::format(
+                split_dir.join(&name),
+                format!(
+                    "class `{name}` is not a class of the train split (classes: {}); every test                      class needs a train folder of the same name",
+                    classes.join(", ")
+                ),
+            )
+        })?;
+        let dir = split_dir.join(&name);
+        let files = image_files(&dir)?;
+        if files.is_empty() {
+            return Err(Error::format(
+                &dir,
+                "this class folder holds no .jpg/.jpeg/.png image; add images or remove the folder",
+            ));
+        }
+        for f in &files {
+            images.push(read_resized(f, side)?);
+            labels.push(label as i64);
+        }
+    }
+    Ok((to_tensor(&images), Tensor::from_slice(&labels)))
 }

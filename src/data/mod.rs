@@ -1,8 +1,9 @@
 //! Datasets: readers for the canonical file formats, the offline OOD sets, a name registry,
-//! and deterministic batching into normalised `[N,3,32,32]` tensors.
+//! image folders of any size ([`source`]), and deterministic batching into normalised tensors.
 //!
-//! Every set is held in memory as `u8` images `[N,3,32,32]` on the CPU; batches are converted
-//! to `f32`, normalised per channel and moved to the device one at a time.
+//! Every set is held in memory as `u8` images `[N,3,S,S]` on the CPU, `S` the model's input side
+//! (32 for the paper's networks); batches are converted to `f32`, normalised per channel and moved
+//! to the device one at a time.
 pub mod batches;
 pub mod cifar;
 pub mod csv_images;
@@ -10,6 +11,8 @@ pub mod folder;
 pub mod idx;
 mod raw;
 pub mod registry;
+pub mod resize;
+pub mod source;
 pub mod svhn;
 pub mod synthetic;
 pub mod transform;
@@ -20,8 +23,9 @@ use crate::error::{Error, Result};
 
 pub use batches::{Batch, BatchSource, Batches, NormalizedSet};
 pub use registry::{load, DatasetInfo, Role, DATASETS};
+pub use source::{load_in_distribution, load_ood, DataSource};
 
-/// Side of the square images every network sees.
+/// Side of the square images the registry's sets have and the paper's networks see.
 pub const IMAGE_SIDE: i64 = 32;
 
 /// Which part of a dataset to read.
@@ -43,12 +47,12 @@ impl Split {
     }
 }
 
-/// A labelled image set: `u8` images `[N,3,32,32]` and `i64` labels `[N]`, on the CPU.
+/// A labelled image set: square `u8` images `[N,3,S,S]` and `i64` labels `[N]`, on the CPU.
 #[derive(Debug)]
 pub struct ImageSet {
-    /// Registry name of the set.
+    /// Name of the set (registry name, or the name given to an image folder).
     pub name: String,
-    /// Images, `u8`, `[N,3,32,32]`.
+    /// Images, `u8`, `[N,3,S,S]`.
     pub images: Tensor,
     /// Labels, `i64`, `[N]`, each in `0..num_classes` (all 0 for unlabelled sets).
     pub labels: Tensor,
@@ -66,14 +70,11 @@ impl ImageSet {
         num_classes: usize,
     ) -> Result<Self> {
         let size = images.size();
-        if images.kind() != Kind::Uint8
-            || size.len() != 4
-            || size[1..] != [3, IMAGE_SIDE, IMAGE_SIDE]
-        {
+        if images.kind() != Kind::Uint8 || size.len() != 4 || size[1] != 3 || size[2] != size[3] {
             return Err(Error::format(
                 source,
                 format!(
-                    "expected u8 images [N,3,32,32], got {:?} {size:?}",
+                    "expected square u8 images [N,3,S,S], got {:?} {size:?}",
                     images.kind()
                 ),
             ));
@@ -107,6 +108,11 @@ impl ImageSet {
         })
     }
 
+    /// Side `S` of the square images.
+    pub fn side(&self) -> i64 {
+        self.images.size()[3]
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.images.size()[0] as usize
@@ -132,13 +138,11 @@ impl ImageSet {
     /// exact integer sums over chunks: bounded memory, and the same bits whatever the thread count.
     pub fn channel_stats(&self) -> Normalization {
         let (mut sum, mut sum_sq) = ([0u64; 3], [0u64; 3]);
+        let pixels = (self.side() * self.side()) as usize;
         for chunk in self.images.split(4096, 0) {
             let bytes = Vec::<u8>::try_from(chunk.contiguous().view(-1)).expect("u8 images");
-            for image in bytes.chunks_exact(3 * (IMAGE_SIDE * IMAGE_SIDE) as usize) {
-                for (j, channel) in image
-                    .chunks_exact((IMAGE_SIDE * IMAGE_SIDE) as usize)
-                    .enumerate()
-                {
+            for image in bytes.chunks_exact(3 * pixels) {
+                for (j, channel) in image.chunks_exact(pixels).enumerate() {
                     sum[j] += channel.iter().map(|&v| v as u64).sum::<u64>();
                     sum_sq[j] += channel
                         .iter()
@@ -147,7 +151,7 @@ impl ImageSet {
                 }
             }
         }
-        let n = (self.len() * (IMAGE_SIDE * IMAGE_SIDE) as usize) as f64;
+        let n = (self.len() * pixels) as f64;
         let mean = sum.map(|s| s as f64 / n / 255.0);
         let std = [0, 1, 2].map(|j| {
             let var = sum_sq[j] as f64 / n / (255.0 * 255.0) - mean[j] * mean[j];

@@ -1,4 +1,4 @@
-//! Bringing grayscale sets to the networks' `[N,3,32,32]` input.
+//! Bringing grayscale sets to the networks' `[N,3,32,32]` input, and 32x32 sets to another side.
 use tch::{Kind, Tensor};
 
 use super::IMAGE_SIDE;
@@ -30,4 +30,21 @@ pub fn gray_to_rgb(images: &Tensor) -> Tensor {
         .unsqueeze(1)
         .expand([-1, 3, -1, -1], false)
         .contiguous()
+}
+
+/// Brings `u8` images `[N,3,H,W]` to `[N,3,side,side]` as torchvision's `Resize(side)` +
+/// `CenterCrop(side)` would ([`super::resize::resize_and_center_crop`]).
+pub fn to_side(images: &Tensor, side: i64) -> Tensor {
+    let size = images.size();
+    let (h, w) = (size[2] as u32, size[3] as u32);
+    let pixels =
+        Vec::<u8>::try_from(images.permute([0, 2, 3, 1]).contiguous().view(-1)).expect("u8 images");
+    let resized: Vec<image::RgbImage> = pixels
+        .chunks_exact((3 * h * w) as usize)
+        .map(|raw| {
+            let image = image::RgbImage::from_raw(w, h, raw.to_vec()).expect("h*w*3 bytes");
+            super::resize::resize_and_center_crop(&image, side as u32)
+        })
+        .collect();
+    super::folder::to_tensor(&resized)
 }

@@ -58,13 +58,13 @@ pub struct LinearHead {
 }
 
 impl LinearHead {
-    /// The head of `net`, detached, on `device`.
-    pub fn of(net: &dyn Classifier, device: Device) -> LinearHead {
-        let (weight, bias) = net.linear_head();
-        LinearHead {
+    /// The head of `net`, detached, on `device`; fails for a model without a known head.
+    pub fn of(net: &dyn Classifier, device: Device) -> Result<LinearHead> {
+        let (weight, bias) = net.linear_head()?;
+        Ok(LinearHead {
             weight: weight.detach().to_device(device),
             bias: bias.detach().to_device(device),
-        }
+        })
     }
 
     /// The logits `phi W^T + b` of penultimate features `phi` `[N, d]`, in `phi`'s kind.
@@ -365,7 +365,7 @@ pub fn build(
     device: Device,
 ) -> Result<Box<dyn Detector>> {
     let layer = net.num_layers() - 1;
-    let head = LinearHead::of(net, device);
+    let head = LinearHead::of(net, device)?;
     Ok(match kind {
         DetectorKind::Odin => Box::new(Odin::new(layer, head)),
         DetectorKind::Knn => Box::new(Knn::fit(train, layer, params.knn_neighbours, device)?),

@@ -26,10 +26,10 @@ pub const ADVERSARIAL_STEP: f64 = 0.05;
 pub const DEFAULT_BATCH_SIZE: usize = 50;
 
 /// The noise standard deviation (in normalised-input units) of the noisy samples: ResNet 0.25/4,
-/// DenseNet 0.21/4, each halved again (divided by 8) for CIFAR-100.
+/// DenseNet 0.21/4, each halved again (divided by 8) for CIFAR-100; TorchScript models as ResNet.
 pub fn noise_sigma(net: NetType, dataset: &str) -> f64 {
     let base = match net {
-        NetType::Resnet => 0.25,
+        NetType::Resnet | NetType::TorchScript => 0.25,
         NetType::Densenet => 0.21,
     };
     if dataset.eq_ignore_ascii_case("cifar100") {

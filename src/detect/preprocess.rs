@@ -85,6 +85,19 @@ fn gradient_step_and_scores(
     std: [f64; 3],
     score: &ScoreFn,
 ) -> Result<(Tensor, Tensor)> {
+    let (grad, scores) = input_gradient(net, x, layer, score)?;
+    Ok((sign_step(&grad, std), scores))
+}
+
+/// The gradient with respect to the normalised input `x` of the pre-processing loss (SPEC 6
+/// steps 1-2: the batch mean of `-score_{c*}`, `c*` the best class of each row), and the clean
+/// scores `[N, C]`.
+pub fn input_gradient(
+    net: &dyn Classifier,
+    x: &Tensor,
+    layer: usize,
+    score: &ScoreFn,
+) -> Result<(Tensor, Tensor)> {
     let input = x.detach().set_requires_grad(true);
     let f = mean_pool(&net.intermediate_forward(&input, layer)?);
     let s = score(&f)?;
@@ -93,7 +106,7 @@ fn gradient_step_and_scores(
     let grad = Tensor::run_backward(&[loss], &[&input], false, false)
         .pop()
         .expect("one gradient per input");
-    Ok((sign_step(&grad, std), s.detach()))
+    Ok((grad, s.detach()))
 }
 
 /// [`preprocessed_scores`] over a whole set in stored order: per magnitude, the `[N, C]` scores of

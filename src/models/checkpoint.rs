@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{nn::VarStore, Device, Tensor};
 
-use super::{Classifier, NetConfig};
+use super::{Classifier, NetConfig, TorchScriptClassifier};
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::models::NetType;
@@ -24,7 +24,7 @@ pub struct CheckpointMeta {
     pub num_classes: i64,
     /// The input normalisation the network was trained with.
     pub normalization: Normalization,
-    /// Registry name of the training set.
+    /// Name of the training set (empty: not recorded, for TorchScript sidecars without one).
     pub dataset: String,
     /// Test-split accuracy in [0, 1], when measured.
     pub test_accuracy: Option<f64>,
@@ -91,7 +91,7 @@ pub struct LoadedClassifier {
     pub meta: CheckpointMeta,
 }
 
-/// The sidecar path of a weights file: the same path with extension `.json`.
+/// The sidecar path of a weights file or TorchScript model: the same path with extension `.json`.
 pub fn sidecar_path(weights: &Path) -> PathBuf {
     weights.with_extension("json")
 }
@@ -105,21 +105,47 @@ pub fn save_checkpoint(weights: &Path, vs: &VarStore, meta: &CheckpointMeta) -> 
     meta.write(&sidecar_path(weights))
 }
 
-/// Loads a checkpoint (weights file and its sidecar) onto `device`, strictly.
+/// Loads a classifier onto `device`: a checkpoint (`.safetensors` weights and sidecar, loaded
+/// strictly) or, for any other extension, a TorchScript model and its sidecar
+/// ([`TorchScriptClassifier::load`]).
 pub fn load_checkpoint(weights: &Path, device: Device) -> Result<LoadedClassifier> {
     // The weights first: a missing checkpoint is named as such, not by its sidecar.
     if !weights.is_file() {
         return Err(Error::format(
             weights,
-            "no classifier checkpoint here; train one with `rf-classifier train` or pass \
-             --classifier PATH",
+            "no classifier checkpoint here; train one with `rf-classifier train`, export your own \
+             model with scripts/export_torchscript.py, or pass --classifier PATH",
         ));
+    }
+    if weights.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        return load_torchscript(weights, device);
     }
     let meta = CheckpointMeta::read(&sidecar_path(weights))?;
     let mut vs = VarStore::new(device);
     let net = meta.net_config().build(&vs.root())?;
     load_weights_strict(&mut vs, weights)?;
     Ok(LoadedClassifier { vs, net, meta })
+}
+
+/// A TorchScript model as a [`LoadedClassifier`]: no variables of ours, the sidecar's facts as
+/// [`CheckpointMeta`] (architecture [`NetType::TorchScript`], width 0).
+fn load_torchscript(model: &Path, device: Device) -> Result<LoadedClassifier> {
+    let net = TorchScriptClassifier::load(model, &sidecar_path(model), device)?;
+    let ts = net.meta();
+    let meta = CheckpointMeta {
+        architecture: NetType::TorchScript,
+        width: 0,
+        num_classes: ts.class_names.len() as i64,
+        normalization: ts.normalization(),
+        dataset: ts.dataset.clone().unwrap_or_default(),
+        test_accuracy: None,
+        library_version: format!("torchscript: {}", ts.name),
+    };
+    Ok(LoadedClassifier {
+        vs: VarStore::new(device),
+        net: Box::new(net),
+        meta,
+    })
 }
 
 /// The SHA-256 of a file's bytes, as lowercase hex (identifies a classifier's weights).

@@ -178,9 +178,9 @@ impl Classifier for DenseNet {
         self.num_classes
     }
 
-    fn linear_head(&self) -> (Tensor, Tensor) {
+    fn linear_head(&self) -> Result<(Tensor, Tensor)> {
         let bias = self.fc.bs.as_ref().expect("the linear head has a bias");
-        (self.fc.ws.shallow_clone(), bias.shallow_clone())
+        Ok((self.fc.ws.shallow_clone(), bias.shallow_clone()))
     }
 
     fn net_type(&self) -> NetType {

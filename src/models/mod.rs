@@ -1,5 +1,6 @@
-//! The classifiers: the paper's ResNet-34 and DenseNet-BC-100 for 32x32 inputs, one trait over
-//! both ([`Classifier`]), their architecture names ([`NetType`]) and sizes ([`NetConfig`]), seeded
+//! The classifiers: the paper's ResNet-34 and DenseNet-BC-100 for 32x32 inputs, any TorchScript
+//! model that follows the feature contract ([`torchscript`]), one trait over them
+//! ([`Classifier`]), their architecture names ([`NetType`]) and sizes ([`NetConfig`]), seeded
 //! initialisation, checkpoints, feature extraction and training from scratch ([`train`]).
 //!
 //! Parameter and BatchNorm buffer names equal the PyTorch state-dict names of the reference
@@ -12,6 +13,7 @@ pub mod init;
 mod layers;
 pub mod net_type;
 pub mod resnet;
+pub mod torchscript;
 pub mod train;
 
 use tch::{nn, Tensor};
@@ -25,11 +27,12 @@ pub use densenet::DenseNet;
 pub use features::{extract, Features};
 pub use net_type::NetType;
 pub use resnet::ResNet;
+pub use torchscript::{TorchScriptClassifier, TorchScriptMeta};
 
 /// A classifier whose hidden layers the detectors read.
 ///
-/// All inputs are normalised images `[N,3,32,32]`; every method runs in eval mode except
-/// [`Classifier::forward_t`] with `train = true`.
+/// All inputs are normalised images `[N,3,S,S]` with `S` = [`Classifier::input_side`]; every
+/// method runs in eval mode except [`Classifier::forward_t`] with `train = true`.
 pub trait Classifier: std::fmt::Debug {
     /// Logits `[N,num_classes]`; `train` selects batch statistics in BatchNorm.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor;
@@ -40,6 +43,11 @@ pub trait Classifier: std::fmt::Debug {
     /// The activation of feature layer `layer` (eval mode), computing only what it needs.
     /// Fails when `layer >= num_layers()`.
     fn intermediate_forward(&self, x: &Tensor, layer: usize) -> Result<Tensor>;
+
+    /// Side `S` of the square inputs (32 for the paper's networks).
+    fn input_side(&self) -> i64 {
+        crate::data::IMAGE_SIDE
+    }
 
     /// Number of feature layers (ResNet 5, DenseNet 4).
     fn num_layers(&self) -> usize {
@@ -55,8 +63,9 @@ pub trait Classifier: std::fmt::Debug {
     /// The final linear layer, weight `[num_classes, d]` and bias `[num_classes]` with `d` the
     /// channels of the last feature layer: the logits are
     /// `mean_pool(last layer's activation) W^T + b` (the global average pool covers the last
-    /// activation).
-    fn linear_head(&self) -> (Tensor, Tensor);
+    /// activation). Fails for a model whose head is not known (a TorchScript model whose sidecar
+    /// names no `linear_head`).
+    fn linear_head(&self) -> Result<(Tensor, Tensor)>;
 
     /// The architecture.
     fn net_type(&self) -> NetType;
@@ -122,6 +131,13 @@ impl NetConfig {
         Ok(match self.net_type {
             NetType::Resnet => Box::new(ResNet::new(p, self.width, self.num_classes)),
             NetType::Densenet => Box::new(DenseNet::new(p, self.width, self.num_classes)),
+            NetType::TorchScript => {
+                return Err(Error::Invalid(
+                    "a TorchScript model is loaded from its file (--classifier model.pt), not \
+                     built or trained here"
+                        .into(),
+                ))
+            }
         })
     }
 }
@@ -131,6 +147,7 @@ pub fn default_width(net_type: NetType) -> i64 {
     match net_type {
         NetType::Resnet => resnet::PAPER_WIDTH,
         NetType::Densenet => densenet::PAPER_GROWTH,
+        NetType::TorchScript => 0,
     }
 }
 

@@ -1,7 +1,7 @@
-//! The classifier architectures of the paper, by name.
+//! The classifier architectures, by name: the paper's two and TorchScript models.
 use std::str::FromStr;
 
-/// The classifier architectures of the paper.
+/// The classifier architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetType {
@@ -9,25 +9,31 @@ pub enum NetType {
     Resnet,
     /// DenseNet-BC-100.
     Densenet,
+    /// Any TorchScript model with a JSON sidecar ([`crate::models::torchscript`]); its input
+    /// size and feature layers come from the sidecar.
+    TorchScript,
 }
 
 impl NetType {
     /// Every architecture, in the order the command line lists them.
-    pub const ALL: [NetType; 2] = [NetType::Resnet, NetType::Densenet];
+    pub const ALL: [NetType; 3] = [NetType::Resnet, NetType::Densenet, NetType::TorchScript];
 
     /// The lowercase name used in file names and by the original scripts.
     pub fn name(self) -> &'static str {
         match self {
             NetType::Resnet => "resnet",
             NetType::Densenet => "densenet",
+            NetType::TorchScript => "torchscript",
         }
     }
 
-    /// Number of feature layers the detectors read (ResNet 5, DenseNet 4), whatever the width.
-    pub fn num_layers(self) -> usize {
+    /// Number of feature layers the detectors read (ResNet 5, DenseNet 4), whatever the width;
+    /// `None` for TorchScript models (their sidecar says).
+    pub fn num_layers(self) -> Option<usize> {
         match self {
-            NetType::Resnet => 5,
-            NetType::Densenet => 4,
+            NetType::Resnet => Some(5),
+            NetType::Densenet => Some(4),
+            NetType::TorchScript => None,
         }
     }
 }
@@ -41,12 +47,14 @@ impl std::fmt::Display for NetType {
 impl FromStr for NetType {
     type Err = String;
 
-    /// Parses `resnet` or `densenet` (any case).
+    /// Parses `resnet`, `densenet` or `torchscript` (any case).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         NetType::ALL
             .into_iter()
             .find(|n| n.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown network `{s}`; expected resnet or densenet"))
+            .ok_or_else(|| {
+                format!("unknown network `{s}`; expected resnet, densenet or torchscript")
+            })
     }
 }
 
@@ -63,10 +71,10 @@ mod tests {
         assert!("vgg"
             .parse::<NetType>()
             .unwrap_err()
-            .contains("resnet or densenet"));
+            .contains("resnet, densenet or torchscript"));
         assert_eq!(
             (NetType::Resnet.num_layers(), NetType::Densenet.num_layers()),
-            (5, 4)
+            (Some(5), Some(4))
         );
     }
 }

@@ -152,9 +152,9 @@ impl Classifier for ResNet {
         self.num_classes
     }
 
-    fn linear_head(&self) -> (Tensor, Tensor) {
+    fn linear_head(&self) -> Result<(Tensor, Tensor)> {
         let bias = self.linear.bs.as_ref().expect("the linear head has a bias");
-        (self.linear.ws.shallow_clone(), bias.shallow_clone())
+        Ok((self.linear.ws.shallow_clone(), bias.shallow_clone()))
     }
 
     fn net_type(&self) -> NetType {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::Common;
-use crate::data::{self, Split};
+use crate::data::{Split, IMAGE_SIDE};
 use crate::error::{Error, Result};
 use crate::models::train::{
     test_accuracy, train_classifier, ClassifierTrainConfig, RunOptions, Schedule, TrainReport,
@@ -83,8 +83,9 @@ pub struct Summary {
 /// Trains the classifier of `options` and writes its checkpoint and sidecar.
 pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     let common = &options.common;
-    let train_set = data::load(&common.dataset, &common.dataroot, Split::Train)?;
-    let test_set = data::load(&common.dataset, &common.dataroot, Split::Test)?;
+    let source = common.dataset_source()?;
+    let train_set = source.load(&common.dataroot, Split::Train, IMAGE_SIDE)?;
+    let test_set = source.load(&common.dataroot, Split::Test, IMAGE_SIDE)?;
     let width = options.width.unwrap_or(match common.net_type {
         NetType::Resnet => DEMO_RESNET_WIDTH,
         other => default_width(other),
@@ -95,7 +96,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
             width,
             num_classes: train_set.num_classes as i64,
         },
-        dataset: common.dataset.clone(),
+        dataset: source.name.clone(),
         epochs: options.epochs,
         batch_size: common.batch_size_or(128),
         lr: options.lr,
@@ -113,7 +114,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     progress.note(&format!(
         "training {} (width {width}) on {}: {} train / {} test images, {} epochs, {} threads",
         common.net_type.name(),
-        common.dataset,
+        source.name,
         train_set.len(),
         test_set.len(),
         config.epochs,
@@ -157,13 +158,18 @@ pub struct EvalSummary {
 /// test split of `common.dataset`.
 pub fn evaluate(common: &Common, checkpoint: Option<&std::path::Path>) -> Result<EvalSummary> {
     let (path, loaded) = common.load_classifier(checkpoint)?;
-    let test_set = data::load(&common.dataset, &common.dataroot, Split::Test)?;
+    let side = loaded.net.input_side();
+    let test_set = common
+        .dataset_source()?
+        .load(&common.dataroot, Split::Test, side)?;
     if test_set.num_classes as i64 != loaded.meta.num_classes {
         return Err(Error::format(
             &path,
             format!(
                 "the network has {} classes, dataset `{}` {}",
-                loaded.meta.num_classes, common.dataset, test_set.num_classes
+                loaded.meta.num_classes,
+                common.dataset_name(),
+                test_set.num_classes
             ),
         ));
     }

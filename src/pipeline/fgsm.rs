@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Common;
-use crate::data::{self, ImageSet, Split};
+use crate::data::{ImageSet, Split};
 use crate::detect::fgsm::{
     attack, clamp_range, noise_sigma, FgsmOptions, ADVERSARIAL_STEP, DEFAULT_BATCH_SIZE,
 };
@@ -40,14 +40,16 @@ pub struct Summary {
 pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     let common = &options.common;
     let (classifier_path, classifier) = common.load_classifier(options.classifier.as_deref())?;
-    let mut test = data::load(&common.dataset, &common.dataroot, Split::Test)?;
+    let side = classifier.net.input_side();
+    let source = common.dataset_source()?;
+    let mut test = source.load(&common.dataroot, Split::Test, side)?;
     if let Some(n) = options.max_test {
         test = test.take(n);
     }
     let fgsm = FgsmOptions {
         sigma: options
             .sigma
-            .unwrap_or_else(|| noise_sigma(classifier.meta.architecture, &common.dataset)),
+            .unwrap_or_else(|| noise_sigma(classifier.meta.architecture, &source.name)),
         batch_size: common.batch_size_or(DEFAULT_BATCH_SIZE),
         seed: common.seed,
         device: common.device,
@@ -56,13 +58,13 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     let dir = RunDir::new(
         &common.outf,
         classifier.meta.architecture.name(),
-        &common.dataset,
+        &source.name,
     )
     .fgsm_dir();
     let summary = generate(
         &classifier,
         &classifier_path,
-        &common.dataset,
+        &source.name,
         &test,
         &fgsm,
         &dir,
@@ -96,6 +98,7 @@ pub fn generate(
         dataset: dataset.to_string(),
         classifier: classifier_path.to_path_buf(),
         normalization: classifier.meta.normalization,
+        input_side: classifier.net.input_side(),
         sigma: options.sigma,
         step: ADVERSARIAL_STEP,
         clamp: [lo, hi],

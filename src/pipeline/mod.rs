@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Device;
 
+use crate::data::DataSource;
 use crate::error::{Error, Result};
 use crate::models::{load_checkpoint, LoadedClassifier, NetType};
 use crate::store::RunDir;
@@ -43,7 +44,8 @@ pub const STAGES: [&str; 8] = [
 /// Settings every stage shares: which run, where the data and outputs are, on what device.
 #[derive(Debug, Clone)]
 pub struct Common {
-    /// In-distribution data set (a registry name).
+    /// In-distribution data set: a registry name, `folder:PATH` or `NAME=PATH`
+    /// ([`crate::data::source`]).
     pub dataset: String,
     /// Classifier architecture.
     pub net_type: NetType,
@@ -75,9 +77,19 @@ impl Default for Common {
 }
 
 impl Common {
-    /// The run folder `{outf}/{net}_{dataset}`.
+    /// The in-distribution set's name (the registry name, or the name of an image folder).
+    pub fn dataset_name(&self) -> String {
+        crate::data::source::name_of(&self.dataset)
+    }
+
+    /// The in-distribution set, parsed and (for folders) located.
+    pub fn dataset_source(&self) -> Result<DataSource> {
+        DataSource::parse(&self.dataset)
+    }
+
+    /// The run folder `{outf}/{net}_{dataset name}`.
     pub fn run_dir(&self) -> RunDir {
-        RunDir::new(&self.outf, self.net_type.name(), &self.dataset)
+        RunDir::new(&self.outf, self.net_type.name(), &self.dataset_name())
     }
 
     /// The batch size given, or `default`.
@@ -86,21 +98,25 @@ impl Common {
     }
 
     /// Where the classifier of this network and data set lives unless `--classifier` says
-    /// otherwise: `pre_trained/{net}_{dataset}.safetensors`.
+    /// otherwise: `pre_trained/{net}_{dataset name}.safetensors` (`.pt` for TorchScript models).
     pub fn default_classifier_path(&self) -> PathBuf {
+        let extension = match self.net_type {
+            NetType::TorchScript => "pt",
+            _ => "safetensors",
+        };
         PathBuf::from("pre_trained").join(format!(
-            "{}_{}.safetensors",
+            "{}_{}.{extension}",
             self.net_type.name(),
-            self.dataset
+            self.dataset_name()
         ))
     }
 
     /// Loads the classifier at `explicit` or at [`Common::default_classifier_path`]; returns its
     /// path too. Refuses an unknown data set (before looking for a checkpoint), and a classifier
     /// whose sidecar says another architecture or training set than the options (the run folder
-    /// is named after them).
+    /// is named after them; a TorchScript sidecar without a data set is not checked).
     pub fn load_classifier(&self, explicit: Option<&Path>) -> Result<(PathBuf, LoadedClassifier)> {
-        crate::data::registry::info(&self.dataset)?;
+        let dataset = self.dataset_source()?.name;
         let path = explicit
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.default_classifier_path());
@@ -116,17 +132,17 @@ impl Common {
                     self.net_type.name(),
                     meta.architecture.name(),
                     meta.architecture.name(),
-                    self.dataset
+                    dataset
                 ),
             ));
         }
-        if meta.dataset != self.dataset {
+        if !meta.dataset.is_empty() && meta.dataset != dataset {
             return Err(Error::format(
                 &path,
                 format!(
                     "a classifier trained on `{}`, but --dataset {} was given; pass the classifier \
                      trained on `{}` (--classifier PATH) or --dataset {}",
-                    meta.dataset, self.dataset, self.dataset, meta.dataset
+                    meta.dataset, self.dataset, dataset, meta.dataset
                 ),
             ));
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use tch::Device;
 
 use super::Common;
-use crate::data::{self, registry, BatchSource, ImageSet, Split};
+use crate::data::{BatchSource, DataSource, ImageSet, Split};
 use crate::detect::fgsm::FgsmSets;
 use crate::detect::gaussian::LayerStats;
 use crate::error::{Error, Result};
@@ -23,7 +23,8 @@ pub struct Options {
     pub common: Common,
     /// Classifier checkpoint; `None`: [`Common::default_classifier_path`].
     pub classifier: Option<PathBuf>,
-    /// OOD sets to extract; `None`: the data set's usual OOD sets.
+    /// OOD sets to extract (registry names, `NAME=PATH` or folder paths; see
+    /// [`crate::data::source`]); `None`: the registry's usual OOD sets of the data set.
     pub ood_sets: Option<Vec<String>>,
     /// With [`Validation::Fgsm`], also the FGSM sets written by `rf-fgsm`.
     pub validation: Validation,
@@ -73,12 +74,15 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     }
     let ood_sets = match &options.ood_sets {
         Some(list) => list.clone(),
-        None => registry::info(&common.dataset)?
-            .ood_sets
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        None => common.dataset_source()?.default_ood_sets()?,
     };
+    if ood_sets.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no OOD sets for `{}`: an image-folder data set has no default ones; pass --ood \
+             NAME=PATH (several, comma-separated) or registry names",
+            common.dataset_name()
+        )));
+    }
     let run_dir = common.run_dir();
     let sets = FeatureOptions {
         dataroot: common.dataroot.clone(),
@@ -107,7 +111,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
 pub struct FeatureOptions {
     /// Folder of the data sets.
     pub dataroot: std::path::PathBuf,
-    /// OOD sets to extract.
+    /// OOD sets to extract, as specs ([`crate::data::source`]).
     pub ood_sets: Vec<String>,
     /// Batch size of the feature extraction.
     pub batch_size: usize,
@@ -161,32 +165,45 @@ pub fn prepare(
     device: Device,
     progress: &mut dyn Progress,
 ) -> Result<FeatureManifest> {
-    let info = data::registry::info(dataset)?;
+    let source = DataSource::parse(dataset)?;
+    let side = classifier.net.input_side();
     let num_classes = classifier.meta.num_classes as usize;
-    if info.num_classes != num_classes {
-        return Err(Error::Invalid(format!(
-            "the classifier has {num_classes} classes but `{dataset}` has {}; pass the classifier trained on `{dataset}`",
-            info.num_classes
-        )));
-    }
     let train_set = limit(
-        data::load(dataset, &options.dataroot, Split::Train)?,
+        source.load(&options.dataroot, Split::Train, side)?,
         options.max_train,
     );
+    if train_set.num_classes != num_classes {
+        return Err(Error::Invalid(format!(
+            "the classifier has {num_classes} classes but `{}` has {}; pass the classifier trained on `{}`",
+            source.name, train_set.num_classes, source.name
+        )));
+    }
     let test_set = limit(
-        data::load(dataset, &options.dataroot, Split::Test)?,
+        source.load(&options.dataroot, Split::Test, side)?,
         options.max_test,
     );
     let fgsm = match &options.fgsm {
         Some(dir) => Some(FgsmSets::load_for(dir, classifier)?),
         None => None,
     };
-    let oods = options
+    let ood_sources = options
         .ood_sets
         .iter()
-        .map(|name| {
+        .map(|spec| DataSource::parse(spec))
+        .collect::<Result<Vec<_>>>()?;
+    for (i, a) in ood_sources.iter().enumerate() {
+        if a.name == source.name || ood_sources[..i].iter().any(|b| b.name == a.name) {
+            return Err(Error::Invalid(format!(
+                "two sets are named `{}`; name each folder with NAME=PATH",
+                a.name
+            )));
+        }
+    }
+    let oods = ood_sources
+        .iter()
+        .map(|ood| {
             Ok(limit(
-                data::load(name, &options.dataroot, Split::Test)?,
+                ood.load_ood(&options.dataroot, side)?,
                 options.max_ood,
             ))
         })
@@ -255,7 +272,11 @@ pub fn prepare(
     }
     let manifest = FeatureManifest {
         net_type: classifier.meta.architecture,
-        dataset: dataset.to_string(),
+        dataset: source.spec(),
+        ood_sources: ood_sources
+            .iter()
+            .map(|o| (o.name.clone(), o.spec()))
+            .collect(),
         classifier: classifier_path.to_path_buf(),
         num_classes,
         layer_channels: classifier.net.layer_channels(),

@@ -146,7 +146,12 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         }
         with_scores
     } else {
-        options.datasets.clone()
+        // A set given as an image folder (`NAME=PATH`, `folder:PATH`) is found by its name.
+        options
+            .datasets
+            .iter()
+            .map(|d| crate::data::source::name_of(d))
+            .collect()
     };
     if datasets.is_empty() {
         return Err(Error::Invalid(format!(

@@ -196,7 +196,8 @@ impl ScoringStage {
     /// Checks that the features were prepared with this classifier, and loads the sets to score.
     pub fn inputs(&self) -> Result<ScoredInputs> {
         check_classifier(&self.classifier, &self.manifest, &self.features)?;
-        let (test, oods) = scored_sets(&self.manifest, &self.dataroot)?;
+        let side = self.classifier.net.input_side();
+        let (test, oods) = scored_sets(&self.manifest, &self.dataroot, side)?;
         Ok(ScoredInputs { test, oods })
     }
 
@@ -352,25 +353,34 @@ fn to_array2(t: &Tensor) -> Result<Array2<f64>> {
 
 /// The image sets a scoring stage evaluates: the test split and the OOD sets of the feature
 /// folder, each cut to the size that `rf-prepare` used.
-fn scored_sets(manifest: &FeatureManifest, dataroot: &Path) -> Result<(ImageSet, Vec<ImageSet>)> {
-    let load = |name: &str, key: &str| -> Result<ImageSet> {
-        let set = data::load(name, dataroot, Split::Test)?;
+fn scored_sets(
+    manifest: &FeatureManifest,
+    dataroot: &Path,
+    side: i64,
+) -> Result<(ImageSet, Vec<ImageSet>)> {
+    let cut = |set: ImageSet, key: &str| -> Result<ImageSet> {
         let rows = manifest.sets[key];
         if set.len() < rows {
             return Err(Error::Invalid(format!(
-                "`{name}` under {} has {} images but the features were prepared from {rows}; rerun rf-prepare",
+                "`{}` (under {}) has {} images but the features were prepared from {rows}; rerun rf-prepare",
+                set.name,
                 dataroot.display(),
                 set.len()
             )));
         }
         Ok(set.take(rows))
     };
-    let test = load(&manifest.dataset, "test")?;
+    let test = cut(
+        data::load_in_distribution(&manifest.dataset, dataroot, Split::Test, side)?,
+        "test",
+    )?;
     let oods = manifest
-        .sets
-        .keys()
-        .filter_map(|k| k.strip_prefix("ood_"))
-        .map(|name| load(name, &format!("ood_{name}")))
+        .ood_names()
+        .iter()
+        .map(|name| {
+            let set = data::load_ood(&manifest.ood_spec(name), dataroot, side)?;
+            cut(set, &format!("ood_{name}"))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok((test, oods))
 }

@@ -352,11 +352,11 @@ pub fn train_layer(
         let spec = FlowSpec {
             num_classes: manifest.num_classes,
             length_hidden: options.length_hidden.unwrap_or_else(|| {
-                default_length_hidden(manifest.net_type.name(), &manifest.dataset, l)
+                default_length_hidden(manifest.net_type.name(), &manifest.dataset_name(), l)
             }),
             layer: l,
             net: manifest.net_type.name().to_string(),
-            dataset: manifest.dataset.clone(),
+            dataset: manifest.dataset_name(),
         };
         let model = FlowModel::init(
             &spec,

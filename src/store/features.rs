@@ -103,8 +103,13 @@ impl LayerStats {
 pub struct FeatureManifest {
     /// The classifier's architecture.
     pub net_type: NetType,
-    /// The in-distribution data set.
+    /// The in-distribution data set, as a spec that finds it again ([`crate::data::DataSource::spec`]): the
+    /// registry name, or `NAME=PATH` for an image folder.
     pub dataset: String,
+    /// The spec of each OOD set, by name (absent in manifests of older versions, whose OOD sets
+    /// are registry sets).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ood_sources: BTreeMap<String, String>,
     /// The classifier checkpoint the features come from.
     pub classifier: PathBuf,
     /// Number of classes.
@@ -119,12 +124,36 @@ pub struct FeatureManifest {
     pub test_accuracy: f64,
     /// Row count of every stored set (`train`, `test`, `ood_{name}`, `fgsm_{clean,noisy,adv}`).
     pub sets: BTreeMap<String, usize>,
-    /// Version of resflow that wrote the folder.
     /// SHA-256 of the classifier's weights file (absent in manifests of older versions): the
     /// scoring stages refuse other weights of the same shape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classifier_sha256: Option<String>,
+    /// Version of resflow that wrote the folder.
     pub library_version: String,
+}
+
+impl FeatureManifest {
+    /// The in-distribution set's name.
+    pub fn dataset_name(&self) -> String {
+        crate::data::source::name_of(&self.dataset)
+    }
+
+    /// The spec of OOD set `name` ([`FeatureManifest::ood_sources`], else the name itself).
+    pub fn ood_spec(&self, name: &str) -> String {
+        self.ood_sources
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    }
+
+    /// The names of the OOD sets, in stored order.
+    pub fn ood_names(&self) -> Vec<String> {
+        self.sets
+            .keys()
+            .filter_map(|k| k.strip_prefix("ood_"))
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// A feature folder on disk.

@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 use crate::io;
 use crate::models::{LoadedClassifier, NetType};
 
+fn paper_side() -> i64 {
+    crate::data::IMAGE_SIDE
+}
+
 /// `summary.json` of an FGSM folder.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FgsmSummary {
@@ -26,6 +30,10 @@ pub struct FgsmSummary {
     pub classifier: PathBuf,
     /// The normalisation of the stored inputs (the classifier's).
     pub normalization: Normalization,
+    /// Side `S` of the stored inputs `[K,3,S,S]` (the classifier's; 32 in summaries of older
+    /// versions).
+    #[serde(default = "paper_side")]
+    pub input_side: i64,
     /// Noise standard deviation.
     pub sigma: f64,
     /// Adversarial step ([`crate::detect::fgsm::ADVERSARIAL_STEP`]).
@@ -74,14 +82,15 @@ impl FgsmSets {
                 "rf-fgsm kept no sample (no image was classified right with and without noise and wrong after the attack)",
             ));
         }
+        let side = summary.input_side;
         let images = |name: &str| -> Result<Tensor> {
             let path = dir.join(name);
             let t = io::read_npy_f32(&path)?;
-            if t.size() != [k, 3, 32, 32] {
+            if t.size() != [k, 3, side, side] {
                 return Err(Error::format(
                     &path,
                     format!(
-                        "expected shape [{k}, 3, 32, 32] (summary.json), found {:?}",
+                        "expected shape [{k}, 3, {side}, {side}] (summary.json), found {:?}",
                         t.size()
                     ),
                 ));
@@ -113,15 +122,18 @@ impl FgsmSets {
         let (sets, summary) = Self::load(dir)?;
         if summary.normalization != classifier.meta.normalization
             || summary.net_type != classifier.meta.architecture
+            || summary.input_side != classifier.net.input_side()
         {
             return Err(Error::format(
                 dir.join("summary.json"),
                 format!(
-                    "FGSM samples of a {} with normalisation {:?}, but the classifier is a {} with {:?}; rerun rf-fgsm with this classifier",
+                    "FGSM samples of a {} with normalisation {:?} at side {}, but the classifier is a {} with {:?} at side {}; rerun rf-fgsm with this classifier",
                     summary.net_type.name(),
                     summary.normalization,
+                    summary.input_side,
                     classifier.meta.architecture.name(),
-                    classifier.meta.normalization
+                    classifier.meta.normalization,
+                    classifier.net.input_side()
                 ),
             ));
         }

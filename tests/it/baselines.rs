@@ -77,7 +77,12 @@ fn logit_baselines_and_odin_match_pytorch_on_the_reference_network() {
         (DetectorKind::Energy, "energy"),
         (DetectorKind::MaxLogit, "maxlogit"),
     ] {
-        let d = LogitDetector::new(kind, last, LinearHead::of(net.as_ref(), Device::Cpu)).unwrap();
+        let d = LogitDetector::new(
+            kind,
+            last,
+            LinearHead::of(net.as_ref(), Device::Cpu).unwrap(),
+        )
+        .unwrap();
         assert_eq!(d.layers(), vec![last]);
         let s = tch::no_grad(|| d.layer_scores(last, 0).unwrap()(&phi).unwrap());
         let score = s.max_dim(1, false).0;
@@ -85,7 +90,7 @@ fn logit_baselines_and_odin_match_pytorch_on_the_reference_network() {
         assert!(diff < 1e-6, "{key}: {diff}");
     }
 
-    let odin = Odin::new(last, LinearHead::of(net.as_ref(), Device::Cpu));
+    let odin = Odin::new(last, LinearHead::of(net.as_ref(), Device::Cpu).unwrap());
     assert_eq!(odin.variants(), 4);
     for t in 0..4 {
         let score = odin.layer_scores(last, t).unwrap();

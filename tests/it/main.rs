@@ -25,6 +25,7 @@ mod metrics;
 mod models_checkpoint;
 mod models_init;
 mod models_parity;
+mod own_model;
 mod pipeline;
 mod prepare;
 mod regression;

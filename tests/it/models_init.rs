@@ -116,7 +116,7 @@ fn layer_errors_name_the_valid_range_and_the_head_gives_the_logits() {
             "{e}"
         );
         let phi = resflow::models::mean_pool(&net.intermediate_forward(&x, last).unwrap());
-        let (w, b) = net.linear_head();
+        let (w, b) = net.linear_head().unwrap();
         let logits = phi.matmul(&w.tr()) + b;
         let direct = net.forward_t(&x, false);
         let diff = (logits - &direct).abs().max().double_value(&[]);

@@ -26,7 +26,7 @@ where
     PossibleValuesParser::new(values).try_map(|s| s.parse::<T>())
 }
 
-/// `resnet` or `densenet`.
+/// `resnet`, `densenet` or `torchscript`.
 pub fn net_type_parser() -> impl TypedValueParser<Value = NetType> {
     enum_parser(NetType::ALL.map(|n| PossibleValue::new(n.name())))
 }
@@ -63,10 +63,12 @@ pub fn baseline_parser() -> impl TypedValueParser<Value = DetectorKind> {
 /// Flags common to the pipeline stages.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// In-distribution dataset (see `rf-data list`).
+    /// In-distribution dataset: a registry name (see `rf-data list`), or an image folder in
+    /// torchvision's ImageFolder layout (train/<class>/*, test/<class>/*) as folder:PATH or NAME=PATH.
     #[arg(long, default_value = "fashion-mnist")]
     pub dataset: String,
-    /// Classifier architecture.
+    /// Classifier architecture: the paper's resnet or densenet, or torchscript for your own model
+    /// (--classifier model.pt with its model.json sidecar).
     #[arg(long = "net-type", alias = "net_type", value_parser = net_type_parser(), default_value = "resnet")]
     pub net_type: NetType,
     /// CUDA device index; the CPU is used (and said so) when CUDA or that device is missing.

@@ -10,7 +10,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 mod sgd;
 
-use crate::data::{Batches, ImageSet, Normalization, IMAGE_SIDE};
+use crate::data::{Batches, ImageSet, Normalization};
 use crate::error::{Error, Result};
 use crate::models::checkpoint::{
     assign_strict, read_tensors, save_checkpoint, write_tensors, CheckpointMeta,
@@ -339,7 +339,7 @@ pub fn test_accuracy(
     correct as f64 / set.len() as f64
 }
 
-/// Random crop with `padding` zero pixels around `u8` images `[B,3,32,32]`, and random horizontal
+/// Random crop with `padding` zero pixels around `u8` images `[B,3,S,S]`, and random horizontal
 /// flips when `flip`; one draw per image from `rng`.
 pub fn augment(images: &Tensor, padding: i64, flip: bool, rng: &mut impl Rng) -> Tensor {
     if padding == 0 && !flip {
@@ -350,16 +350,14 @@ pub fn augment(images: &Tensor, padding: i64, flip: bool, rng: &mut impl Rng) ->
     } else {
         images.shallow_clone()
     };
+    let side = images.size()[3];
     let crops: Vec<Tensor> = (0..images.size()[0])
         .map(|i| {
             let (dy, dx) = (
                 rng.random_range(0..=2 * padding),
                 rng.random_range(0..=2 * padding),
             );
-            let crop = padded
-                .get(i)
-                .narrow(1, dy, IMAGE_SIDE)
-                .narrow(2, dx, IMAGE_SIDE);
+            let crop = padded.get(i).narrow(1, dy, side).narrow(2, dx, side);
             if flip && rng.random_bool(0.5) {
                 crop.flip([2])
             } else {

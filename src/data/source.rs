@@ -1,0 +1,225 @@
+//! Where a data set comes from: a registry name (`cifar10`, `mnist`, ...) or an image folder
+//! named on the command line, and loading it at a model's input side.
+//!
+//! | spec | in-distribution (`--dataset`) | out-of-distribution (`--ood`) |
+//! | --- | --- | --- |
+//! | `NAME` (registry) | the registry's files under `--dataroot` | the same |
+//! | `folder:PATH` | ImageFolder `PATH/{train,test}/<class>/*`, named after PATH's last part | every image under PATH |
+//! | `NAME=PATH` | the same, named `NAME` | the same, named `NAME` |
+//! | `PATH` (with a `/`, or an existing folder) | - | every image under PATH, named after its last part |
+//!
+//! The name is what run folders, score folders and reports use; it must be a plain file name
+//! (letters, digits, `.`, `_`, `-`) and may not be a registry name unless it is that set.
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use super::{folder, registry, transform, ImageSet, Split, IMAGE_SIDE};
+use crate::error::{Error, Result};
+
+/// A data set: its name and, for image folders, where the images are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSource {
+    /// The set's name (registry name, or the name given to a folder).
+    pub name: String,
+    /// The folder of an image-folder set (absolute); `None` for registry sets.
+    pub folder: Option<PathBuf>,
+}
+
+/// The name a spec gives its set, without checking anything: `NAME` of `NAME=PATH`, the last part
+/// of `PATH` for `folder:PATH` or a bare path, else the spec itself.
+pub fn name_of(spec: &str) -> String {
+    if let Some(path) = spec.strip_prefix("folder:") {
+        return last_part(Path::new(path));
+    }
+    if let Some((name, _)) = spec.split_once('=') {
+        return name.to_string();
+    }
+    if spec.contains('/') {
+        return last_part(Path::new(spec));
+    }
+    spec.to_string()
+}
+
+fn last_part(path: &Path) -> String {
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    absolute
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+impl DataSource {
+    /// Parses a spec (see the module's table). Folder specs must name an existing folder.
+    pub fn parse(spec: &str) -> Result<DataSource> {
+        let folder = if let Some(path) = spec.strip_prefix("folder:") {
+            Some(path)
+        } else if let Some((_, path)) = spec.split_once('=') {
+            Some(path)
+        } else if registry::info(spec).is_ok() {
+            None
+        } else if spec.contains('/') || Path::new(spec).is_dir() {
+            Some(spec)
+        } else {
+            // Neither a registry name nor a folder: the registry's error lists the known names.
+            let known = registry::DATASETS
+                .iter()
+                .map(|d| d.name)
+                .collect::<Vec<_>>();
+            return Err(Error::Invalid(format!(
+                "unknown dataset `{spec}`; known datasets: {}; or give an image folder as \
+                 folder:PATH or NAME=PATH",
+                known.join(", ")
+            )));
+        };
+        let name = name_of(spec);
+        let Some(path) = folder else {
+            return Ok(DataSource { name, folder: None });
+        };
+        let absolute = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+        if !absolute.is_dir() {
+            return Err(Error::format(
+                &absolute,
+                "not a folder; an image-folder data set is a folder of images",
+            ));
+        }
+        if !valid_name(&name) {
+            return Err(Error::Invalid(format!(
+                "`{name}` cannot name a data set (use letters, digits, `.`, `_` and `-`); give the \
+                 folder a name with NAME={path}"
+            )));
+        }
+        if registry::info(&name).is_ok() {
+            return Err(Error::Invalid(format!(
+                "`{name}` is the name of a registry data set; name the folder {path} otherwise, \
+                 e.g. my-{name}={path}"
+            )));
+        }
+        Ok(DataSource {
+            name,
+            folder: Some(absolute),
+        })
+    }
+
+    /// The spec that parses back to this source: the name, or `NAME=ABSOLUTE_PATH` (what
+    /// manifests record, so that later stages find the same folder from any working folder).
+    pub fn spec(&self) -> String {
+        match &self.folder {
+            None => self.name.clone(),
+            Some(path) => format!("{}={}", self.name, path.display()),
+        }
+    }
+
+    /// The OOD sets a run of this in-distribution set evaluates unless told otherwise: the
+    /// registry's list, none for an image folder.
+    pub fn default_ood_sets(&self) -> Result<Vec<String>> {
+        match &self.folder {
+            None => Ok(registry::info(&self.name)?
+                .ood_sets
+                .iter()
+                .map(|s| s.to_string())
+                .collect()),
+            Some(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Split `split` of this set as an in-distribution set, images `[N,3,side,side]`: registry
+    /// sets from `root`, image folders from `{folder}/{train,test}/<class>/*` labelled by the
+    /// train split's sorted class folders.
+    pub fn load(&self, root: &Path, split: Split, side: i64) -> Result<ImageSet> {
+        match &self.folder {
+            None => to_side(registry::load(&self.name, root, split)?, side),
+            Some(dir) => {
+                let classes = folder::class_folders(&dir.join("train"))?;
+                let split_dir = dir.join(split.name());
+                let (images, labels) =
+                    folder::read_class_folder(&split_dir, &classes, side_u32(side)?)?;
+                ImageSet::new(&self.name, &split_dir, images, labels, classes.len())
+            }
+        }
+    }
+
+    /// This set as an out-of-distribution set (the test split of registry sets, every image of a
+    /// folder, unlabelled), images `[N,3,side,side]`.
+    pub fn load_ood(&self, root: &Path, side: i64) -> Result<ImageSet> {
+        match &self.folder {
+            None => to_side(registry::load(&self.name, root, Split::Test)?, side),
+            Some(dir) => {
+                let images = folder::read_image_folder(dir, side_u32(side)?)?;
+                let n = images.size()[0];
+                let labels = Tensor::zeros([n], (Kind::Int64, Device::Cpu));
+                ImageSet::new(&self.name, dir, images, labels, 1)
+            }
+        }
+    }
+}
+
+fn side_u32(side: i64) -> Result<u32> {
+    u32::try_from(side)
+        .ok()
+        .filter(|&s| s > 0)
+        .ok_or_else(|| Error::Invalid(format!("input side must be positive, got {side}")))
+}
+
+/// A registry set (32x32) brought to `side` ([`transform::to_side`]).
+fn to_side(set: ImageSet, side: i64) -> Result<ImageSet> {
+    if side == IMAGE_SIDE {
+        return Ok(set);
+    }
+    side_u32(side)?;
+    Ok(ImageSet {
+        images: transform::to_side(&set.images, side),
+        ..set
+    })
+}
+
+/// Loads split `split` of the in-distribution set `spec` at `side` ([`DataSource::load`]).
+pub fn load_in_distribution(spec: &str, root: &Path, split: Split, side: i64) -> Result<ImageSet> {
+    DataSource::parse(spec)?.load(root, split, side)
+}
+
+/// Loads the OOD set `spec` at `side` ([`DataSource::load_ood`]).
+pub fn load_ood(spec: &str, root: &Path, side: i64) -> Result<ImageSet> {
+    DataSource::parse(spec)?.load_ood(root, side)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_name_their_sets() {
+        assert_eq!(name_of("cifar10"), "cifar10");
+        assert_eq!(name_of("faces=/data/crops"), "faces");
+        assert_eq!(name_of("folder:/data/flowers"), "flowers");
+        assert_eq!(name_of("/data/flowers/"), "flowers");
+        let parsed = DataSource::parse("svhn").unwrap();
+        assert_eq!((parsed.name.as_str(), parsed.folder), ("svhn", None));
+        let dir = std::env::temp_dir();
+        let spec = format!("x-1={}", dir.display());
+        let parsed = DataSource::parse(&spec).unwrap();
+        assert_eq!(parsed.name, "x-1");
+        assert_eq!(DataSource::parse(&parsed.spec()).unwrap(), parsed);
+        assert!(DataSource::parse("nonesuch")
+            .unwrap_err()
+            .to_string()
+            .contains("folder:PATH"));
+        assert!(DataSource::parse(&format!("cifar10={}", dir.display()))
+            .unwrap_err()
+            .to_string()
+            .contains("registry"));
+        assert!(DataSource::parse(&format!("a b={}", dir.display())).is_err());
+        assert!(DataSource::parse("folder:/no/such/folder")
+            .unwrap_err()
+            .to_string()
+            .contains("/no/such/folder"));
+    }
+}
