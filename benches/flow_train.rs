@@ -1,27 +1,23 @@
-//! One flow-training iteration, batched trainer vs a per-class loop, at the reference's CIFAR-10
-//! scale: 10 classes, 4000 training and 1000 validation features per class, batch 256.
+//! One flow-training iteration: our batched trainer against what a user runs today, a Python
+//! training loop structured like the reference's `Residual_flow_train.py`
+//! (`benches/reference_flow_train.py`: one RealNVP module, one `torch.optim.Adam` and one
+//! DataLoader per class, full products with masks), on the same libtorch, side by side in one run,
+//! at the reference's CIFAR-10 scale: 10 classes, 4000 training and 1000 validation features per
+//! class, batch 256, k = h.
 //!
-//! The per-class loop is the reference's scheme: one flow per class with full weight matrices and
-//! multiplicative masks, one libtorch Adam per class, classes one after another. The batched trainer
-//! runs all classes in one model with mask-aware products and a per-class Adam.
-//!
-//! `cargo bench --bench flow_train [-- [--threads N] K...]` (default K = 64 512; on a loaded machine
-//! `--threads 1` avoids OpenMP oversubscription). Prints seconds per iteration,
-//! the speed-up and the achieved GFLOP/s next to a measured float32 matrix-product peak.
-#[path = "../tests/it/flow_ref/mod.rs"]
-mod flow_ref;
-
-use flow_ref::{trainable_names, NaiveFlow};
-use resflow::detect::flow::{epoch_order, FlowModel, FlowSpec, FlowTrainConfig, Trainer};
+//! `cargo bench --bench flow_train [-- [--threads N] [--rounds R] K...]` (default K = 16 32 64 128
+//! 256 512, R = 2 alternating rounds of Python then Rust). Prints seconds per iteration (median
+//! over rounds), the speed-up, and the time the mask-aware products would take at the measured
+//! float32 matrix-product peak, with the fraction of that peak each side reaches.
+use resflow::detect::flow::{FlowModel, FlowSpec, FlowTrainConfig, Trainer};
 use resflow::detect::gaussian::whitening;
+use std::process::Command;
 use std::time::Instant;
-use tch::nn::OptimizerConfig;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 const CLASSES: usize = 10;
 const TRAIN: i64 = 4000;
 const VALIDATION: i64 = 1000;
-const BATCH: usize = 256;
 
 /// Multiply-accumulates of one s-net plus one t-net forward per sample.
 fn coupling_macs(k: f64, h: f64, mask_aware: bool) -> f64 {
@@ -37,6 +33,7 @@ fn iteration_flops(k: usize, h: usize, mask_aware: bool) -> f64 {
     per_class * CLASSES as f64
 }
 
+/// Float32 GFLOP/s of a 1024^3 matrix product on this machine and thread count.
 fn matmul_peak() -> f64 {
     let n = 1024;
     let a = Tensor::randn([n, n], (Kind::Float, Device::Cpu));
@@ -50,13 +47,8 @@ fn matmul_peak() -> f64 {
     2.0 * (n * n * n) as f64 * reps as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
-struct Setup {
-    model: FlowModel,
-    train: Vec<Tensor>,
-    validation: Vec<Tensor>,
-}
-
-fn setup(k: usize) -> Setup {
+/// Our trainer on random features of dimension k.
+fn trainer(k: usize) -> Trainer {
     tch::manual_seed(0);
     let d = k as i64;
     let total = CLASSES as i64 * (TRAIN + VALIDATION);
@@ -77,137 +69,114 @@ fn setup(k: usize) -> Setup {
     let train = (0..CLASSES as i64)
         .map(|c| x.narrow(0, c * per + VALIDATION, TRAIN))
         .collect();
-    Setup {
-        model,
-        train,
-        validation,
-    }
+    Trainer::new(model, train, validation, FlowTrainConfig::default()).expect("trainer")
 }
 
-/// The per-class loop: flow and Adam of each class, trained one class after another.
-struct PerClass {
-    flows: Vec<NaiveFlow>,
-    opts: Vec<nn::Optimizer>,
-    _stores: Vec<nn::VarStore>,
+/// Seconds per iteration of the Python reference-style loop (`iterations` timed after a warm-up).
+fn python_iteration(k: usize, iterations: usize, threads: i32) -> f64 {
+    let python = std::env::var("RESFLOW_PYTHON").expect("RESFLOW_PYTHON: run scripts/setup.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/reference_flow_train.py"
+    );
+    let out = Command::new(python)
+        .args([
+            script,
+            &k.to_string(),
+            &iterations.to_string(),
+            &threads.to_string(),
+        ])
+        .output()
+        .expect("start Python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON line from the reference loop");
+    let seconds: Vec<f64> = line["seconds"]
+        .as_array()
+        .expect("seconds")
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect();
+    seconds.iter().sum::<f64>() / seconds.len() as f64
 }
 
-impl PerClass {
-    fn new(model: &FlowModel) -> Self {
-        let trainable = trainable_names();
-        let mut flows = Vec::new();
-        let mut opts = Vec::new();
-        let mut stores = Vec::new();
-        for c in 0..model.num_classes() {
-            let vs = nn::VarStore::new(Device::Cpu);
-            let mut tensors = std::collections::HashMap::new();
-            for (name, t) in model.class_state_dict(c).expect("state dict") {
-                if trainable.contains(&name) {
-                    let mut var =
-                        vs.root()
-                            .var(&name.replace('.', "_"), &t.size(), nn::Init::Const(0.0));
-                    tch::no_grad(|| var.copy_(&t));
-                    tensors.insert(name, var);
-                } else {
-                    tensors.insert(name, t);
-                }
-            }
-            flows.push(NaiveFlow {
-                tensors,
-                log_abs_det_a_inv: model.meta.log_abs_det_a_inv,
-            });
-            opts.push(nn::Adam::default().build(&vs, 1e-5).expect("adam"));
-            stores.push(vs);
-        }
-        PerClass {
-            flows,
-            opts,
-            _stores: stores,
-        }
+/// Seconds per iteration of our trainer (`iterations` timed after a warm-up).
+fn rust_iteration(trainer: &mut Trainer, iterations: usize) -> f64 {
+    trainer.train_iteration().expect("iteration");
+    let start = Instant::now();
+    for _ in 0..iterations {
+        trainer.train_iteration().expect("iteration");
     }
+    start.elapsed().as_secs_f64() / iterations as f64
+}
 
-    fn iteration(&mut self, t: usize, train: &[Tensor], validation: &[Tensor]) -> f64 {
-        let mut total = 0.0;
-        for (c, (flow, opt)) in self.flows.iter().zip(self.opts.iter_mut()).enumerate() {
-            let order = epoch_order(0, t, c, train[c].size()[0] as usize);
-            for chunk in order.chunks(BATCH) {
-                let x = train[c].index_select(0, &Tensor::from_slice(chunk));
-                let loss = -flow.log_prob(&x).sum(Kind::Float);
-                opt.backward_step(&loss);
-                total += f64::try_from(loss).unwrap_or(f64::NAN);
-            }
-            tch::no_grad(|| {
-                for s in (0..validation[c].size()[0]).step_by(BATCH) {
-                    let n = (BATCH as i64).min(validation[c].size()[0] - s);
-                    total += f64::try_from(
-                        flow.log_prob(&validation[c].narrow(0, s, n))
-                            .sum(Kind::Float),
-                    )
-                    .unwrap_or(0.0);
-                }
-            });
-        }
-        total
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut ks = Vec::new();
+    let mut rounds = 2;
     let mut i = 0;
     while i < args.len() {
-        if args[i] == "--threads" {
-            let n: i32 = args
-                .get(i + 1)
-                .and_then(|a| a.parse().ok())
-                .expect("--threads N");
-            tch::set_num_threads(n);
-            i += 1;
-        } else if let Ok(k) = args[i].parse::<usize>() {
-            ks.push(k);
+        let value = |i: usize| args.get(i + 1).and_then(|a| a.parse::<usize>().ok());
+        match args[i].as_str() {
+            "--threads" => {
+                tch::set_num_threads(value(i).expect("--threads N") as i32);
+                i += 1;
+            }
+            "--rounds" => {
+                rounds = value(i).expect("--rounds R").max(1);
+                i += 1;
+            }
+            a => {
+                if let Ok(k) = a.parse::<usize>() {
+                    ks.push(k);
+                }
+            }
         }
         i += 1;
     }
-    let ks = if ks.is_empty() { vec![64, 512] } else { ks };
+    let ks = if ks.is_empty() {
+        vec![16, 32, 64, 128, 256, 512]
+    } else {
+        ks
+    };
+    let threads = tch::get_num_threads();
     let peak = matmul_peak();
     println!(
-        "flow training iteration: {CLASSES} classes x {TRAIN} train + {VALIDATION} validation features, batch {BATCH}, {} threads",
-        tch::get_num_threads()
+        "flow training iteration: {CLASSES} classes x {TRAIN} train + {VALIDATION} validation features, batch 256, h = k, {threads} threads, {rounds} alternating rounds"
     );
     println!("float32 1024^3 matmul peak: {peak:.1} GFLOP/s");
+    println!();
+    println!("| k | Python reference-style loop (s/it) | resflow (s/it) | speed-up | ideal at peak (s/it) | peak reached: reference, resflow |");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for k in ks {
-        let timed = if k <= 128 { 3 } else { 1 };
-        let s = setup(k);
-        let mut per_class = PerClass::new(&s.model);
-        let mut trainer = Trainer::new(
-            s.model,
-            s.train.iter().map(|t| t.shallow_clone()).collect(),
-            s.validation.iter().map(|t| t.shallow_clone()).collect(),
-            FlowTrainConfig::default(),
-        )
-        .expect("trainer");
-        // Warm-up (allocator, thread pools), then timed iterations.
-        if k <= 128 {
-            per_class.iteration(0, &s.train, &s.validation);
-            trainer.train_iteration().expect("iteration");
+        let timed = if k <= 128 { 2 } else { 1 };
+        let mut ours = trainer(k);
+        let (mut py, mut rs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            py.push(python_iteration(k, timed, threads));
+            rs.push(rust_iteration(&mut ours, timed));
         }
-        let start = Instant::now();
-        for t in 0..timed {
-            trainer.train_iteration().expect("iteration");
-            let _ = t;
-        }
-        let batched = start.elapsed().as_secs_f64() / timed as f64;
-        let start = Instant::now();
-        for t in 0..timed {
-            per_class.iteration(t + 1, &s.train, &s.validation);
-        }
-        let looped = start.elapsed().as_secs_f64() / timed as f64;
-        let (useful, done_batched) = (iteration_flops(k, k, false), iteration_flops(k, k, true));
+        let (py, rs) = (median(py), median(rs));
+        let ideal = iteration_flops(k, k, true) / (peak * 1e9);
         println!(
-            "k = {k:4}: per-class loop {looped:8.3} s ({:6.1} GFLOP/s), batched {batched:8.3} s ({:6.1} GFLOP/s executed, {:6.1} reference-equivalent), speed-up {:.2}x",
-            useful / looped / 1e9,
-            done_batched / batched / 1e9,
-            useful / batched / 1e9,
-            looped / batched
+            "| {k} | {py:.3} | {rs:.3} | {:.2}x | {ideal:.3} | {:.1}%, {:.1}% |",
+            py / rs,
+            100.0 * ideal / py,
+            100.0 * ideal / rs
         );
     }
 }

@@ -3,12 +3,15 @@
 # MNIST, digits, photo crops, uniform and Gaussian noise as OOD sets), a classifier, then every
 # stage of the pipeline and a comparison table of the Mahalanobis detector and the residual flow.
 #
-#   scripts/demo.sh [--full] [--force] [--dataroot DIR] [--outf DIR] [--gpu N]
+#   scripts/demo.sh [--full] [--force] [--dataroot DIR] [--outf DIR] [--gpu N] [--seed N]
+#                   [--baselines LIST]
 #
 #   --full      the full-size run (all images, 2000 flow iterations); the default is sized to finish
 #               in about 15 minutes on a 2-core CPU after set-up
 #   --force     redo every stage (by default a stage is skipped when its outputs exist and were made
 #               from the same inputs and options)
+#   --seed N    the classifier's seed (default 0; N > 0 trains pre_trained/resnet_fashion-mnist_seedN)
+#   --baselines LIST   the post-hoc baselines to run, comma-separated (default: all six)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATAROOT="$ROOT/data"
@@ -16,6 +19,8 @@ OUTF="$ROOT/output"
 FULL=0
 FORCE=0
 GPU=()
+SEED=0
+BASELINES=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --full) FULL=1; shift ;;
@@ -23,7 +28,9 @@ while [ $# -gt 0 ]; do
     --dataroot) DATAROOT="$2"; shift 2 ;;
     --outf) OUTF="$2"; shift 2 ;;
     --gpu) GPU=(--gpu "$2"); shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --seed) SEED="$2"; shift 2 ;;
+    --baselines) BASELINES="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -37,6 +44,7 @@ BIN="$ROOT/target/release"
 NET=resnet
 DATASET=fashion-mnist
 CLASSIFIER="$ROOT/pre_trained/${NET}_${DATASET}.safetensors"
+[ "$SEED" = 0 ] || CLASSIFIER="$ROOT/pre_trained/${NET}_${DATASET}_seed$SEED.safetensors"
 RUN="$OUTF/${NET}_${DATASET}"
 STAMPS="$RUN/.stamps"
 if [ "$FULL" = 1 ]; then
@@ -80,7 +88,7 @@ mkdir -p "$STAMPS"
 if [ "$FORCE" = 1 ] || [ ! -f "$CLASSIFIER" ]; then
   echo "== classifier"
   began=$(date +%s)
-  "$BIN/rf-classifier" train "${COMMON[@]}" --out "$CLASSIFIER"
+  "$BIN/rf-classifier" train "${COMMON[@]}" --seed "$SEED" --out "$CLASSIFIER"
   echo "== classifier: done in $(($(date +%s) - began)) s"
 else
   echo "== classifier: reusing $CLASSIFIER"
@@ -96,8 +104,9 @@ stage score train_layer4 -- "$BIN/rf-score" "${COMMON[@]}" --batch-size 200
 stage regress_mahalanobis mahalanobis -- "$BIN/rf-regress" --detector mahalanobis --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
 stage regress_resflow score -- "$BIN/rf-regress" --detector resflow --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
 # The post-hoc baselines (MSP, ODIN, Energy, MaxLogit, KNN, ViM) on the same classifier and splits.
-stage baselines prepare -- "$BIN/rf-baselines" "${COMMON[@]}" --batch-size 200
-for detector in $("$BIN/rf-data" baselines); do
+[ -n "$BASELINES" ] || BASELINES="$("$BIN/rf-data" baselines | tr ' ' ',')"
+stage baselines prepare -- "$BIN/rf-baselines" "${COMMON[@]}" --batch-size 200 --detectors "$BASELINES"
+for detector in ${BASELINES//,/ }; do
   stage "regress_$detector" baselines -- "$BIN/rf-regress" --detector "$detector" --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
 done
 

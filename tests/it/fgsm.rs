@@ -164,8 +164,12 @@ fn root_labelled_by_net(dir: &Path, test: usize) -> (std::path::PathBuf, std::pa
         &idx_bytes(&[test as u32, 28, 28], &pixels),
     );
     let weights = dir.join("resnet_fashion-mnist.safetensors");
-    // Seed 12: a random network whose predictions the attack flips often (searched once; the
-    // kept fraction of such untrained networks ranges from 0% to 60% over seeds).
+    // Seed 12: a random network whose predictions the attack flips often. It was chosen once, not
+    // to pass a threshold: the same seed gives the same weights on every CPU (seeded init), and
+    // the selection test below asserts only "some flipped, some kept", which this network meets
+    // with a wide margin: of the 150 correctly labelled images, 101-102 flip and 40-41 are kept
+    // under oneDNN SSE4.1 / AVX2 / AVX-512 and ATen default / AVX-512 (kernel choices move one
+    // borderline prediction).
     random_classifier(&weights, &root, 10, 12);
     let classifier = load_checkpoint(&weights, Device::Cpu).unwrap();
     let set = data::load("fashion-mnist", &root, Split::Test).unwrap();
@@ -205,7 +209,9 @@ fn selection_keeps_exactly_the_samples_satisfying_the_rule() {
         10,
     )
     .unwrap();
-    let sigma = 2.0; // large enough that some noisy values are clamped
+    // Large enough that some noisy values are clamped, small enough that most noisy images keep
+    // their class (with 2.0 only 13 of 150 did, leaving 4 kept samples: too thin a margin).
+    let sigma = 0.5;
     let options = FgsmOptions {
         sigma,
         batch_size: 64,

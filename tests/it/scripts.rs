@@ -664,6 +664,43 @@ fn results_table_from_synthetic_results() {
 }
 
 #[test]
+fn seed_spread_reports_mean_std_and_range_per_detector() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for (i, tnr) in [0.9, 0.8, 0.7].iter().enumerate() {
+        let path = dir.path().join(format!("seed_{i}.json"));
+        let records = [
+            record("mahalanobis", "ood", "mnist", [*tnr, 0.95, 0.9]),
+            record("msp", "ood", "mnist", [0.5, 0.6 + 0.1 * i as f64, 0.7]),
+            record("mahalanobis", "fgsm", "mnist", [0.0, 0.0, 0.0]),
+        ];
+        fs::write(
+            &path,
+            format!(
+                r#"{{"net":"resnet","dataset":"fashion-mnist","results":[{}]}}"#,
+                records.join(",")
+            ),
+        )
+        .unwrap();
+        paths.push(path);
+    }
+    let out = Command::new(python())
+        .arg(repo().join("scripts/seed_spread.py"))
+        .args(&paths)
+        .output()
+        .unwrap();
+    let md = stdout_ok(&out);
+    // Sample std of 90, 80, 70 is 10; of 60, 70, 80 too. FGSM-validated records are left out.
+    assert!(md.contains("Spread over 3 classifier seeds"), "{md}");
+    assert!(
+        md.contains("| OOD set | mahalanobis | msp |")
+            && md.contains("| mnist | 80.0 ± 10.0 [70.0, 90.0] | 50.0 ± 0.0 [50.0, 50.0] |")
+            && md.contains("| mnist | 95.0 ± 0.0 [95.0, 95.0] | 70.0 ± 10.0 [60.0, 80.0] |"),
+        "{md}"
+    );
+}
+
+#[test]
 fn scripts_pass_shellcheck() {
     if Command::new("shellcheck")
         .arg("--version")
@@ -679,6 +716,8 @@ fn scripts_pass_shellcheck() {
             "scripts/benchmark.sh",
             "scripts/slurm/submit.sh",
             "scripts/grid.sh",
+            "scripts/seed_spread.sh",
+            "scripts/demo.sh",
         ])
         .current_dir(repo())
         .output()
