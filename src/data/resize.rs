@@ -59,8 +59,8 @@ fn clip8(value: i32) -> u8 {
     (value >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// One resampling pass over the `(count, pixels)` lines of `src`: `pixel(line, i)` reads input
-/// pixel `i` of a line, and each output pixel is the weighted sum of its inputs per channel.
+/// One line (row or column) of a resampling pass: `pixel(i)` reads input pixel `i` of the line,
+/// and each output pixel is the fixed-point weighted sum of its inputs, per channel.
 fn resample_line(weights: &[(usize, Vec<i32>)], pixel: impl Fn(usize) -> [u8; 3]) -> Vec<[u8; 3]> {
     weights
         .iter()

@@ -26,19 +26,28 @@ pub struct DataSource {
     pub folder: Option<PathBuf>,
 }
 
-/// The name a spec gives its set, without checking anything: `NAME` of `NAME=PATH`, the last part
-/// of `PATH` for `folder:PATH` or a bare path, else the spec itself.
+/// The name a spec gives its set: `NAME` of `NAME=PATH`, the last part of `PATH` for
+/// `folder:PATH` or a bare path with a `/`, else the spec itself. Checks nothing.
 pub fn name_of(spec: &str) -> String {
+    split(spec).0
+}
+
+/// A spec's set name and, for image folders, the folder as written: `folder:PATH`, `NAME=PATH`,
+/// or a bare path (with a `/`, or an existing folder that is not a registry name).
+fn split(spec: &str) -> (String, Option<&str>) {
     if let Some(path) = spec.strip_prefix("folder:") {
-        return last_part(Path::new(path));
+        return (last_part(Path::new(path)), Some(path));
     }
-    if let Some((name, _)) = spec.split_once('=') {
-        return name.to_string();
+    if let Some((name, path)) = spec.split_once('=') {
+        return (name.to_string(), Some(path));
     }
     if spec.contains('/') {
-        return last_part(Path::new(spec));
+        return (last_part(Path::new(spec)), Some(spec));
     }
-    spec.to_string()
+    if registry::info(spec).is_err() && Path::new(spec).is_dir() {
+        return (spec.to_string(), Some(spec));
+    }
+    (spec.to_string(), None)
 }
 
 fn last_part(path: &Path) -> String {
@@ -60,28 +69,14 @@ fn valid_name(name: &str) -> bool {
 impl DataSource {
     /// Parses a spec (see the module's table). Folder specs must name an existing folder.
     pub fn parse(spec: &str) -> Result<DataSource> {
-        let folder = if let Some(path) = spec.strip_prefix("folder:") {
-            Some(path)
-        } else if let Some((_, path)) = spec.split_once('=') {
-            Some(path)
-        } else if registry::info(spec).is_ok() {
-            None
-        } else if spec.contains('/') || Path::new(spec).is_dir() {
-            Some(spec)
-        } else {
-            // Neither a registry name nor a folder: the registry's error lists the known names.
-            let known = registry::DATASETS
-                .iter()
-                .map(|d| d.name)
-                .collect::<Vec<_>>();
-            return Err(Error::Invalid(format!(
-                "unknown dataset `{spec}`; known datasets: {}; or give an image folder as \
-                 folder:PATH or NAME=PATH",
-                known.join(", ")
-            )));
-        };
-        let name = name_of(spec);
+        let (name, folder) = split(spec);
         let Some(path) = folder else {
+            // Not a folder, so a registry name; the registry's error lists the known ones.
+            registry::info(spec).map_err(|e| {
+                Error::Invalid(format!(
+                    "{e}; or give an image folder as folder:PATH or NAME=PATH"
+                ))
+            })?;
             return Ok(DataSource { name, folder: None });
         };
         let absolute = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;

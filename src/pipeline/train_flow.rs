@@ -326,15 +326,9 @@ pub fn train_layer(
 
     let ood = match &options.monitor_ood {
         Some(name) => name.clone(),
-        None => manifest
-            .sets
-            .keys()
-            .find_map(|k| k.strip_prefix("ood_").map(str::to_string))
-            .ok_or_else(|| {
-                Error::Invalid(
-                    "no OOD features prepared to monitor; run rf-prepare with --ood".into(),
-                )
-            })?,
+        None => manifest.ood_names().into_iter().next().ok_or_else(|| {
+            Error::Invalid("no OOD features prepared to monitor; run rf-prepare with --ood".into())
+        })?,
     };
     let take = |set: &str| -> Result<Tensor> {
         let x = features.read_layer(&manifest, set, l)?;
