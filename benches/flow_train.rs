@@ -9,9 +9,11 @@
 //! 256 512, R = 2 alternating rounds of Python then Rust). Prints seconds per iteration (median
 //! over rounds), the speed-up, and the time the mask-aware products would take at the measured
 //! float32 matrix-product peak, with the fraction of that peak each side reaches.
+mod common;
+
+use common::{matmul_peak, median, run_python};
 use resflow::detect::flow::{FlowModel, FlowSpec, FlowTrainConfig, Trainer};
 use resflow::detect::gaussian::whitening;
-use std::process::Command;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -31,20 +33,6 @@ fn iteration_flops(k: usize, h: usize, mask_aware: bool) -> f64 {
     let fwd = 10.0 * coupling_macs(k as f64, h as f64, mask_aware) * 2.0;
     let per_class = TRAIN as f64 * 3.0 * fwd + VALIDATION as f64 * fwd;
     per_class * CLASSES as f64
-}
-
-/// Float32 GFLOP/s of a 1024^3 matrix product on this machine and thread count.
-fn matmul_peak() -> f64 {
-    let n = 1024;
-    let a = Tensor::randn([n, n], (Kind::Float, Device::Cpu));
-    let b = Tensor::randn([n, n], (Kind::Float, Device::Cpu));
-    let _ = a.matmul(&b);
-    let reps = 20;
-    let start = Instant::now();
-    for _ in 0..reps {
-        let _ = a.matmul(&b);
-    }
-    2.0 * (n * n * n) as f64 * reps as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 /// Our trainer on random features of dimension k.
@@ -74,27 +62,10 @@ fn trainer(k: usize) -> Trainer {
 
 /// Seconds per iteration of the Python reference-style loop (`iterations` timed after a warm-up).
 fn python_iteration(k: usize, iterations: usize, threads: i32) -> f64 {
-    let python = std::env::var("RESFLOW_PYTHON").expect("RESFLOW_PYTHON: run scripts/setup.sh");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/benches/reference_flow_train.py"
+    let line = run_python(
+        "reference_flow_train.py",
+        &[k.to_string(), iterations.to_string(), threads.to_string()],
     );
-    let out = Command::new(python)
-        .args([
-            script,
-            &k.to_string(),
-            &iterations.to_string(),
-            &threads.to_string(),
-        ])
-        .output()
-        .expect("start Python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("one JSON line from the reference loop");
     let seconds: Vec<f64> = line["seconds"]
         .as_array()
         .expect("seconds")
@@ -112,16 +83,6 @@ fn rust_iteration(trainer: &mut Trainer, iterations: usize) -> f64 {
         trainer.train_iteration().expect("iteration");
     }
     start.elapsed().as_secs_f64() / iterations as f64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn main() {

@@ -2,7 +2,7 @@
 # The reference's full benchmark grid on one GPU machine, resumable, ending in one table.
 #
 #   scripts/benchmark.sh [--nets resnet,densenet] [--datasets cifar10,cifar100,svhn]
-#                        [--gpus 0,1,2,3] [--num-iter 2000] [--validation io,fgsm]
+#                        [--gpus 0,1,2,3] [--jobs J] [--num-iter 2000] [--validation io,fgsm]
 #                        [--dataroot data] [--outf output] [--pretrained pre_trained]
 #                        [--bin DIR] [--force] [--dry-run]
 #
@@ -11,8 +11,10 @@
 #   rf-prepare     [--validation-src fgsm]    features of train/test/OOD [and FGSM] sets
 #   rf-mahalanobis [--validation-src fgsm]    Mahalanobis scores
 #   rf-train --layer L --resume               every layer (ResNet 0..4, DenseNet 0..3), in parallel:
-#                                             layer L runs on GPU gpus[L mod #gpus], one job per
-#                                             GPU at a time
+#                                             J jobs at a time (--jobs, default one per GPU in
+#                                             --gpus); layer L runs in lane L mod J, on GPU
+#                                             gpus[lane mod #gpus]; each job gets --threads
+#                                             (cores / J), its share of the CPU cores
 #   rf-score       [--validation-src fgsm]    residual flow scores
 #   rf-regress                                both detectors x both validations
 # then scripts/benchmark_table.py writes {outf}/benchmark.md next to the published numbers.
@@ -22,6 +24,9 @@
 # now and no step it depends on is run again. --force redoes every step. Logs go to
 # {outf}/{net}_{dataset}/logs/{step}.log.
 # --dry-run prints the commands in order (with their GPU) and the skipped steps, runs nothing.
+# On a machine without a GPU the stages use the CPU (and say so); --jobs 2 then trains two layers
+# at a time with half the cores each, which beats one layer at a time with every core where a
+# job's kernels are too small to use all cores (scripts/concurrency_bench.sh measures both).
 # Binaries: --bin, else $RF_BIN, else target/release (cargo build --release --features cuda).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +34,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/grid.sh
 source "$ROOT/scripts/grid.sh"
 GPUS="0"
+JOBS=""
 FORCE=0
 DRY=0
 
@@ -38,6 +44,7 @@ die() { echo "benchmark.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --gpus) GPUS="$2"; shift 2 ;;
+    --jobs) JOBS="$2"; shift 2 ;;
     --force) FORCE=1; shift ;;
     --dry-run) DRY=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -48,6 +55,13 @@ done
 IFS=',' read -r -a GPU_LIST <<<"$GPUS"
 [ "${#GPU_LIST[@]}" -gt 0 ] || die "--gpus needs at least one GPU index"
 for g in "${GPU_LIST[@]}"; do [[ "$g" =~ ^[0-9]+$ ]] || die "--gpus: '$g' is not a GPU index"; done
+JOBS="${JOBS:-${#GPU_LIST[@]}}"
+[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "--jobs: '$JOBS' is not a positive number of jobs"
+# Each concurrent layer job gets an equal share of the cores: libtorch would otherwise start one
+# thread per core in every job, and oversubscribed cores spin and thrash.
+CORES="$(nproc)"
+THREADS=$((CORES / JOBS))
+[ "$THREADS" -ge 1 ] || THREADS=1
 # --- checks before anything runs -------------------------------------------------------------
 for ds in ${DATASETS//,/ }; do
   case "$ds" in
@@ -82,7 +96,7 @@ key() {
   shift
   for a in "$@"; do
     if [ "$skip" = 1 ]; then skip=0; continue; fi
-    case "$a" in --gpu|--outf) skip=1; continue ;; esac
+    case "$a" in --gpu|--outf|--threads) skip=1; continue ;; esac
     out+=("$a")
   done
   printf '%s\n' "${out[*]}"
@@ -153,30 +167,32 @@ fresh_unless_interrupted() {
   printf '%s\n' "$k" >"$running"
 }
 
-# train_layers RUN NET DATASET: every layer, layer L on GPU gpus[L mod #gpus], one job per GPU at
-# a time; waits for all and fails if any failed.
+# train_layers RUN NET DATASET: every layer, JOBS at a time: layer L in lane L mod JOBS, on GPU
+# gpus[lane mod #gpus], with THREADS compute threads; one job per lane at a time; waits for all
+# and fails if any failed.
 train_layers() {
   local run="$1" net="$2" ds="$3" n l i g
   n="$(num_layers "$net")"
   local -a lanes=()
-  for ((i = 0; i < ${#GPU_LIST[@]}; i++)); do lanes[i]=""; done
+  for ((i = 0; i < JOBS; i++)); do lanes[i]=""; done
   for ((l = 0; l < n; l++)); do
-    i=$((l % ${#GPU_LIST[@]}))
-    g="${GPU_LIST[$i]}"
-    local cmd=("$BIN/rf-train" "${COMMON[@]}" --gpu "$g" --layer "$l" --num-iter "$NUM_ITER" --resume)
+    i=$((l % JOBS))
+    g="${GPU_LIST[$((i % ${#GPU_LIST[@]}))]}"
+    local cmd=("$BIN/rf-train" "${COMMON[@]}" --gpu "$g" --layer "$l" --num-iter "$NUM_ITER" --resume --threads "$THREADS")
     needs_run "$run" "train_layer$l" "prepare" "${cmd[@]}" || continue
     show "gpu $g" "${cmd[@]}"
     lanes[i]+=" $l"
   done
   [ "$DRY" = 1 ] && return 0
   mkdir -p "$OUTF/$run/logs"
+  echo "  layer jobs: up to $JOBS at a time, $THREADS compute thread(s) each ($CORES cores)"
   local -a pids=()
-  for ((i = 0; i < ${#GPU_LIST[@]}; i++)); do
+  for ((i = 0; i < JOBS; i++)); do
     [ -n "${lanes[i]}" ] || continue
-    g="${GPU_LIST[$i]}"
+    g="${GPU_LIST[$((i % ${#GPU_LIST[@]}))]}"
     (
       for l in ${lanes[i]}; do
-        cmd=("$BIN/rf-train" "${COMMON[@]}" --gpu "$g" --layer "$l" --num-iter "$NUM_ITER" --resume)
+        cmd=("$BIN/rf-train" "${COMMON[@]}" --gpu "$g" --layer "$l" --num-iter "$NUM_ITER" --resume --threads "$THREADS")
         log="$OUTF/$run/logs/train_layer$l.log"
         fresh_unless_interrupted "$run" "$l" "${cmd[@]}"
         echo "  gpu $g: $run layer $l (log: $log)"

@@ -52,8 +52,16 @@ if [ "$FULL" = 1 ]; then
   TRAIN_OPTS=(--num-iter 2000)
 else
   LIMITS=(--max-train 20000 --max-test 1500 --max-ood 1500)
-  TRAIN_OPTS=(--num-iter 100 --lr 1e-4 --validation-total 2000 --monitor-every 10 --checkpoint-every 50)
+  TRAIN_OPTS=(--num-iter 1000 --validation-total 2000 --monitor-every 50 --checkpoint-every 250)
 fi
+# Flow training runs one layer per core at a time, each job with its share of the threads (the
+# demo's layers are small: k = 4..32, and one thread per job keeps the cores busy where one job
+# with every thread would wait on tiny kernels); on a GPU, one layer at a time.
+CORES="$(nproc)"
+TRAIN_JOBS="$CORES"
+[ "${#GPU[@]}" = 0 ] || TRAIN_JOBS=1
+TRAIN_THREADS=$((CORES / TRAIN_JOBS))
+[ "$TRAIN_THREADS" -ge 1 ] || TRAIN_THREADS=1
 COMMON=(--dataset "$DATASET" --net-type "$NET" --dataroot "$DATAROOT" --outf "$OUTF" "${GPU[@]}")
 
 # stage NAME UPSTREAM -- COMMAND...: runs COMMAND unless the stamp of NAME records the same command
@@ -96,11 +104,30 @@ fi
 sha256sum "$CLASSIFIER" | cut -d' ' -f1 > "$STAMPS/classifier"
 stage prepare classifier -- "$BIN/rf-prepare" "${COMMON[@]}" --classifier "$CLASSIFIER" "${LIMITS[@]}"
 stage mahalanobis prepare -- "$BIN/rf-mahalanobis" "${COMMON[@]}" --batch-size 200
-for layer in $("$BIN/rf-data" layers --net-type "$NET"); do
-  FRESH="$RUN/flow/layer_$layer" \
-    stage "train_layer$layer" prepare -- "$BIN/rf-train" "${COMMON[@]}" --layer "$layer" --resume "${TRAIN_OPTS[@]}"
+# Each lane takes the next untrained layer, deepest (largest) first, until none is left.
+LAYERS="$("$BIN/rf-data" layers --net-type "$NET")"
+CLAIMS="$(mktemp -d)"
+trap 'rm -rf "$CLAIMS"' EXIT
+echo "== flow training: $TRAIN_JOBS layer(s) at a time, $TRAIN_THREADS thread(s) each"
+train_lane() {
+  local layer
+  for layer in $(tr ' ' '\n' <<<"$LAYERS" | sort -rn); do
+    mkdir "$CLAIMS/$layer" 2>/dev/null || continue
+    FRESH="$RUN/flow/layer_$layer" \
+      stage "train_layer$layer" prepare -- "$BIN/rf-train" "${COMMON[@]}" --layer "$layer" --resume \
+      --threads "$TRAIN_THREADS" "${TRAIN_OPTS[@]}"
+  done
+}
+LANES=()
+for ((lane = 0; lane < TRAIN_JOBS; lane++)); do
+  train_lane &
+  LANES+=($!)
 done
-stage score train_layer4 -- "$BIN/rf-score" "${COMMON[@]}" --batch-size 200
+TRAIN_FAILED=0
+for pid in "${LANES[@]}"; do wait "$pid" || TRAIN_FAILED=1; done
+[ "$TRAIN_FAILED" = 0 ] || { echo "demo.sh: flow training failed (see above)" >&2; exit 1; }
+LAST_LAYER="$(tr ' ' '\n' <<<"$LAYERS" | sort -n | tail -1)"
+stage score "train_layer$LAST_LAYER" -- "$BIN/rf-score" "${COMMON[@]}" --batch-size 200
 stage regress_mahalanobis mahalanobis -- "$BIN/rf-regress" --detector mahalanobis --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
 stage regress_resflow score -- "$BIN/rf-regress" --detector resflow --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
 # The post-hoc baselines (MSP, ODIN, Energy, MaxLogit, KNN, ViM) on the same classifier and splits.

@@ -18,11 +18,20 @@ if [ "${1:-}" = --portability ]; then
 fi
 "$ROOT/scripts/setup.sh" --no-build
 cd "$ROOT"
+# One libtorch thread per test: `cargo test` already runs one test per core, and libtorch's
+# OpenMP threads of concurrent tests (and of the binaries and Python scripts they start) would
+# otherwise oversubscribe the cores, where OpenMP's spin-waiting multiplies the CPU time (the
+# end-to-end pipeline test: 38 s alone, 197 s next to a compiler on 2 cores). Python inherits it.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # The `cuda` feature's link check (tests/it/cuda_link.rs) inspects a `--features cuda` build of
 # rf-data: built here, in the shared target folder (dependencies reused, the crate built once more),
-# and kept under another name because `cargo test` then rebuilds rf-data without the feature.
-CUDA_BUILD="$(cargo build --features cuda --bin rf-data --message-format=json-render-diagnostics \
-  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')"
+# and kept under another name because `cargo test` then rebuilds rf-data without the feature. The
+# example target makes Cargo resolve the dev-dependencies' features as `cargo test` does, so that
+# the dependencies built here are the ones the tests use (otherwise `image` and `png` are built
+# twice, with and without `bitflags/std`).
+CUDA_BUILD="$(cargo build --features cuda --bin rf-data --example feature_throughput \
+  --message-format=json-render-diagnostics \
+  | sed -n 's/.*"executable":"\([^"]*rf-data\)".*/\1/p')"
 [ -n "$CUDA_BUILD" ] || { echo "test.sh: cargo build --features cuda failed" >&2; exit 1; }
 cp "$CUDA_BUILD" "$CUDA_BUILD-cuda"
 export RF_DATA_CUDA="$CUDA_BUILD-cuda"

@@ -75,10 +75,6 @@ struct TrainArgs {
     /// Stop after this many epochs, leaving the resumable checkpoint (continue with --resume).
     #[arg(long = "stop-after")]
     stop_after: Option<usize>,
-    /// Compute threads (default: libtorch's choice, one per core). On a busy machine 1 is often
-    /// much faster than oversubscribed cores.
-    #[arg(long)]
-    threads: Option<i32>,
     /// Checkpoint to write; default pre_trained/{net_type}_{dataset}.safetensors (+ .json sidecar).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -102,9 +98,6 @@ fn main() -> Result<()> {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    if let Some(n) = args.threads.filter(|&n| n > 0) {
-        tch::set_num_threads(n);
-    }
     let options = classifier::Options {
         common: args.common.common(),
         epochs: args.epochs,

@@ -89,3 +89,20 @@ fn flow_training_settings_are_checked_up_front() {
         .contains("--monitor-every"));
     assert!(FlowTrainConfig::default().check().is_ok());
 }
+
+/// Issue 13: every stage takes `--threads N` (its share of a shared machine's cores); zero is
+/// refused with the flag named, and the default leaves libtorch's choice alone.
+#[test]
+fn threads_are_a_common_flag() {
+    assert_eq!(
+        Stage::parse_from(["stage", "--threads", "3"])
+            .common
+            .threads,
+        Some(3)
+    );
+    assert_eq!(Stage::parse_from(["stage"]).common.threads, None);
+    let e = Stage::try_parse_from(["stage", "--threads", "0"])
+        .err()
+        .expect("--threads 0 is refused");
+    assert!(e.to_string().contains("--threads"), "{e}");
+}

@@ -357,3 +357,82 @@ fn the_validation_size_error_names_its_flag() {
     assert!(e.contains("--validation-total 40 over 4 classes"), "{e}");
     assert!(resflow::detect::flow::split_validation(&per_class, 16).is_ok());
 }
+
+fn refs(v: &[Tensor]) -> Vec<&Tensor> {
+    v.iter().collect()
+}
+
+/// Adam over one flat buffer (every class stepping, with equal and with unequal step counts)
+/// equals Adam tensor by tensor, on parameters with two and one stacked copies of 3 classes.
+#[test]
+fn flat_adam_equals_adam_tensor_by_tensor() {
+    use resflow::detect::flow::adam::{AdamConfig, ClassAdam};
+    let c = 3;
+    let shapes: [&[i64]; 3] = [&[6, 4, 5], &[6, 1, 4], &[3, 1, 7]];
+    let config = AdamConfig::with_lr(0.01);
+    // Separate tensors, and the same values as consecutive views of one buffer.
+    let separate: Vec<Tensor> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| randn(s, 10 + i as u64))
+        .collect();
+    let flat = Tensor::cat(
+        &separate.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(),
+        0,
+    );
+    let mut offset = 0;
+    let views: Vec<Tensor> = separate
+        .iter()
+        .map(|t| {
+            let n = t.numel() as i64;
+            let v = flat.narrow(0, offset, n).view(t.size().as_slice());
+            offset += n;
+            v
+        })
+        .collect();
+    let mut plain = ClassAdam::new(&refs(&separate), c, config).unwrap();
+    let mut fused = ClassAdam::new(&refs(&views), c, config)
+        .unwrap()
+        .with_flat_parameters(&refs(&views), &flat)
+        .unwrap();
+    // All classes twice (equal counts), class 1 alone (now unequal), then all again: the fused
+    // step takes the scalar, the per-tensor and the per-row-coefficient paths in turn.
+    for (round, active) in [
+        vec![0, 1, 2],
+        vec![0, 1, 2],
+        vec![1],
+        vec![0, 1, 2],
+        vec![0, 1, 2],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let grads: Vec<Tensor> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| randn(s, 100 * round as u64 + i as u64))
+            .collect();
+        plain.step(&refs(&separate), &grads, active).unwrap();
+        fused.step(&refs(&views), &grads, active).unwrap();
+    }
+    assert_eq!(plain.steps, vec![4, 5, 4]);
+    assert_eq!(fused.steps, plain.steps);
+    for i in 0..shapes.len() {
+        for (a, b, what) in [
+            (&separate[i], &views[i], "parameter"),
+            (&plain.m[i], &fused.m[i], "m"),
+            (&plain.v[i], &fused.v[i], "v"),
+        ] {
+            let err = max_abs_diff(a, b);
+            assert!(err <= 1e-12, "{what} {i}: {err}");
+        }
+    }
+    // The parameters moved, by far more than the tolerance.
+    assert!(max_abs_diff(&separate[0], &randn(shapes[0], 10)) > 1e-3);
+    // A buffer the parameters are not views of is refused.
+    let other = flat.copy();
+    assert!(ClassAdam::new(&refs(&views), c, config)
+        .unwrap()
+        .with_flat_parameters(&refs(&views), &other)
+        .is_err());
+}

@@ -155,6 +155,9 @@ fn benchmark_dry_run_lists_the_grid_in_order() {
                 assert_eq!(flag(args, "--gpu"), Some(gpu.as_str()));
                 assert_eq!(flag(args, "--num-iter"), Some("2000"));
                 assert!(args.iter().any(|a| a == "--resume"));
+                // Two jobs at a time share the cores.
+                let threads = (cores() / 2).max(1).to_string();
+                assert_eq!(flag(args, "--threads"), Some(threads.as_str()));
             }
             "rf-regress" => assert_eq!(tag, "cpu"),
             _ => {}
@@ -229,6 +232,43 @@ fn benchmark_dry_run_lists_the_grid_in_order() {
         ]
     );
     assert_eq!(cmds.iter().filter(|c| c.1 == "rf-regress").count(), 2);
+
+    // --jobs 3 on one GPU (or the CPU): three lanes, a third of the cores each.
+    let dir = workdir(&[("resnet", "cifar10")]);
+    let cmds = commands(&dry_run(dir.path(), &["--gpus", "0", "--jobs", "3"]));
+    let threads = (cores() / 3).max(1).to_string();
+    let train: Vec<(&str, &str, &str)> = cmds
+        .iter()
+        .filter(|c| c.1 == "rf-train")
+        .map(|c| {
+            (
+                c.0.as_str(),
+                flag(&c.2, "--layer").unwrap(),
+                flag(&c.2, "--threads").unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(&str, &str, &str)> = ["0", "1", "2", "3", "4"]
+        .into_iter()
+        .map(|l| ("gpu 0", l, threads.as_str()))
+        .collect();
+    assert_eq!(train, expected);
+    let out = bash(
+        "scripts/benchmark.sh",
+        &["--jobs", "0", "--dry-run"],
+        dir.path(),
+        &[],
+    );
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--jobs: '0'"),
+        "{out:?}"
+    );
+}
+
+/// The CPU cores as benchmark.sh counts them (`nproc`).
+fn cores() -> usize {
+    let out = Command::new("nproc").output().expect("nproc");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 #[test]

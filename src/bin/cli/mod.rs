@@ -86,6 +86,10 @@ pub struct CommonArgs {
     /// Batch size; each stage has its own default.
     #[arg(long = "batch-size", alias = "batch_size", value_parser = clap::value_parser!(u64).range(1..).map(|v| v as usize))]
     pub batch_size: Option<usize>,
+    /// Compute threads of libtorch (default: its choice, one per core). Jobs that share a machine
+    /// should split its cores between them: oversubscribed cores are much slower than fewer threads.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    pub threads: Option<i32>,
 }
 
 // The same three flags for the binaries without the other common flags (rf-regress, rf-data);
@@ -122,6 +126,10 @@ impl CommonArgs {
         let choice = select_device(self.gpu);
         if let Some(notice) = &choice.notice {
             eprintln!("note: {notice}");
+        }
+        if let Some(n) = self.threads {
+            tch::set_num_threads(n);
+            eprintln!("note: {n} compute thread(s) (--threads)");
         }
         Common {
             dataset: self.dataset.clone(),

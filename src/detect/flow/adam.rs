@@ -7,11 +7,22 @@
 //! (`torch.optim.Adam`, no weight decay, no amsgrad):
 //! `m = lerp(m, g, 1 - beta1)`, `v = beta2 v + (1 - beta2) g^2`,
 //! `p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)`.
+//!
+//! The moments live in one flat buffer each (`m` and `v` hold views of it, one per parameter).
+//! When the parameters are views of one flat buffer as well ([`ClassAdam::with_flat_parameters`],
+//! see `FlowModel::flatten_parameters`), a step in which every class takes part updates all of
+//! them in a handful of element-wise passes over the buffers instead of several per parameter
+//! tensor: at the demo's sizes that removes most of a training step's kernel launches. Large
+//! layers on the CPU keep the per-tensor passes (row by row for long rows, which stay in cache).
 use crate::error::{Error, Result};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Parameter rows with at least this many elements are updated one row at a time.
 const ROW_CHUNK: i64 = 1 << 16;
+
+/// On the CPU, layers with more parameters than this are updated tensor by tensor (their passes
+/// are long enough to hide the per-kernel cost, and row by row they stay in cache).
+const FLAT_MAX_CPU: i64 = 1 << 23;
 
 /// Adam hyper-parameters (PyTorch's defaults except the learning rate).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -45,10 +56,49 @@ pub struct ClassAdam {
     pub config: AdamConfig,
     /// Steps taken by each class.
     pub steps: Vec<u64>,
-    /// First moments, one per parameter.
+    /// First moments, one per parameter (views of one flat buffer).
     pub m: Vec<Tensor>,
-    /// Second moments, one per parameter.
+    /// Second moments, one per parameter (views of one flat buffer).
     pub v: Vec<Tensor>,
+    /// The flat buffers, when the parameters are views of one buffer too.
+    flat: Option<FlatState>,
+}
+
+/// The whole state as flat buffers, for steps over all parameters at once.
+#[derive(Debug)]
+struct FlatState {
+    /// The parameters' buffer (each parameter is a view of it, in order).
+    params: Tensor,
+    m: Tensor,
+    v: Tensor,
+    /// Rows of every parameter in order, each with the class it belongs to and its length.
+    row_classes: Vec<usize>,
+    /// The length of each of those rows (int64, on the parameters' device).
+    row_lengths: Tensor,
+}
+
+/// A flat zero buffer shaped like `params` laid end to end, and a view of it per parameter.
+fn flat_zeros(params: &[&Tensor]) -> (Tensor, Vec<Tensor>) {
+    let total: i64 = params.iter().map(|p| p.numel() as i64).sum();
+    let (kind, device) = params
+        .first()
+        .map_or((Kind::Float, Device::Cpu), |p| (p.kind(), p.device()));
+    let flat = Tensor::zeros([total], (kind, device));
+    let views = flat_views(&flat, params.iter().map(|p| p.size()));
+    (flat, views)
+}
+
+/// Consecutive views of the 1-D tensor `flat` with the given shapes.
+pub(crate) fn flat_views(flat: &Tensor, shapes: impl Iterator<Item = Vec<i64>>) -> Vec<Tensor> {
+    let mut offset = 0;
+    shapes
+        .map(|shape| {
+            let n: i64 = shape.iter().product();
+            let view = flat.narrow(0, offset, n).view(shape.as_slice());
+            offset += n;
+            view
+        })
+        .collect()
 }
 
 impl ClassAdam {
@@ -62,12 +112,68 @@ impl ClassAdam {
                 )));
             }
         }
+        let (_, m) = flat_zeros(params);
+        let (_, v) = flat_zeros(params);
         Ok(ClassAdam {
             config,
             steps: vec![0; num_classes],
-            m: params.iter().map(|p| p.detach().zeros_like()).collect(),
-            v: params.iter().map(|p| p.detach().zeros_like()).collect(),
+            m,
+            v,
+            flat: None,
         })
+    }
+
+    /// Declares that the parameters (as given to [`ClassAdam::new`]) are consecutive views of the
+    /// 1-D tensor `flat`, in order, so that steps can update them all at once. Checked: an error
+    /// when they are not.
+    pub fn with_flat_parameters(mut self, params: &[&Tensor], flat: &Tensor) -> Result<Self> {
+        let c = self.num_classes();
+        let total: i64 = params.iter().map(|p| p.numel() as i64).sum();
+        let elem = flat.kind().elt_size_in_bytes() as i64;
+        let mut offset = 0;
+        for (i, p) in params.iter().enumerate() {
+            let expected = flat.data_ptr() as i64 + offset * elem;
+            if !p.is_contiguous() || p.kind() != flat.kind() || p.data_ptr() as i64 != expected {
+                return Err(Error::Invalid(format!(
+                    "parameter {i} is not the view of the flat buffer at element {offset}"
+                )));
+            }
+            offset += p.numel() as i64;
+        }
+        if flat.dim() != 1 || flat.numel() as i64 != total || params.len() != self.m.len() {
+            return Err(Error::Invalid(format!(
+                "flat buffer of shape {:?} for {} parameters of {total} elements",
+                flat.size(),
+                params.len()
+            )));
+        }
+        let mut row_classes = Vec::new();
+        let mut row_lengths = Vec::new();
+        for p in params {
+            let rows = p.size()[0];
+            for r in 0..rows {
+                row_classes.push(r as usize % c);
+                row_lengths.push(p.numel() as i64 / rows);
+            }
+        }
+        let m = Tensor::cat(
+            &self.m.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(),
+            0,
+        );
+        let v = Tensor::cat(
+            &self.v.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(),
+            0,
+        );
+        self.m = flat_views(&m, params.iter().map(|p| p.size()));
+        self.v = flat_views(&v, params.iter().map(|p| p.size()));
+        self.flat = Some(FlatState {
+            params: flat.shallow_clone(),
+            m,
+            v,
+            row_classes,
+            row_lengths: Tensor::from_slice(&row_lengths).to_device(flat.device()),
+        });
+        Ok(self)
     }
 
     /// Number of classes.
@@ -75,16 +181,17 @@ impl ClassAdam {
         self.steps.len()
     }
 
-    /// One Adam step for the classes in `active` (distinct, each `< C`), using the gradients stored
-    /// in `params` (the same list, in the same order, as given to [`ClassAdam::new`]). The gradients
-    /// are reset to zero afterwards.
-    pub fn step(&mut self, params: &[&Tensor], active: &[usize]) -> Result<()> {
+    /// One Adam step for the classes in `active` (distinct, each `< C`) on `params` (the same
+    /// list, in the same order, as given to [`ClassAdam::new`]) with their gradients `grads`
+    /// (e.g. from `Tensor::run_backward`; undefined tensors for parameters without one).
+    pub fn step(&mut self, params: &[&Tensor], grads: &[Tensor], active: &[usize]) -> Result<()> {
         let c = self.num_classes();
-        if params.len() != self.m.len() {
+        if params.len() != self.m.len() || grads.len() != params.len() {
             return Err(Error::Invalid(format!(
-                "Adam state has {} tensors, got {} parameters",
+                "Adam state has {} tensors, got {} parameters and {} gradients",
                 self.m.len(),
-                params.len()
+                params.len(),
+                grads.len()
             )));
         }
         if active.iter().any(|&a| a >= c) {
@@ -107,31 +214,54 @@ impl ClassAdam {
             let bc2 = 1.0 - cfg.beta2.powi(t);
             (cfg.lr / bc1, bc2.sqrt())
         };
+        if all && grads.iter().all(|g| g.defined()) {
+            if let Some(flat) = &self.flat {
+                let n = flat.params.numel() as i64;
+                if flat.params.device() != Device::Cpu || n <= FLAT_MAX_CPU {
+                    let per_class: Vec<(f64, f64)> = (0..c).map(coef).collect();
+                    return tch::no_grad(|| flat.step(cfg, grads, &per_class));
+                }
+            }
+        }
         let classes: Vec<usize> = if all {
             (0..c).collect()
         } else {
             active.to_vec()
         };
+        // The rows a step touches and their coefficients depend only on how many stacked copies
+        // (`reps`) a parameter has and on its rank: made once per step and shared by every
+        // parameter of that shape (a handful of tensors per step instead of several per parameter).
+        let mut shared: Vec<RowCoefficients> = Vec::new();
         tch::no_grad(|| -> Result<()> {
-            for ((p, m), v) in params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
-                let grad = p.grad();
+            for (((p, grad), m), v) in params
+                .iter()
+                .zip(grads)
+                .zip(self.m.iter_mut())
+                .zip(self.v.iter_mut())
+            {
                 if !grad.defined() {
                     continue;
                 }
                 let (kind, device) = (p.kind(), p.device());
                 let reps = p.size()[0] as usize / c;
-                let rows: Vec<i64> = (0..reps)
-                    .flat_map(|r| classes.iter().map(move |&cls| (r * c + cls) as i64))
-                    .collect();
-                let (steps, bc2_sqrt): (Vec<f64>, Vec<f64>) =
-                    rows.iter().map(|&r| coef(r as usize % c)).unzip();
+                let rank = p.dim();
+                let at = match shared.iter().position(|r| r.reps == reps && r.rank == rank) {
+                    Some(at) => at,
+                    None => {
+                        shared.push(RowCoefficients::new(
+                            reps, rank, c, &classes, &coef, cfg.eps, all, kind, device,
+                        ));
+                        shared.len() - 1
+                    }
+                };
+                let rc = &shared[at];
                 // p -= step_size * m / (sqrt(v) / bc2_sqrt + eps), written as p += m / denom with
                 // denom = sqrt(v) * (-1 / (bc2_sqrt * step_size)) - eps / step_size.
                 let row_len = p.numel() as i64 / p.size()[0];
                 if row_len >= ROW_CHUNK {
                     // Large rows: one row at a time with scalar coefficients, so that the successive
                     // element-wise passes find the row in cache.
-                    for ((&r, &ss), &b2s) in rows.iter().zip(&steps).zip(&bc2_sqrt) {
+                    for ((&r, &ss), &b2s) in rc.rows.iter().zip(&rc.steps).zip(&rc.bc2_sqrt) {
                         let (mut pr, gr, mut mr, mut vr) =
                             (p.get(r), grad.get(r), m.get(r), v.get(r));
                         let _ = mr.f_lerp_(&gr, 1.0 - cfg.beta1)?;
@@ -143,43 +273,27 @@ impl ClassAdam {
                         let _ = pr.f_addcdiv_(&mr, &denom)?;
                     }
                 } else {
-                    let mut shape = vec![rows.len() as i64];
-                    shape.extend(std::iter::repeat_n(1, p.dim() - 1));
-                    let coef_tensor = |x: Vec<f64>| {
-                        Tensor::from_slice(&x)
-                            .view(shape.as_slice())
-                            .to_kind(kind)
-                            .to_device(device)
-                    };
-                    let scale: Vec<f64> = steps
-                        .iter()
-                        .zip(&bc2_sqrt)
-                        .map(|(ss, b)| -1.0 / (b * ss))
-                        .collect();
-                    let offset: Vec<f64> = steps.iter().map(|ss| -cfg.eps / ss).collect();
-                    let (scale, offset) = (coef_tensor(scale), coef_tensor(offset));
                     let mut param = p.shallow_clone();
-                    if all {
-                        let _ = m.f_lerp_(&grad, 1.0 - cfg.beta1)?;
-                        let _ = v.f_mul_scalar_(cfg.beta2)?;
-                        let _ = v.f_addcmul_(&(&grad * (1.0 - cfg.beta2)), &grad)?;
-                        let mut denom = v.sqrt();
-                        let _ = denom.f_mul_(&scale)?;
-                        let _ = denom.f_add_(&offset)?;
-                        let _ = param.f_addcdiv_(&*m, &denom)?;
-                    } else {
-                        let idx = Tensor::from_slice(&rows).to_device(device);
-                        let g = grad.index_select(0, &idx);
-                        let ms = m.index_select(0, &idx).lerp(&g, 1.0 - cfg.beta1);
-                        let vs = v.index_select(0, &idx) * cfg.beta2 + &g * &g * (1.0 - cfg.beta2);
-                        let update = &ms / (vs.sqrt() * &scale + &offset);
-                        let _ = m.f_index_copy_(0, &idx, &ms)?;
-                        let _ = v.f_index_copy_(0, &idx, &vs)?;
-                        let _ = param.f_index_add_(0, &idx, &update)?;
+                    match &rc.index {
+                        None => {
+                            let _ = m.f_lerp_(grad, 1.0 - cfg.beta1)?;
+                            let _ = v.f_mul_scalar_(cfg.beta2)?;
+                            let _ = v.f_addcmul_(&(grad * (1.0 - cfg.beta2)), grad)?;
+                            let denom = rc.offset.f_addcmul(&v.sqrt(), &rc.scale)?;
+                            let _ = param.f_addcdiv_(&*m, &denom)?;
+                        }
+                        Some(idx) => {
+                            let g = grad.index_select(0, idx);
+                            let ms = m.index_select(0, idx).lerp(&g, 1.0 - cfg.beta1);
+                            let vs =
+                                v.index_select(0, idx) * cfg.beta2 + &g * &g * (1.0 - cfg.beta2);
+                            let update = &ms / (vs.sqrt() * &rc.scale + &rc.offset);
+                            let _ = m.f_index_copy_(0, idx, &ms)?;
+                            let _ = v.f_index_copy_(0, idx, &vs)?;
+                            let _ = param.f_index_add_(0, idx, &update)?;
+                        }
                     }
                 }
-                let mut grad = grad;
-                let _ = grad.f_zero_()?;
             }
             Ok(())
         })
@@ -226,10 +340,123 @@ impl ClassAdam {
                         t.size()
                     )));
                 }
-                *slot = t.to_kind(slot.kind()).to_device(slot.device());
+                tch::no_grad(|| slot.f_copy_(&t))?;
             }
         }
         self.steps = steps.into_iter().map(|s| s as u64).collect();
+        Ok(())
+    }
+}
+
+/// The rows of one step for parameters with `reps` stacked copies of the classes and rank
+/// `rank`, with their Adam coefficients.
+struct RowCoefficients {
+    reps: usize,
+    rank: usize,
+    /// Rows that take part, copy-major (`r * C + class`).
+    rows: Vec<i64>,
+    /// `lr / (1 - beta1^t)` per row.
+    steps: Vec<f64>,
+    /// `sqrt(1 - beta2^t)` per row.
+    bc2_sqrt: Vec<f64>,
+    /// `-1 / (bc2_sqrt * step_size)` per row, shaped `[rows, 1, ...]` to broadcast over a row.
+    scale: Tensor,
+    /// `-eps / step_size` per row, shaped like `scale`.
+    offset: Tensor,
+    /// The rows as an index tensor when only some classes step (`None`: every row, in order).
+    index: Option<Tensor>,
+}
+
+impl RowCoefficients {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        reps: usize,
+        rank: usize,
+        c: usize,
+        classes: &[usize],
+        coef: &dyn Fn(usize) -> (f64, f64),
+        eps: f64,
+        all: bool,
+        kind: Kind,
+        device: tch::Device,
+    ) -> Self {
+        let rows: Vec<i64> = (0..reps)
+            .flat_map(|r| classes.iter().map(move |&cls| (r * c + cls) as i64))
+            .collect();
+        let (steps, bc2_sqrt): (Vec<f64>, Vec<f64>) =
+            rows.iter().map(|&r| coef(r as usize % c)).unzip();
+        let mut shape = vec![rows.len() as i64];
+        shape.extend(std::iter::repeat_n(1, rank - 1));
+        let coef_tensor = |x: Vec<f64>| {
+            Tensor::from_slice(&x)
+                .view(shape.as_slice())
+                .to_kind(kind)
+                .to_device(device)
+        };
+        let scale = coef_tensor(
+            steps
+                .iter()
+                .zip(&bc2_sqrt)
+                .map(|(ss, b)| -1.0 / (b * ss))
+                .collect(),
+        );
+        let offset = coef_tensor(steps.iter().map(|ss| -eps / ss).collect());
+        let index = (!all).then(|| Tensor::from_slice(&rows).to_device(device));
+        RowCoefficients {
+            reps,
+            rank,
+            rows,
+            steps,
+            bc2_sqrt,
+            scale,
+            offset,
+            index,
+        }
+    }
+}
+
+impl FlatState {
+    /// One step of every class over the flat buffers: `per_class` holds each class's
+    /// `(lr / (1 - beta1^t), sqrt(1 - beta2^t))`. The arithmetic per element is the per-tensor
+    /// path's.
+    fn step(&self, cfg: AdamConfig, grads: &[Tensor], per_class: &[(f64, f64)]) -> Result<()> {
+        let g = Tensor::f_cat(
+            &grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(),
+            0,
+        )?;
+        let (mut m, mut v, mut params) = (
+            self.m.shallow_clone(),
+            self.v.shallow_clone(),
+            self.params.shallow_clone(),
+        );
+        let _ = m.f_lerp_(&g, 1.0 - cfg.beta1)?;
+        let _ = v.f_mul_scalar_(cfg.beta2)?;
+        let _ = v.f_addcmul_(&(&g * (1.0 - cfg.beta2)), &g)?;
+        // p += m / denom with denom = sqrt(v) * (-1 / (bc2_sqrt * step_size)) - eps / step_size.
+        let scale = |&(ss, b2s): &(f64, f64)| -1.0 / (b2s * ss);
+        let offset = |&(ss, _): &(f64, f64)| -cfg.eps / ss;
+        let denom = if per_class.windows(2).all(|w| w[0] == w[1]) {
+            // Every class has taken as many steps: scalar coefficients.
+            let (first, mut denom) = (&per_class[0], v.sqrt());
+            let _ = denom.f_mul_scalar_(scale(first))?;
+            let _ = denom.f_add_scalar_(offset(first))?;
+            denom
+        } else {
+            // One coefficient per row, repeated over the row's elements.
+            let per_element = |f: &dyn Fn(&(f64, f64)) -> f64| {
+                let rows: Vec<f64> = self
+                    .row_classes
+                    .iter()
+                    .map(|&cls| f(&per_class[cls]))
+                    .collect();
+                Tensor::from_slice(&rows)
+                    .to_kind(v.kind())
+                    .to_device(v.device())
+                    .f_repeat_interleave_self_tensor(&self.row_lengths, 0, Some(v.numel() as i64))
+            };
+            per_element(&offset)?.f_addcmul(&v.sqrt(), &per_element(&scale)?)?
+        };
+        let _ = params.f_addcdiv_(&m, &denom)?;
         Ok(())
     }
 }

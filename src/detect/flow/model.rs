@@ -355,6 +355,26 @@ impl FlowModel {
             .collect()
     }
 
+    /// Moves the trainable tensors into one contiguous 1-D buffer, in [`FlowModel::parameters`]
+    /// order, each becoming a view of it (values unchanged), and returns the buffer: an optimizer
+    /// can then update every parameter at once (see `ClassAdam::with_flat_parameters`).
+    pub fn flatten_parameters(&mut self) -> Tensor {
+        let flat = tch::no_grad(|| {
+            let parts: Vec<Tensor> = self
+                .parameters()
+                .iter()
+                .map(|p| p.detach().reshape([-1]))
+                .collect();
+            Tensor::cat(&parts, 0)
+        });
+        let shapes: Vec<Vec<i64>> = self.parameters().iter().map(|p| p.size()).collect();
+        let views = super::adam::flat_views(&flat, shapes.into_iter());
+        for (p, view) in self.parameters_mut().into_iter().zip(views) {
+            *p = view.set_requires_grad(p.requires_grad());
+        }
+        flat
+    }
+
     /// Turns gradient tracking of the trainable tensors on or off.
     pub fn set_trainable(&mut self, trainable: bool) {
         for p in self.parameters_mut() {

@@ -200,8 +200,11 @@ impl Trainer {
                 "class {cls} has no training features"
             )));
         }
+        let flat = model.flatten_parameters();
         model.set_trainable(true);
-        let adam = ClassAdam::new(&model.parameters(), c, AdamConfig::with_lr(config.lr))?;
+        let params = model.parameters();
+        let adam = ClassAdam::new(&params, c, AdamConfig::with_lr(config.lr))?
+            .with_flat_parameters(&params, &flat)?;
         Ok(Trainer {
             model,
             adam,
@@ -309,8 +312,9 @@ impl Trainer {
                 }
                 total_loss += loss;
             }
-            class_loss.sum(kind).backward();
-            self.adam.step(&self.model.parameters(), &active)?;
+            let params = self.model.parameters();
+            let grads = Tensor::f_run_backward(&[class_loss.sum(kind)], &params, false, false)?;
+            self.adam.step(&params, &grads, &active)?;
         }
         let n_train: usize = counts.iter().sum();
         let validation_loss = self.validation_loss()?;
