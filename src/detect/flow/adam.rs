@@ -60,21 +60,34 @@ pub struct ClassAdam {
     pub m: Vec<Tensor>,
     /// Second moments, one per parameter (views of one flat buffer).
     pub v: Vec<Tensor>,
-    /// The flat buffers, when the parameters are views of one buffer too.
-    flat: Option<FlatState>,
+    /// The buffer `m` views.
+    m_flat: Tensor,
+    /// The buffer `v` views.
+    v_flat: Tensor,
+    /// The parameters' buffer, when they are views of one too.
+    flat: Option<FlatParams>,
 }
 
-/// The whole state as flat buffers, for steps over all parameters at once.
+/// The parameters as one flat buffer, for steps over all of them at once.
 #[derive(Debug)]
-struct FlatState {
-    /// The parameters' buffer (each parameter is a view of it, in order).
+struct FlatParams {
+    /// The buffer (each parameter is a view of it, in order).
     params: Tensor,
-    m: Tensor,
-    v: Tensor,
-    /// Rows of every parameter in order, each with the class it belongs to and its length.
+    /// The class of every parameter row, parameter by parameter.
     row_classes: Vec<usize>,
     /// The length of each of those rows (int64, on the parameters' device).
     row_lengths: Tensor,
+}
+
+/// The coefficients of a class's update `p += m / (sqrt(v) * scale + offset)` after `t` steps:
+/// with `step_size = lr / (1 - beta1^t)`, `scale = -1 / (sqrt(1 - beta2^t) * step_size)` and
+/// `offset = -eps / step_size`, which is PyTorch's `p -= step_size * m / (sqrt(v) /
+/// sqrt(1 - beta2^t) + eps)`. Returns `(scale, offset)`.
+fn update_coefficients(cfg: AdamConfig, t: u64) -> (f64, f64) {
+    let t = t as i32;
+    let step_size = cfg.lr / (1.0 - cfg.beta1.powi(t));
+    let bc2_sqrt = (1.0 - cfg.beta2.powi(t)).sqrt();
+    (-1.0 / (bc2_sqrt * step_size), -cfg.eps / step_size)
 }
 
 /// A flat zero buffer shaped like `params` laid end to end, and a view of it per parameter.
@@ -112,13 +125,15 @@ impl ClassAdam {
                 )));
             }
         }
-        let (_, m) = flat_zeros(params);
-        let (_, v) = flat_zeros(params);
+        let (m_flat, m) = flat_zeros(params);
+        let (v_flat, v) = flat_zeros(params);
         Ok(ClassAdam {
             config,
             steps: vec![0; num_classes],
             m,
             v,
+            m_flat,
+            v_flat,
             flat: None,
         })
     }
@@ -156,20 +171,8 @@ impl ClassAdam {
                 row_lengths.push(p.numel() as i64 / rows);
             }
         }
-        let m = Tensor::cat(
-            &self.m.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(),
-            0,
-        );
-        let v = Tensor::cat(
-            &self.v.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(),
-            0,
-        );
-        self.m = flat_views(&m, params.iter().map(|p| p.size()));
-        self.v = flat_views(&v, params.iter().map(|p| p.size()));
-        self.flat = Some(FlatState {
+        self.flat = Some(FlatParams {
             params: flat.shallow_clone(),
-            m,
-            v,
             row_classes,
             row_lengths: Tensor::from_slice(&row_lengths).to_device(flat.device()),
         });
@@ -207,19 +210,14 @@ impl ClassAdam {
         }
         let cfg = self.config;
         let all = active.len() == c;
-        // Per-class coefficients: lr / (1 - beta1^t) and 1 / sqrt(1 - beta2^t).
-        let coef = |cls: usize| {
-            let t = self.steps[cls] as i32;
-            let bc1 = 1.0 - cfg.beta1.powi(t);
-            let bc2 = 1.0 - cfg.beta2.powi(t);
-            (cfg.lr / bc1, bc2.sqrt())
-        };
+        // Each class's (scale, offset) of the update.
+        let coef = |cls: usize| update_coefficients(cfg, self.steps[cls]);
         if all && grads.iter().all(|g| g.defined()) {
             if let Some(flat) = &self.flat {
                 let n = flat.params.numel() as i64;
                 if flat.params.device() != Device::Cpu || n <= FLAT_MAX_CPU {
                     let per_class: Vec<(f64, f64)> = (0..c).map(coef).collect();
-                    return tch::no_grad(|| flat.step(cfg, grads, &per_class));
+                    return tch::no_grad(|| self.flat_step(flat, grads, &per_class));
                 }
             }
         }
@@ -249,27 +247,26 @@ impl ClassAdam {
                     Some(at) => at,
                     None => {
                         shared.push(RowCoefficients::new(
-                            reps, rank, c, &classes, &coef, cfg.eps, all, kind, device,
+                            reps, rank, c, &classes, &coef, all, kind, device,
                         ));
                         shared.len() - 1
                     }
                 };
                 let rc = &shared[at];
-                // p -= step_size * m / (sqrt(v) / bc2_sqrt + eps), written as p += m / denom with
-                // denom = sqrt(v) * (-1 / (bc2_sqrt * step_size)) - eps / step_size.
+                // p += m / denom with denom = sqrt(v) * scale + offset (update_coefficients).
                 let row_len = p.numel() as i64 / p.size()[0];
                 if row_len >= ROW_CHUNK {
                     // Large rows: one row at a time with scalar coefficients, so that the successive
                     // element-wise passes find the row in cache.
-                    for ((&r, &ss), &b2s) in rc.rows.iter().zip(&rc.steps).zip(&rc.bc2_sqrt) {
+                    for (&r, &(scale, offset)) in rc.rows.iter().zip(&rc.coefficients) {
                         let (mut pr, gr, mut mr, mut vr) =
                             (p.get(r), grad.get(r), m.get(r), v.get(r));
                         let _ = mr.f_lerp_(&gr, 1.0 - cfg.beta1)?;
                         let _ = vr.f_mul_scalar_(cfg.beta2)?;
                         let _ = vr.f_addcmul_(&(&gr * (1.0 - cfg.beta2)), &gr)?;
                         let mut denom = vr.sqrt();
-                        let _ = denom.f_mul_scalar_(-1.0 / (b2s * ss))?;
-                        let _ = denom.f_add_scalar_(-cfg.eps / ss)?;
+                        let _ = denom.f_mul_scalar_(scale)?;
+                        let _ = denom.f_add_scalar_(offset)?;
                         let _ = pr.f_addcdiv_(&mr, &denom)?;
                     }
                 } else {
@@ -355,13 +352,11 @@ struct RowCoefficients {
     rank: usize,
     /// Rows that take part, copy-major (`r * C + class`).
     rows: Vec<i64>,
-    /// `lr / (1 - beta1^t)` per row.
-    steps: Vec<f64>,
-    /// `sqrt(1 - beta2^t)` per row.
-    bc2_sqrt: Vec<f64>,
-    /// `-1 / (bc2_sqrt * step_size)` per row, shaped `[rows, 1, ...]` to broadcast over a row.
+    /// `(scale, offset)` of each of those rows (see [`update_coefficients`]).
+    coefficients: Vec<(f64, f64)>,
+    /// The scales, shaped `[rows, 1, ...]` to broadcast over a row.
     scale: Tensor,
-    /// `-eps / step_size` per row, shaped like `scale`.
+    /// The offsets, shaped like `scale`.
     offset: Tensor,
     /// The rows as an index tensor when only some classes step (`None`: every row, in order).
     index: Option<Tensor>,
@@ -375,7 +370,6 @@ impl RowCoefficients {
         c: usize,
         classes: &[usize],
         coef: &dyn Fn(usize) -> (f64, f64),
-        eps: f64,
         all: bool,
         kind: Kind,
         device: tch::Device,
@@ -383,8 +377,7 @@ impl RowCoefficients {
         let rows: Vec<i64> = (0..reps)
             .flat_map(|r| classes.iter().map(move |&cls| (r * c + cls) as i64))
             .collect();
-        let (steps, bc2_sqrt): (Vec<f64>, Vec<f64>) =
-            rows.iter().map(|&r| coef(r as usize % c)).unzip();
+        let coefficients: Vec<(f64, f64)> = rows.iter().map(|&r| coef(r as usize % c)).collect();
         let mut shape = vec![rows.len() as i64];
         shape.extend(std::iter::repeat_n(1, rank - 1));
         let coef_tensor = |x: Vec<f64>| {
@@ -393,21 +386,14 @@ impl RowCoefficients {
                 .to_kind(kind)
                 .to_device(device)
         };
-        let scale = coef_tensor(
-            steps
-                .iter()
-                .zip(&bc2_sqrt)
-                .map(|(ss, b)| -1.0 / (b * ss))
-                .collect(),
-        );
-        let offset = coef_tensor(steps.iter().map(|ss| -eps / ss).collect());
+        let scale = coef_tensor(coefficients.iter().map(|c| c.0).collect());
+        let offset = coef_tensor(coefficients.iter().map(|c| c.1).collect());
         let index = (!all).then(|| Tensor::from_slice(&rows).to_device(device));
         RowCoefficients {
             reps,
             rank,
             rows,
-            steps,
-            bc2_sqrt,
+            coefficients,
             scale,
             offset,
             index,
@@ -415,46 +401,49 @@ impl RowCoefficients {
     }
 }
 
-impl FlatState {
+impl ClassAdam {
     /// One step of every class over the flat buffers: `per_class` holds each class's
-    /// `(lr / (1 - beta1^t), sqrt(1 - beta2^t))`. The arithmetic per element is the per-tensor
-    /// path's.
-    fn step(&self, cfg: AdamConfig, grads: &[Tensor], per_class: &[(f64, f64)]) -> Result<()> {
+    /// `(scale, offset)` (see [`update_coefficients`]). The arithmetic per element is the
+    /// per-tensor path's.
+    fn flat_step(
+        &self,
+        flat: &FlatParams,
+        grads: &[Tensor],
+        per_class: &[(f64, f64)],
+    ) -> Result<()> {
+        let cfg = self.config;
         let g = Tensor::f_cat(
             &grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(),
             0,
         )?;
         let (mut m, mut v, mut params) = (
-            self.m.shallow_clone(),
-            self.v.shallow_clone(),
-            self.params.shallow_clone(),
+            self.m_flat.shallow_clone(),
+            self.v_flat.shallow_clone(),
+            flat.params.shallow_clone(),
         );
         let _ = m.f_lerp_(&g, 1.0 - cfg.beta1)?;
         let _ = v.f_mul_scalar_(cfg.beta2)?;
         let _ = v.f_addcmul_(&(&g * (1.0 - cfg.beta2)), &g)?;
-        // p += m / denom with denom = sqrt(v) * (-1 / (bc2_sqrt * step_size)) - eps / step_size.
-        let scale = |&(ss, b2s): &(f64, f64)| -1.0 / (b2s * ss);
-        let offset = |&(ss, _): &(f64, f64)| -cfg.eps / ss;
         let denom = if per_class.windows(2).all(|w| w[0] == w[1]) {
             // Every class has taken as many steps: scalar coefficients.
-            let (first, mut denom) = (&per_class[0], v.sqrt());
-            let _ = denom.f_mul_scalar_(scale(first))?;
-            let _ = denom.f_add_scalar_(offset(first))?;
+            let ((scale, offset), mut denom) = (per_class[0], v.sqrt());
+            let _ = denom.f_mul_scalar_(scale)?;
+            let _ = denom.f_add_scalar_(offset)?;
             denom
         } else {
             // One coefficient per row, repeated over the row's elements.
-            let per_element = |f: &dyn Fn(&(f64, f64)) -> f64| {
-                let rows: Vec<f64> = self
+            let per_element = |pick: fn(&(f64, f64)) -> f64| {
+                let rows: Vec<f64> = flat
                     .row_classes
                     .iter()
-                    .map(|&cls| f(&per_class[cls]))
+                    .map(|&cls| pick(&per_class[cls]))
                     .collect();
                 Tensor::from_slice(&rows)
                     .to_kind(v.kind())
                     .to_device(v.device())
-                    .f_repeat_interleave_self_tensor(&self.row_lengths, 0, Some(v.numel() as i64))
+                    .f_repeat_interleave_self_tensor(&flat.row_lengths, 0, Some(v.numel() as i64))
             };
-            per_element(&offset)?.f_addcmul(&v.sqrt(), &per_element(&scale)?)?
+            per_element(|c| c.1)?.f_addcmul(&v.sqrt(), &per_element(|c| c.0)?)?
         };
         let _ = params.f_addcdiv_(&m, &denom)?;
         Ok(())
