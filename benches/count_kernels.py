@@ -279,8 +279,39 @@ class Ours:
         self.couplings = [self.params[8 * i: 8 * i + 8] for i in range(10)]
         self.steps = [0] * c
         self.train = [torch.randn(4 * batch, k) for _ in range(c)]
+        self.train_rows = torch.cat(self.train + [torch.zeros(1, k)], 0)
 
     def latent(self, centred):
+        if self.at_5f523cd:
+            return self.latent_5f523cd(centred)
+        c, b, k, half = self.c, centred.shape[1], self.k, self.k // 2
+        z = centred.matmul(self.a_inv.t())
+        logdet = torch.full([c, b], 0.0)
+        v = torch.stack([cp[7] for cp in self.couplings], 0)
+        v_used = v.view([5, 2, c, 1, 2, half]).diagonal(0, 1, 4).permute([0, 4, 1, 2, 3]).reshape([10, c, 1, half])
+        g = torch.stack([cp[6] for cp in self.couplings], 0)
+        neg_scales = (-(g * v_used / torch.ops.aten.norm.ScalarOpt_dim(v, 2.0, [3], True))).unbind(0)
+        for j in reversed(range(5)):
+            halves = list(z.split(half, 2))
+            for i in (2 * j + 1, 2 * j):
+                w1, b1, w2, b2, w3, b3, _, _ = self.couplings[i]
+                in_first = i % 2 == 1
+                x_in, z_out = (halves[0], halves[1]) if in_first else (halves[1], halves[0])
+                x2 = x_in.repeat([2, 1, 1])
+                h1 = F.leaky_relu(b1.baddbmm(x2, w1.transpose(1, 2), beta=1.0, alpha=1.0))
+                h2 = F.leaky_relu(b2.baddbmm(h1, w2.transpose(1, 2), beta=1.0, alpha=1.0))
+                out = b3.baddbmm(h2, w3.transpose(1, 2), beta=1.0, alpha=1.0)
+                s_raw, t = out.split(c, 0)
+                neg_s = s_raw.tanh() * neg_scales[i]
+                new_out = (z_out - t) * neg_s.exp()
+                logdet += neg_s.sum([2], False, dtype=torch.float32)
+                halves[1 if in_first else 0] = new_out
+            joined = torch.cat(halves, 2)
+            perm = self.perms.select(0, j)
+            z = joined.gather(2, perm.unsqueeze(1).expand([c, b, k]))
+        return z, logdet
+
+    def latent_5f523cd(self, centred):
         c, b, k, half = self.c, centred.shape[1], self.k, self.k // 2
         z = centred.matmul(self.a_inv.t())
         logdet = torch.full([c, b], 0.0)
@@ -393,12 +424,19 @@ class Ours:
 
     def step(self):
         with record_function("forward"):
-            batches = []
-            for cls in range(self.c):
-                order = host(lambda: torch.randperm(self.train[cls].shape[0])[: self.batch])
-                idx = transfer(lambda: order.clone())
-                batches.append(self.train[cls].index_select(0, idx))
-            x = torch.stack(batches, 0)
+            if self.at_5f523cd:
+                batches = []
+                for cls in range(self.c):
+                    order = host(lambda: torch.randperm(self.train[cls].shape[0])[: self.batch])
+                    idx = transfer(lambda: order.clone())
+                    batches.append(self.train[cls].index_select(0, idx))
+                x = torch.stack(batches, 0)
+            else:
+                # One index_select of all classes' rows (Trainer::train_rows).
+                n = self.train_rows.shape[0] - 1
+                rows = host(lambda: torch.randperm(n)[: self.c * self.batch])
+                idx = transfer(lambda: rows.clone())
+                x = self.train_rows.index_select(0, idx).view([self.c, self.batch, -1])
             log_p = self.log_prob_centred(x)
             class_loss = -log_p.sum([1], False, dtype=torch.float32)
             values = class_loss.detach().to(torch.float64)  # to_kind(Double) on the device

@@ -436,6 +436,14 @@ impl FlowModel {
 
     /// The latent `z = f(x)` (`[C', B, k]`) and `log |det df/dx|` (`[C', B]`), see
     /// [`FlowModel::log_prob_centred`] for the arguments.
+    ///
+    /// Written for few kernels per step (the small layers are launch-bound):
+    /// - the rescales of all couplings are computed at once, only on the halves they multiply,
+    ///   and negated (`exp(-s)` and `-sum s` then need no negation of their own; negation is
+    ///   exact, so the values are those of the per-coupling formula);
+    /// - tensors are cut with `split` and `unbind`, whose backward is one `cat` or `stack`, not
+    ///   with `narrow` or `select`, whose backward fills a full-size zero tensor per piece;
+    /// - between two permutations `z` is kept as its two halves.
     pub fn latent(&self, centred: &Tensor, classes: Option<&[i64]>) -> Result<(Tensor, Tensor)> {
         let c = self.meta.num_classes as i64;
         let sel = match classes {
@@ -467,39 +475,62 @@ impl FlowModel {
             self.meta.log_abs_det_a_inv,
             (self.kind, self.device),
         );
-        let pick = |t: &Tensor, per_class: bool| match &sel {
+        let pick = |t: &Tensor, class_dim: i64, per_class: bool| match &sel {
             None => t.shallow_clone(),
-            Some((idx, rows)) => t.index_select(0, if per_class { idx } else { rows }),
+            Some((idx, rows)) => t.index_select(class_dim, if per_class { idx } else { rows }),
         };
-        for i in (0..NUM_COUPLINGS).rev() {
-            let p = &self.couplings[i];
-            let (in_lo, out_lo) = coupling_halves(i, self.meta.k);
-            let x_in = z.narrow(2, in_lo as i64, half);
-            let z_out = z.narrow(2, out_lo as i64, half);
-            // s-nets and t-nets share the input: [2C', B, k/2].
-            let x2 = x_in.repeat([2, 1, 1]);
-            let h1 = pick(&p.b1, false).baddbmm(&x2, &pick(&p.w1, false).transpose(1, 2), 1.0, 1.0);
-            let h1 = h1.leaky_relu();
-            let h2 = pick(&p.b2, false).baddbmm(&h1, &pick(&p.w2, false).transpose(1, 2), 1.0, 1.0);
-            let h2 = h2.leaky_relu();
-            let out =
-                pick(&p.b3, false).baddbmm(&h2, &pick(&p.w3, false).transpose(1, 2), 1.0, 1.0);
-            let s_raw = out.narrow(0, 0, cc);
-            let t = out.narrow(0, cc, cc);
-            let v = pick(&p.v, true);
-            let scale = pick(&p.g, true) * &v / v.norm_scalaropt_dim(2.0, [2i64].as_slice(), true);
-            let s = s_raw.tanh() * scale.narrow(2, out_lo as i64, half);
-            let new_out = (z_out - t) * (-&s).exp();
-            logdet -= s.sum_dim_intlist(2, false, self.kind);
-            z = if in_lo < out_lo {
-                Tensor::cat(&[&x_in, &new_out], 2)
-            } else {
-                Tensor::cat(&[&new_out, &x_in], 2)
-            };
-            if i % 2 == 0 {
-                let perm = pick(&self.perms.get((i / 2) as i64), true);
-                z = z.gather(2, &perm.unsqueeze(1).expand([cc, b, k], false), false);
+        // -(g * v / |v|) of every coupling on the outputs it changes: coupling 2j+r changes half r,
+        // so the used halves are the diagonal of (coupling parity, half). [NUM_COUPLINGS, C', 1, k/2].
+        let stacked = |field: fn(&CouplingParams) -> &Tensor| {
+            let all: Vec<&Tensor> = self.couplings.iter().map(field).collect();
+            pick(&Tensor::stack(&all, 0), 1, true)
+        };
+        let v = stacked(|p| &p.v);
+        let pairs = NUM_PERMUTATIONS as i64;
+        let v_used = v
+            .view([pairs, 2, cc, 1, 2, half])
+            .diagonal(0, 1, 4)
+            .permute([0, 4, 1, 2, 3])
+            .reshape([2 * pairs, cc, 1, half]);
+        let neg_scales =
+            -(stacked(|p| &p.g) * v_used / v.norm_scalaropt_dim(2.0, [3i64].as_slice(), true));
+        let neg_scales = neg_scales.unbind(0);
+        // Couplings 2j+1 and 2j, then permutation j, for j from the last down to 0.
+        for j in (0..NUM_PERMUTATIONS).rev() {
+            let mut halves = z.split(half, 2);
+            for i in [2 * j + 1, 2 * j] {
+                let p = &self.couplings[i];
+                let (in_lo, out_lo) = coupling_halves(i, self.meta.k);
+                let (x_in, z_out) = if in_lo < out_lo {
+                    (&halves[0], &halves[1])
+                } else {
+                    (&halves[1], &halves[0])
+                };
+                // s-nets and t-nets share the input: [2C', B, k/2].
+                let x2 = x_in.repeat([2, 1, 1]);
+                let layer = |bias: &Tensor, input: &Tensor, weight: &Tensor| {
+                    pick(bias, 0, false).baddbmm(
+                        input,
+                        &pick(weight, 0, false).transpose(1, 2),
+                        1.0,
+                        1.0,
+                    )
+                };
+                let h1 = layer(&p.b1, &x2, &p.w1).leaky_relu();
+                let h2 = layer(&p.b2, &h1, &p.w2).leaky_relu();
+                let out = layer(&p.b3, &h2, &p.w3);
+                // Rows 0..C' are the s-nets' outputs, C'..2C' the t-nets'.
+                let s_and_t = out.split(cc, 0);
+                let (s_raw, t) = (&s_and_t[0], &s_and_t[1]);
+                // -s = tanh(s_raw) * -(scale).
+                let neg_s = s_raw.tanh() * &neg_scales[i];
+                let new_out = (z_out - t) * neg_s.exp();
+                logdet += neg_s.sum_dim_intlist(2, false, self.kind);
+                halves[if in_lo < out_lo { 1 } else { 0 }] = new_out;
             }
+            let joined = Tensor::cat(&halves, 2);
+            let perm = pick(&self.perms.get(j as i64), 0, true);
+            z = joined.gather(2, &perm.unsqueeze(1).expand([cc, b, k], false), false);
         }
         Ok((z, logdet))
     }

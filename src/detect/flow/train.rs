@@ -132,6 +132,12 @@ pub struct IterationRecord {
 pub struct Trainer {
     model: FlowModel,
     adam: ClassAdam,
+    /// Every class's training rows, class after class, then one row of zeros (the padding row):
+    /// a step's batch is one `index_select` of it.
+    train_rows: Tensor,
+    /// Where each class's rows start in `train_rows`.
+    train_offsets: Vec<i64>,
+    /// Per-class views of `train_rows`.
     train: Vec<Tensor>,
     validation: Vec<Tensor>,
     config: FlowTrainConfig,
@@ -200,6 +206,19 @@ impl Trainer {
                 "class {cls} has no training features"
             )));
         }
+        let padding = Tensor::zeros([1, d], (model.kind(), model.device()));
+        let parts: Vec<&Tensor> = train.iter().chain([&padding]).collect();
+        let train_rows = Tensor::cat(&parts, 0);
+        let mut train_offsets = Vec::with_capacity(c);
+        let mut start = 0;
+        let train = rows_per_class(&train)
+            .into_iter()
+            .map(|n| {
+                train_offsets.push(start);
+                start += n;
+                train_rows.narrow(0, start - n, n)
+            })
+            .collect();
         let flat = model.flatten_parameters();
         model.set_trainable(true);
         let params = model.parameters();
@@ -208,6 +227,8 @@ impl Trainer {
         Ok(Trainer {
             model,
             adam,
+            train_rows,
+            train_offsets,
             train,
             validation,
             config,
@@ -265,34 +286,30 @@ impl Trainer {
                 .iter()
                 .map(|&cls| bs.min(counts[cls] - j * bs))
                 .collect();
-            let width = *sizes.iter().max().unwrap_or(&0) as i64;
-            let padded = sizes.iter().any(|&s| s as i64 != width);
-            let batches: Vec<Tensor> = active
-                .iter()
-                .zip(&sizes)
-                .map(|(&cls, &size)| {
-                    let idx =
-                        Tensor::from_slice(&orders[cls][j * bs..j * bs + size]).to_device(device);
-                    let x = self.train[cls].index_select(0, &idx);
-                    if (size as i64) < width {
-                        let pad = Tensor::zeros([width - size as i64, x.size()[1]], (kind, device));
-                        Tensor::cat(&[x, pad], 0)
-                    } else {
-                        x
-                    }
-                })
-                .collect();
-            let x = Tensor::stack(&batches, 0);
+            let width = *sizes.iter().max().unwrap_or(&0);
+            let padded = sizes.iter().any(|&s| s != width);
+            // Row numbers in `train_rows` of every active class's batch, padded with the zero row.
+            let padding_row = self.train_rows.size()[0] - 1;
+            let mut rows = Vec::with_capacity(active.len() * width);
+            for (&cls, &size) in active.iter().zip(&sizes) {
+                let order = &orders[cls][j * bs..j * bs + size];
+                rows.extend(order.iter().map(|r| r + self.train_offsets[cls]));
+                rows.extend(std::iter::repeat_n(padding_row, width - size));
+            }
+            let x = self
+                .train_rows
+                .index_select(0, &Tensor::from_slice(&rows).to_device(device))
+                .view([active.len() as i64, width as i64, -1]);
             let classes: Vec<i64> = active.iter().map(|&cls| cls as i64).collect();
             let subset = (active.len() < c).then_some(classes.as_slice());
             let log_p = self.model.log_prob_centred(&x, subset)?;
             let log_p = if padded {
                 let w: Vec<f64> = sizes
                     .iter()
-                    .flat_map(|&s| (0..width as usize).map(move |r| if r < s { 1.0 } else { 0.0 }))
+                    .flat_map(|&s| (0..width).map(move |r| if r < s { 1.0 } else { 0.0 }))
                     .collect();
                 let w = Tensor::from_slice(&w)
-                    .view([active.len() as i64, width])
+                    .view([active.len() as i64, width as i64])
                     .to_kind(kind)
                     .to_device(device);
                 log_p * w
