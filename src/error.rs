@@ -28,6 +28,9 @@ pub enum Error {
     /// A request that cannot be satisfied (bad argument combination).
     #[error("{0}")]
     Invalid(String),
+    /// Scores or settings the detector's fitting code (`resflow-fit`) cannot use.
+    #[error(transparent)]
+    Fit(#[from] resflow_fit::Error),
     /// Flow training produced a NaN or infinite loss; nothing was updated with it.
     #[error("non-finite loss ({loss}) at iteration {iteration}, class {class}, batch {batch}: training stopped")]
     NonFiniteLoss {

@@ -5,7 +5,7 @@
 //! in-distribution first), builds the true/false positive counts `tp`, `fp`, and integrates them
 //! with numpy's trapezoid rule. We follow every step, including the padding of the curves and the
 //! `denominator == 0` conventions of AUIN/AUOUT, so that results agree with the reference to 1e-9.
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Target true-positive rate of [`Metrics::tnr_at_tpr95`].
 pub const TPR_TARGET: f64 = 0.95;

@@ -10,7 +10,7 @@
 //! Row order follows the reference (`block_split` then the slicing in `regression_*.py`):
 //! in-distribution rows before OOD rows in every part. The order matters for the fit block,
 //! because stratified K-fold assigns folds by position.
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Rows of each kind (in-distribution and OOD) in the IO validation block.
 pub const IO_VALIDATION_PER_CLASS: usize = 1000;

@@ -13,7 +13,7 @@
 //! rounding. L-BFGS alone stalls short of it when the columns have very different scales, as the
 //! detector's per-layer scores do. Our coefficients are thus the exact optimum; scikit-learn's
 //! default fit agrees with them to its own tolerance (about 1e-3 relative).
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 use linfa::traits::Fit;
 use linfa::DatasetBase;
 use linfa_linalg::cholesky::SolveCInplace;

@@ -12,7 +12,7 @@
 //! `precision_recall_curve` reversed with the point (recall 0, precision 1) appended, and numpy's
 //! trapezoid sum. Ties between the two kinds form one threshold, i.e. a diagonal step.
 use super::metrics::{trapz, TPR_TARGET};
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// The four OOD-positive metrics of OpenOOD, each a fraction in `[0, 1]`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::metrics;
 use super::openood;
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Settings of the bootstrap, validated by [`BootstrapParams::check`].
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

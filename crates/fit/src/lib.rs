@@ -1,0 +1,23 @@
+//! The numeric core of fitting and judging a detector from its scores (SPEC sections 8 and 10),
+//! on in-memory matrices and score lists: scikit-learn's cross-validated logistic regression
+//! ([`regression`]), the row splits ([`splits`]), the metrics of the paper ([`metrics`]) and of
+//! OpenOOD ([`openood`]), and their bootstrap intervals ([`bootstrap`]). No libtorch, no files.
+//!
+//! `resflow` re-exports these modules as `resflow::fit::*`; the regression detector that uses them
+//! (magnitude selection, validation rules) is `resflow::fit::detector`.
+pub mod bootstrap;
+pub mod metrics;
+pub mod openood;
+pub mod regression;
+pub mod splits;
+
+/// What the fitting code reports: input that cannot be fitted or judged, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Data or settings that cannot be used (wrong shapes, non-finite values, one label only...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
