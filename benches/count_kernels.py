@@ -8,13 +8,14 @@ Our side (cross-check of the count read off the Rust code): the same ATen calls 
 src/detect/flow/model.rs (`FlowModel::latent`, `log_prob_centred`, `flatten_parameters`), train.rs
 (`train_iteration`, one step with every class active and full batches: `Tensor::run_backward`, i.e.
 autograd.grad, no AccumulateGrad) and adam.rs (`ClassAdam::step`: `FlatState::step` on the flat
-buffers, always on CUDA and on the CPU up to FLAT_MAX_CPU parameters; otherwise the per-tensor path
-with shared row coefficients and ROW_CHUNK rows one at a time), written out in Python; tch calls
+buffers, always on CUDA and on the CPU below CPU_LOOP_MIN parameters; from CPU_LOOP_MIN on the CPU
+takes adam_cpu.rs's loop, whose only operator calls are the contiguous copies of the
+non-contiguous gradients), written out in Python; tch calls
 the same ATen operators, so the autograd graph and the operator calls are the same. Variants
 counted: "cuda" (flat step, every class with the same step count: scalar coefficients), "cuda-
 unequal" (flat step, step counts differing between classes, as after an epoch in which some class
-had fewer batches: per-row coefficient tensors), "cpu" (only when the layer has more than
-FLAT_MAX_CPU parameters: the per-tensor path). --adam-5f523cd: the whole step as at commit 5f523cd
+had fewer batches: per-row coefficient tensors), "cpu" (only when the layer has at least
+CPU_LOOP_MIN parameters: the loop). --adam-5f523cd: the whole step as at commit 5f523cd
 (separate parameter tensors, `loss.backward()` accumulating into zeroed .grad tensors, per-tensor
 Adam with two coefficient uploads per tensor and a `zero_` of every gradient).
 
@@ -215,7 +216,7 @@ def reference_counts(k, batch, foreach):
 # ---- our side: src/detect/flow/{model,train,adam}.rs written out with the same ATen calls ----
 
 ROW_CHUNK = 1 << 16
-FLAT_MAX_CPU = 1 << 23
+CPU_LOOP_MIN = 1 << 20
 
 
 def transfer(make):
@@ -234,9 +235,9 @@ class Ours:
     Default: the working tree. The parameters are views of one flat buffer
     (`FlowModel::flatten_parameters`), the gradients come from `Tensor::run_backward` (autograd.grad:
     no AccumulateGrad, nothing to zero), m and v are flat buffers, and `ClassAdam::step` takes
-    `FlatState::step` when `flat` (always on CUDA; on the CPU when the layer has at most
-    FLAT_MAX_CPU parameters), else the per-tensor path (shared row coefficients, ROW_CHUNK rows one
-    at a time). at_5f523cd: the step as at commit 5f523cd: separate parameter tensors,
+    `FlatState::step` when `flat` (always on CUDA; on the CPU below CPU_LOOP_MIN parameters), else
+    (`cpu_loop`) adam_cpu.rs's loop on the host, after `contiguous()` of each gradient. at_5f523cd:
+    the step as at commit 5f523cd: separate parameter tensors,
     `loss.backward()` accumulating into zeroed .grad tensors, per-tensor Adam with two coefficient
     uploads per parameter tensor and a `zero_` of each gradient."""
 
@@ -244,6 +245,7 @@ class Ours:
         torch.manual_seed(0)
         self.at_5f523cd = at_5f523cd
         self.flat = not at_5f523cd
+        self.cpu_loop = False
         c, h, half = classes, k, k // 2
         self.k, self.c, self.batch = k, classes, batch
         self.a_inv = torch.linalg.qr(torch.randn(k, k))[0]
@@ -348,6 +350,11 @@ class Ours:
         self.steps = [s + 1 for s in self.steps]
         coef = [(lr / (1 - b1 ** s), math.sqrt(1 - b2 ** s)) for s in self.steps]
         with torch.no_grad():
+            if self.cpu_loop:
+                # adam_cpu::step: contiguous gradients, then the loop on the host (no operators).
+                contiguous = [g.contiguous() for g in grads]
+                host(lambda: contiguous)
+                return
             if self.flat:
                 self.flat_step(grads, coef, b1, b2, eps)
                 return
@@ -466,7 +473,7 @@ def flat_views(flat, shapes):
 def ours_counts(k, classes, batch, at_5f523cd):
     """{variant: profiled phases}. at_5f523cd: {"5f523cd": ...}. Otherwise "cuda" (flat Adam, every
     class with the same step count), "cuda-unequal" (flat Adam, step counts differing between
-    classes) and, when the layer has more than FLAT_MAX_CPU parameters, "cpu" (per-tensor Adam)."""
+    classes) and, when the layer has at least CPU_LOOP_MIN parameters, "cpu" (the loop)."""
     model = Ours(k, classes, batch, at_5f523cd)
     model.step()
     model.step()
@@ -478,8 +485,8 @@ def ours_counts(k, classes, batch, at_5f523cd):
     model.steps[0] -= 1  # class 0 one step behind from now on
     model.step()
     out["cuda-unequal"] = profiled(model.step)
-    if model.numel > FLAT_MAX_CPU:
-        model.flat = False
+    if model.numel >= CPU_LOOP_MIN:
+        model.cpu_loop = True
         model.step()
         out["cpu"] = profiled(model.step)
     return out, model
@@ -557,9 +564,9 @@ def main():
         else:
             eq, uneq = ops(ours["cuda"], "adam"), ops(ours["cuda-unequal"], "adam")
             cpu = ops(ours["cpu"], "adam") if "cpu" in ours else eq
-            print(row + "| %d (%d) | %d (%d) | %d (%s FLAT_MAX_CPU) | %d%s | %d |" % (
-                eq, uneq, fwd + bwd + eq, fwd + bwd + uneq, numel, ">" if numel > FLAT_MAX_CPU else "<=",
-                cpu, " (per tensor)" if "cpu" in ours else " (flat)", fwd + bwd + cpu))
+            print(row + "| %d (%d) | %d (%d) | %d (%s CPU_LOOP_MIN) | %d%s | %d |" % (
+                eq, uneq, fwd + bwd + eq, fwd + bwd + uneq, numel, ">=" if numel >= CPU_LOOP_MIN else "<",
+                cpu, " (loop)" if "cpu" in ours else " (flat)", fwd + bwd + cpu))
         if verbose:
             listing = [("reference foreach=False", single), ("reference foreach=True", multi)]
             listing += [("ours " + v, p) for v, p in ours.items()]

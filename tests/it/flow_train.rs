@@ -362,11 +362,31 @@ fn refs(v: &[Tensor]) -> Vec<&Tensor> {
     v.iter().collect()
 }
 
+/// Asserts that two Adam runs (parameters, state) ended within `tolerance` of each other in
+/// every parameter and moment.
+fn assert_same_adam(
+    (params_a, a): (&[Tensor], &resflow::detect::flow::adam::ClassAdam),
+    (params_b, b): (&[Tensor], &resflow::detect::flow::adam::ClassAdam),
+    tolerance: f64,
+    label: &str,
+) {
+    for i in 0..params_a.len() {
+        for (x, y, what) in [
+            (&params_a[i], &params_b[i], "parameter"),
+            (&a.m[i], &b.m[i], "m"),
+            (&a.v[i], &b.v[i], "v"),
+        ] {
+            let err = max_abs_diff(x, y);
+            assert!(err <= tolerance, "{label}: {what} {i}: {err}");
+        }
+    }
+}
+
 /// Adam over one flat buffer (every class stepping, with equal and with unequal step counts)
 /// equals Adam tensor by tensor, on parameters with two and one stacked copies of 3 classes.
 #[test]
 fn flat_adam_equals_adam_tensor_by_tensor() {
-    use resflow::detect::flow::adam::{AdamConfig, ClassAdam};
+    use resflow::detect::flow::adam::{AdamConfig, ClassAdam, CpuStep};
     let c = 3;
     let shapes: [&[i64]; 3] = [&[6, 4, 5], &[6, 1, 4], &[3, 1, 7]];
     let config = AdamConfig::with_lr(0.01);
@@ -390,11 +410,14 @@ fn flat_adam_equals_adam_tensor_by_tensor() {
             v
         })
         .collect();
-    let mut plain = ClassAdam::new(&refs(&separate), c, config).unwrap();
+    let mut plain = ClassAdam::new(&refs(&separate), c, config)
+        .unwrap()
+        .with_cpu_step(CpuStep::TensorOps);
     let mut fused = ClassAdam::new(&refs(&views), c, config)
         .unwrap()
         .with_flat_parameters(&refs(&views), &flat)
-        .unwrap();
+        .unwrap()
+        .with_cpu_step(CpuStep::TensorOps);
     // All classes twice (equal counts), class 1 alone (now unequal), then all again: the fused
     // step takes the scalar, the per-tensor and the per-row-coefficient paths in turn.
     for (round, active) in [
@@ -417,16 +440,7 @@ fn flat_adam_equals_adam_tensor_by_tensor() {
     }
     assert_eq!(plain.steps, vec![4, 5, 4]);
     assert_eq!(fused.steps, plain.steps);
-    for i in 0..shapes.len() {
-        for (a, b, what) in [
-            (&separate[i], &views[i], "parameter"),
-            (&plain.m[i], &fused.m[i], "m"),
-            (&plain.v[i], &fused.v[i], "v"),
-        ] {
-            let err = max_abs_diff(a, b);
-            assert!(err <= 1e-12, "{what} {i}: {err}");
-        }
-    }
+    assert_same_adam((&separate, &plain), (&views, &fused), 1e-12, "flat");
     // The parameters moved, by far more than the tolerance.
     assert!(max_abs_diff(&separate[0], &randn(shapes[0], 10)) > 1e-3);
     // A buffer the parameters are not views of is refused.
@@ -435,4 +449,64 @@ fn flat_adam_equals_adam_tensor_by_tensor() {
         .unwrap()
         .with_flat_parameters(&refs(&views), &other)
         .is_err());
+}
+
+/// The CPU's one-pass Adam loop equals the tensor-operation step (float64: to 1e-12; float32: to
+/// rounding), with all classes, one class alone (unequal step counts after it), and a gradient
+/// that is not contiguous (a transposed view, as the flow's weight gradients are).
+#[test]
+fn cpu_adam_loop_equals_tensor_operations() {
+    use resflow::detect::flow::adam::{AdamConfig, ClassAdam, CpuStep};
+    let c = 3;
+    let shapes: [&[i64]; 3] = [&[6, 4, 5], &[6, 1, 4], &[3, 1, 7]];
+    let config = AdamConfig::with_lr(0.01);
+    for (kind, tolerance) in [(Kind::Double, 1e-12), (Kind::Float, 1e-5)] {
+        let start: Vec<Tensor> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| randn(s, 10 + i as u64).to_kind(kind))
+            .collect();
+        let looped: Vec<Tensor> = start.iter().map(|t| t.copy()).collect();
+        let tensor_ops: Vec<Tensor> = start.iter().map(|t| t.copy()).collect();
+        let mut by_loop = ClassAdam::new(&refs(&looped), c, config)
+            .unwrap()
+            .with_cpu_step(CpuStep::Loop);
+        let mut by_ops = ClassAdam::new(&refs(&tensor_ops), c, config)
+            .unwrap()
+            .with_cpu_step(CpuStep::TensorOps);
+        for (round, active) in [vec![0, 1, 2], vec![1], vec![0, 1, 2], vec![2, 0]]
+            .iter()
+            .enumerate()
+        {
+            let grads: Vec<Tensor> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let g = randn(s, 100 * round as u64 + i as u64).to_kind(kind);
+                    if i == 0 {
+                        // Same values, transposed storage.
+                        g.transpose(1, 2).contiguous().transpose(1, 2)
+                    } else {
+                        g
+                    }
+                })
+                .collect();
+            assert!(!grads[0].is_contiguous());
+            by_loop.step(&refs(&looped), &grads, active).unwrap();
+            by_ops.step(&refs(&tensor_ops), &grads, active).unwrap();
+        }
+        assert_eq!(by_loop.steps, vec![3, 3, 3]);
+        assert_eq!(by_loop.steps, by_ops.steps);
+        let label = format!("{kind:?} loop");
+        assert_same_adam(
+            (&tensor_ops, &by_ops),
+            (&looped, &by_loop),
+            tolerance,
+            &label,
+        );
+        for (after, before) in looped.iter().zip(&start) {
+            // The parameters moved, by far more than the tolerance.
+            assert!(max_abs_diff(after, before) > 1e-3);
+        }
+    }
 }

@@ -13,7 +13,12 @@
 //! see `FlowModel::flatten_parameters`), a step in which every class takes part updates all of
 //! them in a handful of element-wise passes over the buffers instead of several per parameter
 //! tensor: at the demo's sizes that removes most of a training step's kernel launches. Large
-//! layers on the CPU keep the per-tensor passes (row by row for long rows, which stay in cache).
+//! layers keep the per-tensor passes (row by row for long rows, which stay in cache).
+//!
+//! On the CPU a large layer's step is one pass over memory instead (`adam_cpu`: a loop over the
+//! rows of the active classes, same arithmetic), see [`CpuStep`]; CUDA always uses the tensor
+//! operations.
+use super::adam_cpu;
 use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -66,7 +71,27 @@ pub struct ClassAdam {
     v_flat: Tensor,
     /// The parameters' buffer, when they are views of one too.
     flat: Option<FlatParams>,
+    /// How CPU steps are computed.
+    cpu_step: CpuStep,
 }
+
+/// How [`ClassAdam::step`] updates CPU tensors. Both agree to rounding (the tensor operations'
+/// `lerp` may fuse its multiply-add).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuStep {
+    /// The loop for layers of at least [`CPU_LOOP_MIN`] parameters, the tensor operations below
+    /// (their buffers are in cache, where the vectorised kernels on libtorch's thread pool win).
+    BySize,
+    /// One pass over memory: a loop over the rows of the active classes, split over libtorch's
+    /// thread count (float32 and float64 tensors; otherwise the tensor operations).
+    Loop,
+    /// Element-wise tensor operations, as always on CUDA.
+    TensorOps,
+}
+
+/// Layers with at least this many parameters take [`CpuStep::Loop`] under [`CpuStep::BySize`]
+/// (4 MiB per float32 buffer, beyond a core's cache).
+pub const CPU_LOOP_MIN: usize = 1 << 20;
 
 /// The parameters as one flat buffer, for steps over all of them at once.
 #[derive(Debug)]
@@ -135,7 +160,14 @@ impl ClassAdam {
             m_flat,
             v_flat,
             flat: None,
+            cpu_step: CpuStep::BySize,
         })
+    }
+
+    /// Chooses how CPU steps are computed (default [`CpuStep::BySize`]).
+    pub fn with_cpu_step(mut self, cpu_step: CpuStep) -> Self {
+        self.cpu_step = cpu_step;
+        self
     }
 
     /// Declares that the parameters (as given to [`ClassAdam::new`]) are consecutive views of the
@@ -212,6 +244,23 @@ impl ClassAdam {
         let all = active.len() == c;
         // Each class's (scale, offset) of the update.
         let coef = |cls: usize| update_coefficients(cfg, self.steps[cls]);
+        let numel: usize = params.iter().map(|p| p.numel()).sum();
+        let looped = match self.cpu_step {
+            CpuStep::BySize => numel >= CPU_LOOP_MIN,
+            CpuStep::Loop => true,
+            CpuStep::TensorOps => false,
+        };
+        if looped && adam_cpu::applies(params, &self.m, &self.v, grads) {
+            let per_class: Vec<(f64, f64)> = (0..c).map(coef).collect();
+            let constants = adam_cpu::StepConstants {
+                lerp_weight: 1.0 - cfg.beta1,
+                beta2: cfg.beta2,
+                one_minus_beta2: 1.0 - cfg.beta2,
+            };
+            return adam_cpu::step(
+                params, &self.m, &self.v, grads, active, &per_class, constants,
+            );
+        }
         if all && grads.iter().all(|g| g.defined()) {
             if let Some(flat) = &self.flat {
                 let n = flat.params.numel() as i64;

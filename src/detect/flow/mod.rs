@@ -1,6 +1,7 @@
 //! The residual flow (SPEC sections 4 and 5): one batched model per layer holding every class's flow,
 //! its checkpoints in the reference's names, and its trainer.
 pub mod adam;
+mod adam_cpu;
 pub mod checkpoint;
 pub mod config;
 pub mod model;
