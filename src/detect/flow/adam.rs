@@ -13,7 +13,8 @@
 //! see `FlowModel::flatten_parameters`), a step in which every class takes part updates all of
 //! them in a handful of element-wise passes over the buffers instead of several per parameter
 //! tensor: at the demo's sizes that removes most of a training step's kernel launches. Large
-//! layers keep the per-tensor passes (row by row for long rows, which stay in cache).
+//! layers on the CPU under [`CpuStep::TensorOps`] keep the per-tensor passes (row by row for long
+//! rows, which stay in cache).
 //!
 //! On the CPU a large layer's step is one pass over memory instead (`adam_cpu`: a loop over the
 //! rows of the active classes, same arithmetic), see [`CpuStep`]; CUDA always uses the tensor
@@ -25,8 +26,9 @@ use tch::{Device, Kind, Tensor};
 /// Parameter rows with at least this many elements are updated one row at a time.
 const ROW_CHUNK: i64 = 1 << 16;
 
-/// On the CPU, layers with more parameters than this are updated tensor by tensor (their passes
-/// are long enough to hide the per-kernel cost, and row by row they stay in cache).
+/// Under [`CpuStep::TensorOps`], CPU layers with more parameters than this are updated tensor by
+/// tensor (their passes are long enough to hide the per-kernel cost, and row by row they stay in
+/// cache); by default such layers take the loop.
 const FLAT_MAX_CPU: i64 = 1 << 23;
 
 /// Adam hyper-parameters (PyTorch's defaults except the learning rate).
@@ -252,14 +254,7 @@ impl ClassAdam {
         };
         if looped && adam_cpu::applies(params, &self.m, &self.v, grads) {
             let per_class: Vec<(f64, f64)> = (0..c).map(coef).collect();
-            let constants = adam_cpu::StepConstants {
-                lerp_weight: 1.0 - cfg.beta1,
-                beta2: cfg.beta2,
-                one_minus_beta2: 1.0 - cfg.beta2,
-            };
-            return adam_cpu::step(
-                params, &self.m, &self.v, grads, active, &per_class, constants,
-            );
+            return adam_cpu::step(params, &self.m, &self.v, grads, active, &per_class, cfg);
         }
         if all && grads.iter().all(|g| g.defined()) {
             if let Some(flat) = &self.flat {

@@ -9,6 +9,7 @@
 //! `m += (1 - beta1) (g - m)` (`lerp` with a weight below 0.5), `v = beta2 v + ((1 - beta2) g) g`,
 //! `p += m / (sqrt(v) scale + offset)` (see `update_coefficients`). The tensor path's `lerp`
 //! kernel may fuse its multiply-add, so the two agree to rounding, not bit for bit.
+use super::adam::AdamConfig;
 use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -42,17 +43,6 @@ impl Element for f64 {
     fn sqrt(self) -> Self {
         f64::sqrt(self)
     }
-}
-
-/// The hyper-parameters of a step as the loop uses them.
-#[derive(Clone, Copy)]
-pub(super) struct StepConstants {
-    /// `1 - beta1`.
-    pub lerp_weight: f64,
-    /// `beta2`.
-    pub beta2: f64,
-    /// `1 - beta2`.
-    pub one_minus_beta2: f64,
 }
 
 /// One parameter row to update: the addresses where its parameter, moment and gradient
@@ -97,7 +87,7 @@ pub(super) fn step(
     grads: &[Tensor],
     active: &[usize],
     coefficients: &[(f64, f64)],
-    constants: StepConstants,
+    config: AdamConfig,
 ) -> Result<()> {
     let c = coefficients.len();
     let mut is_active = vec![false; c];
@@ -137,8 +127,8 @@ pub(super) fn step(
         }
     }
     match params.first().map(|p| p.kind()) {
-        Some(Kind::Double) => run::<f64>(&rows, constants),
-        _ => run::<f32>(&rows, constants),
+        Some(Kind::Double) => run::<f64>(&rows, config),
+        _ => run::<f32>(&rows, config),
     }
     // `grads` (the contiguous copies the rows point into) lives until here.
     drop(grads);
@@ -146,13 +136,13 @@ pub(super) fn step(
 }
 
 /// Splits `rows` into runs of about equal length, one per libtorch thread, and updates them.
-fn run<T: Element>(rows: &[Row], constants: StepConstants) {
+fn run<T: Element>(rows: &[Row], config: AdamConfig) {
     let total: usize = rows.iter().map(|r| r.len).sum();
     // Below this many elements per thread, starting the thread costs more than it saves.
     const PER_THREAD: usize = 1 << 17;
     let threads = (tch::get_num_threads().max(1) as usize).min(total / PER_THREAD + 1);
     if threads <= 1 {
-        rows.iter().for_each(|r| update_row::<T>(r, constants));
+        rows.iter().for_each(|r| update_row::<T>(r, config));
         return;
     }
     let share = total.div_ceil(threads);
@@ -170,13 +160,13 @@ fn run<T: Element>(rows: &[Row], constants: StepConstants) {
     }
     std::thread::scope(|scope| {
         for group in groups {
-            scope.spawn(move || group.iter().for_each(|r| update_row::<T>(r, constants)));
+            scope.spawn(move || group.iter().for_each(|r| update_row::<T>(r, config)));
         }
     });
 }
 
 /// The update of one row (see the module docs).
-fn update_row<T: Element>(row: &Row, k: StepConstants) {
+fn update_row<T: Element>(row: &Row, config: AdamConfig) {
     // SAFETY: see `Row`: four live, non-overlapping buffers of `row.len` elements of type T
     // (checked by `applies`: one kind, contiguous; the gradient copy is contiguous).
     let (p, m, v, g) = unsafe {
@@ -188,9 +178,9 @@ fn update_row<T: Element>(row: &Row, k: StepConstants) {
         )
     };
     let (w, b2, c2) = (
-        T::of(k.lerp_weight),
-        T::of(k.beta2),
-        T::of(k.one_minus_beta2),
+        T::of(1.0 - config.beta1),
+        T::of(config.beta2),
+        T::of(1.0 - config.beta2),
     );
     let (scale, offset) = (T::of(row.scale), T::of(row.offset));
     for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {

@@ -495,27 +495,20 @@ impl FlowModel {
         let neg_scales =
             -(stacked(|p| &p.g) * v_used / v.norm_scalaropt_dim(2.0, [3i64].as_slice(), true));
         let neg_scales = neg_scales.unbind(0);
+        // One Linear of the s- and t-nets of all classes: [2C', B, in] -> [2C', B, out].
+        let layer = |bias: &Tensor, input: &Tensor, weight: &Tensor| {
+            pick(bias, 0, false).baddbmm(input, &pick(weight, 0, false).transpose(1, 2), 1.0, 1.0)
+        };
         // Couplings 2j+1 and 2j, then permutation j, for j from the last down to 0.
         for j in (0..NUM_PERMUTATIONS).rev() {
             let mut halves = z.split(half, 2);
             for i in [2 * j + 1, 2 * j] {
                 let p = &self.couplings[i];
-                let (in_lo, out_lo) = coupling_halves(i, self.meta.k);
-                let (x_in, z_out) = if in_lo < out_lo {
-                    (&halves[0], &halves[1])
-                } else {
-                    (&halves[1], &halves[0])
-                };
+                // The half this coupling changes (see `coupling_halves`); it reads the other.
+                let out_half = usize::from(coupling_halves(i, self.meta.k).1 != 0);
+                let (x_in, z_out) = (&halves[1 - out_half], &halves[out_half]);
                 // s-nets and t-nets share the input: [2C', B, k/2].
                 let x2 = x_in.repeat([2, 1, 1]);
-                let layer = |bias: &Tensor, input: &Tensor, weight: &Tensor| {
-                    pick(bias, 0, false).baddbmm(
-                        input,
-                        &pick(weight, 0, false).transpose(1, 2),
-                        1.0,
-                        1.0,
-                    )
-                };
                 let h1 = layer(&p.b1, &x2, &p.w1).leaky_relu();
                 let h2 = layer(&p.b2, &h1, &p.w2).leaky_relu();
                 let out = layer(&p.b3, &h2, &p.w3);
@@ -526,7 +519,7 @@ impl FlowModel {
                 let neg_s = s_raw.tanh() * &neg_scales[i];
                 let new_out = (z_out - t) * neg_s.exp();
                 logdet += neg_s.sum_dim_intlist(2, false, self.kind);
-                halves[if in_lo < out_lo { 1 } else { 0 }] = new_out;
+                halves[out_half] = new_out;
             }
             let joined = Tensor::cat(&halves, 2);
             let perm = pick(&self.perms.get(j as i64), 0, true);

@@ -209,15 +209,18 @@ impl Trainer {
         let padding = Tensor::zeros([1, d], (model.kind(), model.device()));
         let parts: Vec<&Tensor> = train.iter().chain([&padding]).collect();
         let train_rows = Tensor::cat(&parts, 0);
-        let mut train_offsets = Vec::with_capacity(c);
-        let mut start = 0;
-        let train = rows_per_class(&train)
-            .into_iter()
-            .map(|n| {
-                train_offsets.push(start);
-                start += n;
-                train_rows.narrow(0, start - n, n)
+        let counts = rows_per_class(&train);
+        let train_offsets: Vec<i64> = counts
+            .iter()
+            .scan(0, |next, &n| {
+                *next += n;
+                Some(*next - n)
             })
+            .collect();
+        let train = train_offsets
+            .iter()
+            .zip(&counts)
+            .map(|(&start, &n)| train_rows.narrow(0, start, n))
             .collect();
         let flat = model.flatten_parameters();
         model.set_trainable(true);
