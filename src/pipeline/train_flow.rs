@@ -7,8 +7,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::Common;
 use crate::detect::flow::{
-    checkpoint::META_FILE, default_length_hidden, split_validation, FlowModel, FlowSpec,
-    FlowTrainConfig, IterationRecord, Trainer,
+    checkpoint::META_FILE, default_lanes, default_length_hidden, split_validation, FlowModel,
+    FlowSpec, FlowTrainConfig, IterationRecord, Trainer,
 };
 use crate::detect::gaussian::{same_whitening, LayerStats};
 use crate::error::{Error, Result};
@@ -61,6 +61,8 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     let resume_found_nothing = flow.resume
         && !dir.join(META_FILE).exists()
         && !sibling(&dir, "old").join(META_FILE).exists();
+    let classes = run_dir.features().manifest()?.num_classes;
+    progress.note(&lanes_note(flow.device, classes));
     progress.start(&format!("layer {} flow", flow.layer), flow.num_iter);
     let (mut position, mut last_auroc) = (0, None);
     let history = train_layer(&run_dir.features(), &run_dir, &flow, &mut |record| {
@@ -83,6 +85,21 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         flow_dir: run_dir.flow_dir(flow.layer),
         resume_found_nothing,
     })
+}
+
+/// How the classes' flows are spread over the compute threads (see [`Trainer`]).
+fn lanes_note(device: Device, classes: usize) -> String {
+    let lanes = default_lanes(device, classes);
+    match device {
+        Device::Cpu if lanes > 1 => {
+            format!("training {classes} class flows in {lanes} lanes of one compute thread each")
+        }
+        Device::Cpu => format!(
+            "training {classes} class flows together on {} compute thread(s)",
+            tch::get_num_threads()
+        ),
+        other => format!("training {classes} class flows together on {other:?}"),
+    }
 }
 
 /// Options of one layer's training.

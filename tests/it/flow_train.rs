@@ -131,10 +131,18 @@ fn copies(v: &[Tensor]) -> Vec<Tensor> {
 }
 
 fn compare_with_reference(kind: Kind, lr: f64, iters: usize, tol: f64, min_moved: f64) {
-    compare_with_reference_at(data(kind), lr, iters, tol, min_moved)
+    compare_with_reference_at(data(kind), lr, iters, tol, min_moved, 1)
 }
 
-fn compare_with_reference_at(data: Data, lr: f64, iters: usize, tol: f64, min_moved: f64) {
+/// Trains `data` in `lanes` lanes and compares every class with the per-class reference loop.
+fn compare_with_reference_at(
+    data: Data,
+    lr: f64,
+    iters: usize,
+    tol: f64,
+    min_moved: f64,
+    lanes: usize,
+) {
     let Data {
         model,
         validation,
@@ -147,12 +155,13 @@ fn compare_with_reference_at(data: Data, lr: f64, iters: usize, tol: f64, min_mo
     let want: Vec<HashMap<String, Tensor>> = (0..3)
         .map(|c| reference_train(&model, c, &train[c], &cfg, iters))
         .collect();
-    let mut trainer = Trainer::new(model, train, validation, cfg).unwrap();
+    let mut trainer = Trainer::with_lanes(model, train, validation, cfg, lanes).unwrap();
+    assert_eq!(trainer.lanes(), lanes);
     for _ in 0..iters {
         trainer.train_iteration().unwrap();
     }
     assert_eq!(
-        trainer.optimizer().steps,
+        trainer.class_steps(),
         vec![3 * iters as u64, 2 * iters as u64, 2 * iters as u64]
     );
     let trained = trainer.into_model();
@@ -179,11 +188,17 @@ fn batched_training_equals_per_class_training_f64() {
 }
 
 #[test]
+fn training_in_one_lane_per_class_equals_per_class_training() {
+    compare_with_reference_at(data(Kind::Double), 1e-3, 3, 1e-9, 5e-3, 3);
+    compare_with_reference_at(data(Kind::Float), 1e-4, 3, 1e-5, 5e-4, 2);
+}
+
+#[test]
 fn batched_training_equals_per_class_training_with_wide_hidden_layers() {
     // h = 256: the hidden-to-hidden rows are large enough for the row-by-row Adam update.
     let data = data_with_hidden(Kind::Double, 32.0);
     assert_eq!(data.model.meta.hidden, 256);
-    compare_with_reference_at(data, 1e-3, 1, 1e-9, 1e-3);
+    compare_with_reference_at(data, 1e-3, 1, 1e-9, 1e-3, 1);
 }
 
 #[test]
@@ -272,19 +287,62 @@ fn resume_continues_exactly() {
     first.save_checkpoint(ckpt.path()).unwrap();
     let mut resumed = Trainer::resume(ckpt.path(), train, validation, Kind::Double, CPU).unwrap();
     assert_eq!(resumed.iteration(), 2);
-    assert_eq!(resumed.optimizer().steps, vec![6, 4, 4]);
+    assert_eq!(resumed.class_steps(), vec![6, 4, 4]);
     resumed.train_iteration().unwrap();
     resumed.train_iteration().unwrap();
     assert_eq!(resumed.history(), straight.history());
-    let (a, b) = (resumed.into_model(), straight.into_model());
-    for c in 0..3 {
-        for ((n, x), (_, y)) in a
-            .class_state_dict(c)
-            .unwrap()
-            .iter()
-            .zip(b.class_state_dict(c).unwrap())
-        {
-            assert!(x.equal(&y), "class {c} {n}");
+    assert_same_classes(&resumed.into_model(), &straight.into_model(), 0.0);
+}
+
+#[test]
+fn checkpoints_do_not_depend_on_the_lanes() {
+    // Trained in 3 lanes, saved, resumed in 2 and in 1: both continue as the 3-lane run does.
+    let Data {
+        model,
+        validation,
+        train,
+    } = data(Kind::Double);
+    let lanes_of = |lanes: usize| {
+        let model = FlowModel::select_classes(&model, 0..3).unwrap();
+        let cfg = config(1e-3);
+        Trainer::with_lanes(model, copies(&train), copies(&validation), cfg, lanes).unwrap()
+    };
+    let (mut straight, mut first) = (lanes_of(3), lanes_of(3));
+    for _ in 0..3 {
+        straight.train_iteration().unwrap();
+    }
+    first.train_iteration().unwrap();
+    first.train_iteration().unwrap();
+    let ckpt = tempfile::tempdir().unwrap();
+    first.save_checkpoint(ckpt.path()).unwrap();
+    let want = straight.into_model();
+    for lanes in [2, 1] {
+        let (train, validation) = (copies(&train), copies(&validation));
+        let mut resumed =
+            Trainer::resume_in_lanes(ckpt.path(), train, validation, Kind::Double, CPU, lanes)
+                .unwrap();
+        assert_eq!(
+            (resumed.lanes(), resumed.class_steps()),
+            (lanes, vec![6, 4, 4])
+        );
+        resumed.train_iteration().unwrap();
+        assert_same_classes(&resumed.into_model(), &want, 1e-12);
+    }
+}
+
+/// Every class's state dict of `a` is within `tol` of `b`'s (0: equal).
+fn assert_same_classes(a: &FlowModel, b: &FlowModel, tol: f64) {
+    for c in 0..a.num_classes() {
+        let (x, y) = (
+            a.class_state_dict(c).unwrap(),
+            b.class_state_dict(c).unwrap(),
+        );
+        for ((n, x), (_, y)) in x.iter().zip(&y) {
+            let err = max_abs_diff(x, y);
+            assert!(
+                err <= tol && (tol > 0.0 || x.equal(y)),
+                "class {c} {n}: {err}"
+            );
         }
     }
 }
@@ -315,7 +373,7 @@ fn non_finite_loss_names_iteration_and_class() {
     );
     // Class 1 was never updated with the bad loss.
     let after = trainer.model().class_state_dict(1).unwrap();
-    let step = trainer.optimizer().steps[1];
+    let step = trainer.class_steps()[1];
     if step == 0 {
         for ((n, x), (_, y)) in after.iter().zip(&before) {
             assert!(x.equal(y), "{n}");

@@ -91,6 +91,9 @@ pub enum CpuStep {
     TensorOps,
 }
 
+/// The name of the per-class step counts in [`ClassAdam::state_tensors`].
+pub(super) const STEPS: &str = "steps";
+
 /// Layers with at least this many parameters take [`CpuStep::Loop`] under [`CpuStep::BySize`]
 /// (4 MiB per float32 buffer, beyond a core's cache).
 pub const CPU_LOOP_MIN: usize = 1 << 20;
@@ -348,7 +351,7 @@ impl ClassAdam {
             out.push((format!("v.{i}"), v.to_device(tch::Device::Cpu)));
         }
         let steps: Vec<i64> = self.steps.iter().map(|&s| s as i64).collect();
-        out.push(("steps".to_string(), Tensor::from_slice(&steps)));
+        out.push((STEPS.to_string(), Tensor::from_slice(&steps)));
         out
     }
 
@@ -361,7 +364,7 @@ impl ClassAdam {
                 .map(|(_, t)| t.shallow_clone())
                 .ok_or_else(|| Error::Invalid(format!("optimizer state lacks `{name}`")))
         };
-        let steps = Vec::<i64>::try_from(&find("steps")?.to_kind(Kind::Int64))?;
+        let steps = Vec::<i64>::try_from(&find(STEPS)?.to_kind(Kind::Int64))?;
         if steps.len() != self.steps.len() {
             return Err(Error::Invalid(format!(
                 "optimizer state is for {} classes, not {}",

@@ -3,6 +3,7 @@
 pub mod adam;
 mod adam_cpu;
 pub mod checkpoint;
+pub mod class_rows;
 pub mod config;
 pub mod model;
 pub mod train;
@@ -10,5 +11,6 @@ pub mod train;
 pub use config::{default_length_hidden, hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
 pub use model::{FlowModel, FlowSpec};
 pub use train::{
-    epoch_order, split_validation, FlowTrainConfig, IterationRecord, MonitorRecord, Trainer,
+    default_lanes, epoch_order, split_validation, FlowTrainConfig, IterationRecord, MonitorRecord,
+    Trainer,
 };

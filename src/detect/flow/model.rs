@@ -9,12 +9,14 @@
 //! (`w1: [2C, h, k/2]`, `w3: [2C, k/2, h]`, `b3: [2C, 1, k/2]`); the other halves get a zero
 //! gradient in the reference and never change, so they are kept aside (frozen) only to write full
 //! weight matrices into checkpoints.
+use super::class_rows;
 use super::config::{hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
 use crate::detect::gaussian::Whitening;
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 
 /// Trainable parameters of one coupling for all classes (compute layout, see the module docs).
@@ -49,6 +51,20 @@ impl CouplingParams {
         ]
     }
 
+    /// Parameters from tensors in [`PARAM_NAMES`] order.
+    fn from_tensors([w1, b1, w2, b2, w3, b3, g, v]: [Tensor; 8]) -> Self {
+        CouplingParams {
+            w1,
+            b1,
+            w2,
+            b2,
+            w3,
+            b3,
+            g,
+            v,
+        }
+    }
+
     fn tensors_mut(&mut self) -> [&mut Tensor; 8] {
         [
             &mut self.w1,
@@ -72,6 +88,16 @@ pub struct CouplingFrozen {
     pub w3: Tensor,
     /// Last Linear bias, masked outputs: `[2C, 1, k/2]`.
     pub b3: Tensor,
+}
+
+impl CouplingFrozen {
+    fn tensors(&self) -> [&Tensor; 3] {
+        [&self.w1, &self.w3, &self.b3]
+    }
+
+    fn from_tensors([w1, w3, b3]: [Tensor; 3]) -> Self {
+        CouplingFrozen { w1, w3, b3 }
+    }
 }
 
 /// All class flows of one layer.
@@ -117,6 +143,19 @@ pub fn coupling_halves(i: usize, k: usize) -> (usize, usize) {
     } else {
         (0, half)
     }
+}
+
+/// `f` applied to every element of an array, stopping at the first error.
+fn try_map<T, const N: usize>(
+    items: [T; N],
+    f: impl Fn(T) -> Result<Tensor>,
+) -> Result<[Tensor; N]> {
+    let mut out = Vec::with_capacity(N);
+    for item in items {
+        out.push(f(item)?);
+    }
+    out.try_into()
+        .map_err(|_| Error::Invalid("array length changed".into()))
 }
 
 fn uniform(rng: &mut ChaCha8Rng, out: &mut Vec<f64>, n: usize, bound: f64) {
@@ -325,6 +364,77 @@ impl FlowModel {
             kind,
             device,
         })
+    }
+
+    /// The flows of classes `range` as a model of their own: new tensors without gradient
+    /// tracking (`A` and `A_inv` shared).
+    pub fn select_classes(&self, range: Range<usize>) -> Result<FlowModel> {
+        let c = self.meta.num_classes;
+        let pick = |t: &Tensor| class_rows::select(t, c, range.clone());
+        let couplings = self
+            .couplings
+            .iter()
+            .map(|p| Ok(CouplingParams::from_tensors(try_map(p.tensors(), pick)?)))
+            .collect::<Result<_>>()?;
+        let frozen = self
+            .frozen
+            .iter()
+            .map(|f| Ok(CouplingFrozen::from_tensors(try_map(f.tensors(), pick)?)))
+            .collect::<Result<_>>()?;
+        let len = (range.end - range.start) as i64;
+        let perms = self.perms.narrow(1, range.start as i64, len).contiguous();
+        let meta = FlowMeta {
+            num_classes: range.len(),
+            ..self.meta.clone()
+        };
+        FlowModel::from_parts(
+            meta,
+            self.a.shallow_clone(),
+            self.a_inv.shallow_clone(),
+            perms,
+            couplings,
+            frozen,
+        )
+    }
+
+    /// Joins models of consecutive class ranges of one layer (as from
+    /// [`FlowModel::select_classes`]) into the model of all their classes, without gradient
+    /// tracking (`A` and `A_inv` are the first part's).
+    pub fn join_classes(parts: &[&FlowModel]) -> Result<FlowModel> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::Invalid("no flows to join".into()))?;
+        let counts: Vec<usize> = parts.iter().map(|p| p.meta.num_classes).collect();
+        let join = |tensors: Vec<&Tensor>| class_rows::join(&tensors, &counts);
+        let couplings = (0..NUM_COUPLINGS)
+            .map(|i| {
+                let each: [Vec<&Tensor>; 8] = std::array::from_fn(|n| {
+                    parts.iter().map(|p| p.couplings[i].tensors()[n]).collect()
+                });
+                Ok(CouplingParams::from_tensors(try_map(each, join)?))
+            })
+            .collect::<Result<_>>()?;
+        let frozen = (0..NUM_COUPLINGS)
+            .map(|i| {
+                let each: [Vec<&Tensor>; 3] = std::array::from_fn(|n| {
+                    parts.iter().map(|p| p.frozen[i].tensors()[n]).collect()
+                });
+                Ok(CouplingFrozen::from_tensors(try_map(each, join)?))
+            })
+            .collect::<Result<_>>()?;
+        let perms: Vec<&Tensor> = parts.iter().map(|p| &p.perms).collect();
+        let meta = FlowMeta {
+            num_classes: counts.iter().sum(),
+            ..first.meta.clone()
+        };
+        FlowModel::from_parts(
+            meta,
+            first.a.shallow_clone(),
+            first.a_inv.shallow_clone(),
+            Tensor::cat(&perms, 1),
+            couplings,
+            frozen,
+        )
     }
 
     /// The floating-point kind of the parameters.

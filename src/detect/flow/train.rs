@@ -6,15 +6,18 @@
 //! model (padded to a common size, padded rows weigh zero), and the per-class Adam
 //! ([`super::adam::ClassAdam`]) updates only those classes. The result equals training each class
 //! alone with the same data order ([`epoch_order`]).
-use super::adam::{AdamConfig, ClassAdam};
+use super::adam::{AdamConfig, ClassAdam, STEPS};
+use super::class_rows;
 use super::model::FlowModel;
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::cell::OnceCell;
+use std::ops::Range;
 use std::path::Path;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Training settings (defaults: the reference's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,8 +131,27 @@ pub struct IterationRecord {
 }
 
 /// The batched trainer of one layer's flows.
+///
+/// On the CPU the classes are shared out over lanes: consecutive class ranges with about equal
+/// numbers of training rows, one per libtorch thread (at most one per class), each a batched model
+/// of its own trained on a thread of its own with one intra-op thread. A lane's kernels then run
+/// without the thread pool's hand-offs, which at the small layers cost more than the work (see
+/// README "Performance"). The classes' arithmetic does not depend on the lanes: every class has
+/// its own parameters, data order and Adam state.
 #[derive(Debug)]
 pub struct Trainer {
+    lanes: Vec<Lane>,
+    /// All lanes' classes as one model, built when asked for and dropped when training changes it.
+    joined: OnceCell<FlowModel>,
+    config: FlowTrainConfig,
+    history: Vec<IterationRecord>,
+}
+
+/// Consecutive classes trained together as one batched model.
+#[derive(Debug)]
+struct Lane {
+    /// Index of the lane's first class among all classes.
+    first: usize,
     model: FlowModel,
     adam: ClassAdam,
     /// Every class's training rows, class after class, then one row of zeros (the padding row):
@@ -140,8 +162,6 @@ pub struct Trainer {
     /// Per-class views of `train_rows`.
     train: Vec<Tensor>,
     validation: Vec<Tensor>,
-    config: FlowTrainConfig,
-    history: Vec<IterationRecord>,
 }
 
 const TRAINER_FILE: &str = "trainer.json";
@@ -162,50 +182,41 @@ fn rows_per_class(per_class: &[Tensor]) -> Vec<i64> {
     per_class.iter().map(|t| t.size()[0]).collect()
 }
 
-impl Trainer {
-    /// A trainer for `model` with per-class centred features `train` and `validation`
-    /// (`[n_c, d]` each, see [`split_validation`]).
-    pub fn new(
+/// The lanes [`Trainer::new`] uses for `num_classes` classes on `device`: on the CPU one per
+/// libtorch thread, at most one per class; elsewhere one.
+pub fn default_lanes(device: Device, num_classes: usize) -> usize {
+    match device {
+        Device::Cpu => (tch::get_num_threads().max(1) as usize).min(num_classes.max(1)),
+        _ => 1,
+    }
+}
+
+/// `total / rows`, or 0 without rows.
+fn per_row(total: f64, rows: i64) -> f64 {
+    if rows > 0 {
+        total / rows as f64
+    } else {
+        0.0
+    }
+}
+
+/// A lane's training pass and validation of iteration `t`: `(sum of training losses, sum of
+/// validation losses, validation rows)`.
+fn lane_iteration(lane: &mut Lane, config: &FlowTrainConfig, t: usize) -> Result<(f64, f64, i64)> {
+    let train = lane.train_pass(config, t)?;
+    let (validation, rows) = lane.validation_sums(config.batch_size)?;
+    Ok((train, validation, rows))
+}
+
+impl Lane {
+    fn new(
         mut model: FlowModel,
+        first: usize,
         train: Vec<Tensor>,
         validation: Vec<Tensor>,
-        config: FlowTrainConfig,
+        lr: f64,
     ) -> Result<Self> {
-        let c = model.num_classes();
-        if train.len() != c || validation.len() != c {
-            return Err(Error::Invalid(format!(
-                "{} train and {} validation sets for {c} classes",
-                train.len(),
-                validation.len()
-            )));
-        }
-        if config.batch_size == 0 {
-            return Err(Error::Invalid("batch size must be positive".into()));
-        }
         let d = model.meta.dim as i64;
-        let prep = |sets: Vec<Tensor>, what: &str| -> Result<Vec<Tensor>> {
-            sets.into_iter()
-                .enumerate()
-                .map(|(cls, x)| {
-                    if x.dim() != 2 || x.size()[1] != d {
-                        return Err(Error::Invalid(format!(
-                            "{what} features of class {cls} have shape {:?}, expected [n, {d}]",
-                            x.size()
-                        )));
-                    }
-                    Ok(x.to_kind(model.kind())
-                        .to_device(model.device())
-                        .contiguous())
-                })
-                .collect()
-        };
-        let train = prep(train, "train")?;
-        let validation = prep(validation, "validation")?;
-        if let Some(cls) = train.iter().position(|x| x.size()[0] == 0) {
-            return Err(Error::Invalid(format!(
-                "class {cls} has no training features"
-            )));
-        }
         let padding = Tensor::zeros([1, d], (model.kind(), model.device()));
         let parts: Vec<&Tensor> = train.iter().chain([&padding]).collect();
         let train_rows = Tensor::cat(&parts, 0);
@@ -225,59 +236,27 @@ impl Trainer {
         let flat = model.flatten_parameters();
         model.set_trainable(true);
         let params = model.parameters();
-        let adam = ClassAdam::new(&params, c, AdamConfig::with_lr(config.lr))?
+        let adam = ClassAdam::new(&params, model.num_classes(), AdamConfig::with_lr(lr))?
             .with_flat_parameters(&params, &flat)?;
-        Ok(Trainer {
+        Ok(Lane {
+            first,
             model,
             adam,
             train_rows,
             train_offsets,
             train,
             validation,
-            config,
-            history: Vec::new(),
         })
     }
 
-    /// The model being trained.
-    pub fn model(&self) -> &FlowModel {
-        &self.model
-    }
-
-    /// The trained model (gradient tracking off).
-    pub fn into_model(mut self) -> FlowModel {
-        self.model.set_trainable(false);
-        self.model
-    }
-
-    /// The per-class Adam state.
-    pub fn optimizer(&self) -> &ClassAdam {
-        &self.adam
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &FlowTrainConfig {
-        &self.config
-    }
-
-    /// Records of the completed iterations.
-    pub fn history(&self) -> &[IterationRecord] {
-        &self.history
-    }
-
-    /// Number of completed iterations (the index of the next one).
-    pub fn iteration(&self) -> usize {
-        self.history.len()
-    }
-
-    /// Runs one iteration (all classes' training passes, then validation) and records it.
-    pub fn train_iteration(&mut self) -> Result<IterationRecord> {
-        let t = self.iteration();
+    /// One pass over the lane's classes' shuffled training batches of iteration `t`, one Adam
+    /// step per batch; returns the sum of the batch losses.
+    fn train_pass(&mut self, config: &FlowTrainConfig, t: usize) -> Result<f64> {
         let c = self.model.num_classes();
-        let bs = self.config.batch_size;
+        let bs = config.batch_size;
         let counts: Vec<usize> = self.train.iter().map(|x| x.size()[0] as usize).collect();
         let orders: Vec<Vec<i64>> = (0..c)
-            .map(|cls| epoch_order(self.config.seed, t, cls, counts[cls]))
+            .map(|cls| epoch_order(config.seed, t, self.first + cls, counts[cls]))
             .collect();
         let num_batches: Vec<usize> = counts.iter().map(|n| n.div_ceil(bs)).collect();
         let max_batches = num_batches.iter().copied().max().unwrap_or(0);
@@ -325,7 +304,7 @@ impl Trainer {
                 if !loss.is_finite() {
                     return Err(Error::NonFiniteLoss {
                         iteration: t,
-                        class: cls,
+                        class: self.first + cls,
                         batch: j,
                         loss,
                     });
@@ -336,21 +315,13 @@ impl Trainer {
             let grads = Tensor::f_run_backward(&[class_loss.sum(kind)], &params, false, false)?;
             self.adam.step(&params, &grads, &active)?;
         }
-        let n_train: usize = counts.iter().sum();
-        let validation_loss = self.validation_loss()?;
-        let record = IterationRecord {
-            iteration: t,
-            train_loss: total_loss / n_train as f64,
-            validation_loss,
-            monitor: None,
-        };
-        self.history.push(record.clone());
-        Ok(record)
+        Ok(total_loss)
     }
 
-    /// Validation loss per sample over all classes' held-out features (0 when there are none).
-    pub fn validation_loss(&self) -> Result<f64> {
-        let bs = self.config.batch_size as i64;
+    /// `(sum of -log p, number of rows)` over the lane's held-out features, `batch_size` rows of
+    /// every class at a time.
+    fn validation_sums(&self, batch_size: usize) -> Result<(f64, i64)> {
+        let bs = batch_size as i64;
         let mut total = 0.0;
         let mut count = 0i64;
         tch::no_grad(|| -> Result<()> {
@@ -387,7 +358,218 @@ impl Trainer {
             }
             Ok(())
         })?;
-        Ok(if count > 0 { total / count as f64 } else { 0.0 })
+        Ok((total, count))
+    }
+
+    /// The lane's classes.
+    fn classes(&self) -> Range<usize> {
+        self.first..self.first + self.model.num_classes()
+    }
+}
+
+impl Trainer {
+    /// A trainer for `model` with per-class centred features `train` and `validation`
+    /// (`[n_c, d]` each, see [`split_validation`]), in [`default_lanes`] lanes.
+    pub fn new(
+        model: FlowModel,
+        train: Vec<Tensor>,
+        validation: Vec<Tensor>,
+        config: FlowTrainConfig,
+    ) -> Result<Self> {
+        let lanes = default_lanes(model.device(), model.num_classes());
+        Self::with_lanes(model, train, validation, config, lanes)
+    }
+
+    /// [`Trainer::new`] with the classes shared out over `lanes` lanes (at most one per class;
+    /// 1: all classes batched together, on libtorch's threads).
+    pub fn with_lanes(
+        model: FlowModel,
+        train: Vec<Tensor>,
+        validation: Vec<Tensor>,
+        config: FlowTrainConfig,
+        lanes: usize,
+    ) -> Result<Self> {
+        let c = model.num_classes();
+        if train.len() != c || validation.len() != c {
+            return Err(Error::Invalid(format!(
+                "{} train and {} validation sets for {c} classes",
+                train.len(),
+                validation.len()
+            )));
+        }
+        if config.batch_size == 0 {
+            return Err(Error::Invalid("batch size must be positive".into()));
+        }
+        if lanes == 0 {
+            return Err(Error::Invalid("a trainer needs at least one lane".into()));
+        }
+        let d = model.meta.dim as i64;
+        let prep = |sets: Vec<Tensor>, what: &str| -> Result<Vec<Tensor>> {
+            sets.into_iter()
+                .enumerate()
+                .map(|(cls, x)| {
+                    if x.dim() != 2 || x.size()[1] != d {
+                        return Err(Error::Invalid(format!(
+                            "{what} features of class {cls} have shape {:?}, expected [n, {d}]",
+                            x.size()
+                        )));
+                    }
+                    Ok(x.to_kind(model.kind())
+                        .to_device(model.device())
+                        .contiguous())
+                })
+                .collect()
+        };
+        let mut train = prep(train, "train")?;
+        let mut validation = prep(validation, "validation")?;
+        if let Some(cls) = train.iter().position(|x| x.size()[0] == 0) {
+            return Err(Error::Invalid(format!(
+                "class {cls} has no training features"
+            )));
+        }
+        let counts: Vec<usize> = train.iter().map(|x| x.size()[0] as usize).collect();
+        let ranges = class_rows::balanced_ranges(&counts, lanes);
+        let lanes = if ranges.len() == 1 {
+            vec![Lane::new(model, 0, train, validation, config.lr)?]
+        } else {
+            let mut out = Vec::with_capacity(ranges.len());
+            // Taken from the back, so that the remaining sets are the earlier classes'.
+            for range in ranges.into_iter().rev() {
+                let lane_train = train.split_off(range.start);
+                let lane_validation = validation.split_off(range.start);
+                let lane_model = model.select_classes(range.clone())?;
+                out.push(Lane::new(
+                    lane_model,
+                    range.start,
+                    lane_train,
+                    lane_validation,
+                    config.lr,
+                )?);
+            }
+            out.reverse();
+            out
+        };
+        Ok(Trainer {
+            lanes,
+            joined: OnceCell::new(),
+            config,
+            history: Vec::new(),
+        })
+    }
+
+    /// The model being trained (all classes).
+    pub fn model(&self) -> &FlowModel {
+        match self.lanes.as_slice() {
+            [lane] => &lane.model,
+            lanes => self.joined.get_or_init(|| {
+                let parts: Vec<&FlowModel> = lanes.iter().map(|l| &l.model).collect();
+                FlowModel::join_classes(&parts).expect("lanes of one layer join")
+            }),
+        }
+    }
+
+    /// The trained model (gradient tracking off).
+    pub fn into_model(mut self) -> FlowModel {
+        let mut model = match self.lanes.len() {
+            1 => self.lanes.remove(0).model,
+            _ => {
+                self.model();
+                self.joined.take().expect("joined above")
+            }
+        };
+        model.set_trainable(false);
+        model
+    }
+
+    /// The number of Adam steps each class has taken.
+    pub fn class_steps(&self) -> Vec<u64> {
+        self.lanes
+            .iter()
+            .flat_map(|l| l.adam.steps.iter().copied())
+            .collect()
+    }
+
+    /// The number of lanes the classes are shared out over.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FlowTrainConfig {
+        &self.config
+    }
+
+    /// Records of the completed iterations.
+    pub fn history(&self) -> &[IterationRecord] {
+        &self.history
+    }
+
+    /// Number of completed iterations (the index of the next one).
+    pub fn iteration(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Runs one iteration (all classes' training passes, then validation) and records it.
+    pub fn train_iteration(&mut self) -> Result<IterationRecord> {
+        let t = self.iteration();
+        let config = &self.config;
+        self.joined = OnceCell::new();
+        let sums: Vec<Result<(f64, f64, i64)>> = match self.lanes.as_mut_slice() {
+            [lane] => vec![lane_iteration(lane, config, t)],
+            lanes => {
+                // One intra-op thread per lane while the lanes run, then the caller's again.
+                let threads = tch::get_num_threads();
+                tch::set_num_threads(1);
+                let sums = std::thread::scope(|scope| {
+                    let running: Vec<_> = lanes
+                        .iter_mut()
+                        .map(|lane| {
+                            scope.spawn(move || {
+                                tch::set_num_threads(1);
+                                lane_iteration(lane, config, t)
+                            })
+                        })
+                        .collect();
+                    running
+                        .into_iter()
+                        .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                        .collect()
+                });
+                tch::set_num_threads(threads);
+                sums
+            }
+        };
+        let (mut train_loss, mut validation_loss, mut validation_rows) = (0.0, 0.0, 0);
+        for lane in sums {
+            let (train, validation, rows) = lane?;
+            train_loss += train;
+            validation_loss += validation;
+            validation_rows += rows;
+        }
+        let n_train: i64 = self
+            .lanes
+            .iter()
+            .flat_map(|l| l.train.iter().map(|x| x.size()[0]))
+            .sum();
+        let record = IterationRecord {
+            iteration: t,
+            train_loss: train_loss / n_train as f64,
+            validation_loss: per_row(validation_loss, validation_rows),
+            monitor: None,
+        };
+        self.history.push(record.clone());
+        Ok(record)
+    }
+
+    /// Validation loss per sample over all classes' held-out features (0 when there are none).
+    pub fn validation_loss(&self) -> Result<f64> {
+        let (mut total, mut count) = (0.0, 0);
+        for lane in &self.lanes {
+            let (t, n) = lane.validation_sums(self.config.batch_size)?;
+            total += t;
+            count += n;
+        }
+        Ok(per_row(total, count))
     }
 
     /// Smallest and largest per-coordinate std (unbiased) of the latent z over each class's first
@@ -396,15 +578,17 @@ impl Trainer {
         let bs = self.config.batch_size as i64;
         tch::no_grad(|| {
             let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-            for (cls, x) in self.train.iter().enumerate() {
-                let first = x.narrow(0, 0, bs.min(x.size()[0])).unsqueeze(0);
-                if first.size()[1] < 2 {
-                    continue;
+            for lane in &self.lanes {
+                for (cls, x) in lane.train.iter().enumerate() {
+                    let first = x.narrow(0, 0, bs.min(x.size()[0])).unsqueeze(0);
+                    if first.size()[1] < 2 {
+                        continue;
+                    }
+                    let (z, _) = lane.model.latent(&first, Some(&[cls as i64]))?;
+                    let std = z.std_dim([1i64].as_slice(), true, false);
+                    lo = lo.min(f64::try_from(std.min())?);
+                    hi = hi.max(f64::try_from(std.max())?);
                 }
-                let (z, _) = self.model.latent(&first, Some(&[cls as i64]))?;
-                let std = z.std_dim([1i64].as_slice(), true, false);
-                lo = lo.min(f64::try_from(std.min())?);
-                hi = hi.max(f64::try_from(std.max())?);
             }
             Ok((lo, hi))
         })
@@ -424,7 +608,7 @@ impl Trainer {
             let every = self.config.monitor_every.max(1);
             if record.iteration % every == 0 {
                 let (latent_std_min, latent_std_max) = self.latent_std_range()?;
-                let value = tch::no_grad(|| auroc(&self.model))?;
+                let value = tch::no_grad(|| auroc(self.model()))?;
                 record.monitor = Some(MonitorRecord {
                     auroc: value,
                     latent_std_min,
@@ -441,18 +625,76 @@ impl Trainer {
 
     /// Writes the model (see [`FlowModel::save`]), the optimizer state and the history to `dir`.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        self.model.save(dir)?;
-        Tensor::write_safetensors(&self.adam.state_tensors(), dir.join(OPTIMIZER_FILE))?;
+        self.model().save(dir)?;
+        Tensor::write_safetensors(&self.optimizer_state()?, dir.join(OPTIMIZER_FILE))?;
+        let validation: Vec<i64> = self
+            .lanes
+            .iter()
+            .flat_map(|l| rows_per_class(&l.validation))
+            .collect();
         let state = TrainerState {
             config: self.config.clone(),
-            adam: self.adam.config,
+            adam: self.lanes[0].adam.config,
             history: self.history.clone(),
-            validation_rows: Some(rows_per_class(&self.validation)),
+            validation_rows: Some(validation),
         };
         let path = dir.join(TRAINER_FILE);
         let json = serde_json::to_string_pretty(&state)
             .map_err(|e| Error::format(&path, e.to_string()))?;
         std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
+    }
+
+    /// The Adam state of all classes as [`ClassAdam::state_tensors`] names it.
+    fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>> {
+        let states: Vec<Vec<(String, Tensor)>> =
+            self.lanes.iter().map(|l| l.adam.state_tensors()).collect();
+        let counts: Vec<usize> = self.lanes.iter().map(|l| l.model.num_classes()).collect();
+        states[0]
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let parts: Vec<&Tensor> = states.iter().map(|s| &s[i].1).collect();
+                let joined = if name == STEPS {
+                    Tensor::cat(&parts, 0)
+                } else {
+                    class_rows::join(&parts, &counts)?
+                };
+                Ok((name.clone(), joined))
+            })
+            .collect()
+    }
+
+    /// Loads the Adam state of all classes (as [`Trainer::optimizer_state`] writes it) into the
+    /// lanes.
+    fn load_optimizer_state(
+        &mut self,
+        named: &[(String, Tensor)],
+        config: AdamConfig,
+    ) -> Result<()> {
+        let c: usize = self.lanes.iter().map(|l| l.model.num_classes()).sum();
+        for lane in &mut self.lanes {
+            let range = lane.classes();
+            let part = named
+                .iter()
+                .map(|(name, t)| {
+                    let t = if name == STEPS {
+                        if t.size() != [c as i64] {
+                            return Err(Error::Invalid(format!(
+                                "optimizer state is for {:?} classes, not {c}",
+                                t.size()
+                            )));
+                        }
+                        t.narrow(0, range.start as i64, range.len() as i64)
+                    } else {
+                        class_rows::select(t, c, range.clone())?
+                    };
+                    Ok((name.clone(), t))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            lane.adam.config = config;
+            lane.adam.load_state(&part)?;
+        }
+        Ok(())
     }
 
     /// Restores a trainer from a checkpoint written by [`Trainer::save_checkpoint`], with the same
@@ -463,7 +705,21 @@ impl Trainer {
         train: Vec<Tensor>,
         validation: Vec<Tensor>,
         kind: Kind,
-        device: tch::Device,
+        device: Device,
+    ) -> Result<Self> {
+        let lanes = default_lanes(device, train.len());
+        Self::resume_in_lanes(dir, train, validation, kind, device, lanes)
+    }
+
+    /// [`Trainer::resume`] in `lanes` lanes (see [`Trainer::with_lanes`]); the checkpoint does
+    /// not depend on the lanes it was written from.
+    pub fn resume_in_lanes(
+        dir: &Path,
+        train: Vec<Tensor>,
+        validation: Vec<Tensor>,
+        kind: Kind,
+        device: Device,
+        lanes: usize,
     ) -> Result<Self> {
         let path = dir.join(TRAINER_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -484,11 +740,11 @@ impl Trainer {
             }
         }
         let model = FlowModel::load(dir, kind, device)?;
-        let mut trainer = Trainer::new(model, train, validation, state.config)?;
-        trainer.adam.config = state.adam;
+        let mut trainer = Trainer::with_lanes(model, train, validation, state.config, lanes)?;
+        let optimizer = dir.join(OPTIMIZER_FILE);
         trainer
-            .adam
-            .load_state(&Tensor::read_safetensors(dir.join(OPTIMIZER_FILE))?)?;
+            .load_optimizer_state(&Tensor::read_safetensors(&optimizer)?, state.adam)
+            .map_err(|e| Error::format(&optimizer, e.to_string()))?;
         trainer.history = state.history;
         Ok(trainer)
     }
