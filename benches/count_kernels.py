@@ -287,31 +287,31 @@ class Ours:
         if self.at_5f523cd:
             return self.latent_5f523cd(centred)
         c, b, k, half = self.c, centred.shape[1], self.k, self.k // 2
-        z = centred.matmul(self.a_inv.t())
+        z = self.a_inv.matmul(centred.transpose(1, 2))
         logdet = torch.full([c, b], 0.0)
         v = torch.stack([cp[7] for cp in self.couplings], 0)
         v_used = v.view([5, 2, c, 1, 2, half]).diagonal(0, 1, 4).permute([0, 4, 1, 2, 3]).reshape([10, c, 1, half])
         g = torch.stack([cp[6] for cp in self.couplings], 0)
-        neg_scales = (-(g * v_used / torch.ops.aten.norm.ScalarOpt_dim(v, 2.0, [3], True))).unbind(0)
+        neg_scales = (-(g * v_used / torch.ops.aten.norm.ScalarOpt_dim(v, 2.0, [3], True))).transpose(2, 3).unbind(0)
         for j in reversed(range(5)):
-            halves = list(z.split(half, 2))
+            halves = list(z.split(half, 1))
             for i in (2 * j + 1, 2 * j):
                 w1, b1, w2, b2, w3, b3, _, _ = self.couplings[i]
                 in_first = i % 2 == 1
                 x_in, z_out = (halves[0], halves[1]) if in_first else (halves[1], halves[0])
                 x2 = x_in.repeat([2, 1, 1])
-                h1 = F.leaky_relu(b1.baddbmm(x2, w1.transpose(1, 2), beta=1.0, alpha=1.0))
-                h2 = F.leaky_relu(b2.baddbmm(h1, w2.transpose(1, 2), beta=1.0, alpha=1.0))
-                out = b3.baddbmm(h2, w3.transpose(1, 2), beta=1.0, alpha=1.0)
+                h1 = F.leaky_relu(b1.transpose(1, 2).baddbmm(w1, x2, beta=1.0, alpha=1.0))
+                h2 = F.leaky_relu(b2.transpose(1, 2).baddbmm(w2, h1, beta=1.0, alpha=1.0))
+                out = b3.transpose(1, 2).baddbmm(w3, h2, beta=1.0, alpha=1.0)
                 s_raw, t = out.split(c, 0)
                 neg_s = s_raw.tanh() * neg_scales[i]
                 new_out = (z_out - t) * neg_s.exp()
-                logdet += neg_s.sum([2], False, dtype=torch.float32)
+                logdet += neg_s.sum([1], False, dtype=torch.float32)
                 halves[1 if in_first else 0] = new_out
-            joined = torch.cat(halves, 2)
+            joined = torch.cat(halves, 1)
             perm = self.perms.select(0, j)
-            z = joined.gather(2, perm.unsqueeze(1).expand([c, b, k]))
-        return z, logdet
+            z = joined.gather(1, perm.unsqueeze(2).expand([c, k, b]))
+        return z.transpose(1, 2), logdet
 
     def latent_5f523cd(self, centred):
         c, b, k, half = self.c, centred.shape[1], self.k, self.k // 2

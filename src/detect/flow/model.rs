@@ -553,7 +553,12 @@ impl FlowModel {
     ///   exact, so the values are those of the per-coupling formula);
     /// - tensors are cut with `split` and `unbind`, whose backward is one `cat` or `stack`, not
     ///   with `narrow` or `select`, whose backward fills a full-size zero tensor per piece;
-    /// - between two permutations `z` is kept as its two halves.
+    /// - between two permutations `z` is kept as its two halves;
+    /// - `z` is kept feature-major (`[C', k, B]`, the transpose of what is returned) and each
+    ///   Linear is `W x + b` with the weight (`[2C', out, in]`) on the left: the weight gradients
+    ///   then come out of the batched products contiguous, in the parameters' own layout, where
+    ///   `x W^T` gave transposed gradients that the optimizer had to copy (about 10% of a
+    ///   training step at k = 512); a permutation gathers whole rows.
     pub fn latent(&self, centred: &Tensor, classes: Option<&[i64]>) -> Result<(Tensor, Tensor)> {
         let c = self.meta.num_classes as i64;
         let sel = match classes {
@@ -579,7 +584,8 @@ impl FlowModel {
         let k = self.meta.k as i64;
         let half = k / 2;
         let centred = centred.to_kind(self.kind).to_device(self.device);
-        let mut z = centred.matmul(&self.a_inv.tr());
+        // z is kept feature-major, [C', k, B] (see the doc comment).
+        let mut z = self.a_inv.matmul(&centred.transpose(1, 2));
         let mut logdet = Tensor::full(
             [cc, b],
             self.meta.log_abs_det_a_inv,
@@ -604,20 +610,24 @@ impl FlowModel {
             .reshape([2 * pairs, cc, 1, half]);
         let neg_scales =
             -(stacked(|p| &p.g) * v_used / v.norm_scalaropt_dim(2.0, [3i64].as_slice(), true));
-        let neg_scales = neg_scales.unbind(0);
-        // One Linear of the s- and t-nets of all classes: [2C', B, in] -> [2C', B, out].
+        // [C', k/2, 1] each, to scale feature-major halves.
+        let neg_scales = neg_scales.transpose(2, 3).unbind(0);
+        // One Linear of the s- and t-nets of all classes, feature-major: [2C', in, B] ->
+        // [2C', out, B], with the weight ([2C', out, in]) as the left factor.
         let layer = |bias: &Tensor, input: &Tensor, weight: &Tensor| {
-            pick(bias, 0, false).baddbmm(input, &pick(weight, 0, false).transpose(1, 2), 1.0, 1.0)
+            pick(bias, 0, false)
+                .transpose(1, 2)
+                .baddbmm(&pick(weight, 0, false), input, 1.0, 1.0)
         };
         // Couplings 2j+1 and 2j, then permutation j, for j from the last down to 0.
         for j in (0..NUM_PERMUTATIONS).rev() {
-            let mut halves = z.split(half, 2);
+            let mut halves = z.split(half, 1);
             for i in [2 * j + 1, 2 * j] {
                 let p = &self.couplings[i];
                 // The half this coupling changes (see `coupling_halves`); it reads the other.
                 let out_half = usize::from(coupling_halves(i, self.meta.k).1 != 0);
                 let (x_in, z_out) = (&halves[1 - out_half], &halves[out_half]);
-                // s-nets and t-nets share the input: [2C', B, k/2].
+                // s-nets and t-nets share the input: [2C', k/2, B].
                 let x2 = x_in.repeat([2, 1, 1]);
                 let h1 = layer(&p.b1, &x2, &p.w1).leaky_relu();
                 let h2 = layer(&p.b2, &h1, &p.w2).leaky_relu();
@@ -628,13 +638,13 @@ impl FlowModel {
                 // -s = tanh(s_raw) * -(scale).
                 let neg_s = s_raw.tanh() * &neg_scales[i];
                 let new_out = (z_out - t) * neg_s.exp();
-                logdet += neg_s.sum_dim_intlist(2, false, self.kind);
+                logdet += neg_s.sum_dim_intlist(1, false, self.kind);
                 halves[out_half] = new_out;
             }
-            let joined = Tensor::cat(&halves, 2);
+            let joined = Tensor::cat(&halves, 1);
             let perm = pick(&self.perms.get(j as i64), 0, true);
-            z = joined.gather(2, &perm.unsqueeze(1).expand([cc, b, k], false), false);
+            z = joined.gather(1, &perm.unsqueeze(2).expand([cc, k, b], false), false);
         }
-        Ok((z, logdet))
+        Ok((z.transpose(1, 2), logdet))
     }
 }
