@@ -5,7 +5,8 @@
 //! together: step `j` of an iteration runs batch `j` of every class that has one through the batched
 //! model (padded to a common size, padded rows weigh zero), and the per-class Adam
 //! ([`super::adam::ClassAdam`]) updates only those classes. The result equals training each class
-//! alone with the same data order ([`epoch_order`]).
+//! alone with the same data order ([`epoch_order`]). On the CPU the classes are shared out over
+//! lanes, one per thread (see [`Trainer`]).
 use super::adam::{AdamConfig, ClassAdam, STEPS};
 use super::class_rows;
 use super::model::FlowModel;
@@ -470,12 +471,11 @@ impl Trainer {
 
     /// The trained model (gradient tracking off).
     pub fn into_model(mut self) -> FlowModel {
-        let mut model = match self.lanes.len() {
-            1 => self.lanes.remove(0).model,
-            _ => {
-                self.model();
-                self.joined.take().expect("joined above")
-            }
+        let mut model = if self.lanes.len() == 1 {
+            self.lanes.remove(0).model
+        } else {
+            self.model();
+            self.joined.take().expect("model() joined the lanes")
         };
         model.set_trainable(false);
         model
