@@ -15,7 +15,8 @@ the same ATen operators, so the autograd graph and the operator calls are the sa
 counted: "cuda" (flat step, every class with the same step count: scalar coefficients), "cuda-
 unequal" (flat step, step counts differing between classes, as after an epoch in which some class
 had fewer batches: per-row coefficient tensors), "cpu" (only when the layer has at least
-CPU_LOOP_MIN parameters: the loop). --adam-5f523cd: the whole step as at commit 5f523cd
+CPU_LOOP_MIN parameters: the loop; one libtorch thread, as in the trainer's lanes, lowers the threshold
+to CPU_LOOP_MIN_ONE_THREAD, not modelled here). --adam-5f523cd: the whole step as at commit 5f523cd
 (separate parameter tensors, `loss.backward()` accumulating into zeroed .grad tensors, per-tensor
 Adam with two coefficient uploads per tensor and a `zero_` of every gradient).
 
