@@ -158,6 +158,18 @@ fn try_map<T, const N: usize>(
         .map_err(|_| Error::Invalid("array length changed".into()))
 }
 
+/// For each of the `N` tensors `get` gives of a model, the parts' tensors joined by
+/// [`class_rows::join`] (parts of `counts[i]` classes each).
+fn join_each<const N: usize>(
+    parts: &[&FlowModel],
+    counts: &[usize],
+    get: impl Fn(&FlowModel) -> [&Tensor; N],
+) -> Result<[Tensor; N]> {
+    let each: [Vec<&Tensor>; N] =
+        std::array::from_fn(|n| parts.iter().map(|p| get(p)[n]).collect());
+    try_map(each, |tensors| class_rows::join(&tensors, counts))
+}
+
 fn uniform(rng: &mut ChaCha8Rng, out: &mut Vec<f64>, n: usize, bound: f64) {
     out.extend((0..n).map(|_| rng.random_range(-bound..bound)));
 }
@@ -405,21 +417,16 @@ impl FlowModel {
             .first()
             .ok_or_else(|| Error::Invalid("no flows to join".into()))?;
         let counts: Vec<usize> = parts.iter().map(|p| p.meta.num_classes).collect();
-        let join = |tensors: Vec<&Tensor>| class_rows::join(&tensors, &counts);
         let couplings = (0..NUM_COUPLINGS)
             .map(|i| {
-                let each: [Vec<&Tensor>; 8] = std::array::from_fn(|n| {
-                    parts.iter().map(|p| p.couplings[i].tensors()[n]).collect()
-                });
-                Ok(CouplingParams::from_tensors(try_map(each, join)?))
+                let tensors = join_each(parts, &counts, |p| p.couplings[i].tensors())?;
+                Ok(CouplingParams::from_tensors(tensors))
             })
             .collect::<Result<_>>()?;
         let frozen = (0..NUM_COUPLINGS)
             .map(|i| {
-                let each: [Vec<&Tensor>; 3] = std::array::from_fn(|n| {
-                    parts.iter().map(|p| p.frozen[i].tensors()[n]).collect()
-                });
-                Ok(CouplingFrozen::from_tensors(try_map(each, join)?))
+                let tensors = join_each(parts, &counts, |p| p.frozen[i].tensors())?;
+                Ok(CouplingFrozen::from_tensors(tensors))
             })
             .collect::<Result<_>>()?;
         let perms: Vec<&Tensor> = parts.iter().map(|p| &p.perms).collect();
