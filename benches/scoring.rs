@@ -33,7 +33,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{best_gflops, matmul_peak, median, run_python};
+use common::{best_gflops, matmul_peaks, median, run_python};
 use resflow::detect::flow::{default_length_hidden, FlowModel, FlowSpec};
 use resflow::detect::gaussian::LayerStats;
 use resflow::detect::mahalanobis::Mahalanobis;
@@ -223,7 +223,10 @@ fn main() {
     .collect();
     assert!(!scales.is_empty(), "--scale demo, cifar or all");
     tch::set_num_threads(threads);
-    let peaks = || (matmul_peak(), conv_peak());
+    let peaks = || {
+        let (libtorch, gemm) = matmul_peaks();
+        (libtorch.max(gemm), conv_peak())
+    };
     let (matmul_start, conv_start) = peaks();
     let load = || {
         let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

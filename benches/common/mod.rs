@@ -1,10 +1,11 @@
 //! What the benchmarks against the Python reference-style loops share: the measured float32
-//! matrix-product peak, the median of the rounds, and running a Python script of `benches/` with
+//! matrix-product peak (libtorch's or the `gemm` crate's, whichever is faster here), the median of the rounds, and running a Python script of `benches/` with
 //! the set-up's Python (the torch whose libtorch `tch` links against).
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use resflow::detect::flow::products::batched_product;
 use tch::{Device, Kind, Tensor};
 
 /// The best GFLOP/s of `trials` timings of `reps` calls of `f`, each worth `flops`: the peak of
@@ -22,14 +23,24 @@ pub fn best_gflops(flops: f64, trials: usize, reps: usize, f: &dyn Fn()) -> f64 
         .fold(0.0, f64::max)
 }
 
-/// Float32 GFLOP/s of a 1024^3 matrix product on this machine and thread count (best of 5 x 4).
-pub fn matmul_peak() -> f64 {
+/// Float32 GFLOP/s of a 1024^3 matrix product by libtorch (MKL) and by the `gemm` crate, which
+/// the flows' CPU training uses, on this machine and thread count (best of 5 x 4 each). The
+/// better of the two is the peak the benchmarks report.
+pub fn matmul_peaks() -> (f64, f64) {
     let n = 1024;
+    let flops = 2.0 * (n * n * n) as f64;
     let a = Tensor::randn([n, n], (Kind::Float, Device::Cpu));
     let b = Tensor::randn([n, n], (Kind::Float, Device::Cpu));
-    best_gflops(2.0 * (n * n * n) as f64, 5, 4, &|| {
+    let libtorch = best_gflops(flops, 5, 4, &|| {
         let _ = a.matmul(&b);
-    })
+    });
+    let out = Tensor::zeros([1, n, n], (Kind::Float, Device::Cpu));
+    let (a, b) = (a.unsqueeze(0), b.unsqueeze(0));
+    let threads = tch::get_num_threads().max(1) as usize;
+    let gemm = best_gflops(flops, 5, 4, &|| {
+        batched_product(&out, &a, &b, false, threads).expect("a 1024^3 product");
+    });
+    (libtorch, gemm)
 }
 
 /// The median of `v` (the mean of the middle two for an even count).

@@ -358,3 +358,42 @@ fn length_hidden_defaults_follow_the_reference_table() {
     assert_eq!(hidden_size(0.5, 342), 171);
     assert_eq!(hidden_size(1.0, 64), 64);
 }
+
+#[test]
+fn explicit_backward_pass_equals_autograd() {
+    use resflow::detect::flow::backprop::class_losses_and_gradients;
+    let s = setup(300, 10, 8, 3, 1.5, Kind::Double);
+    let dir = tempfile::tempdir().unwrap();
+    randomise(&s.model, dir.path(), 1.0, (0.5, 1.5), Kind::Double);
+    let q = randn(&[37, 10], 7) * 2.0;
+    let centred: Vec<Tensor> = (0..3).map(|c| &q - s.means.get(c)).collect();
+    let centred = Tensor::stack(&centred, 0);
+    for (kind, tol) in [(Kind::Double, 1e-12), (Kind::Float, 1e-5)] {
+        let mut model = FlowModel::load(dir.path(), kind, CPU).unwrap();
+        // Without gradient tracking the pass has nothing to differentiate: a clear error.
+        assert!(class_losses_and_gradients(&model, &centred, 1).is_err());
+        model.set_trainable(true);
+        let lp = model.log_prob_centred(&centred, None).unwrap();
+        let want_losses = -lp.sum_dim_intlist(1, false, kind);
+        let params = model.parameters();
+        let want = Tensor::run_backward(&[want_losses.sum(kind)], &params, false, false);
+        for threads in [1, 2] {
+            let (losses, grads) = class_losses_and_gradients(&model, &centred, threads).unwrap();
+            let scale = f64::try_from(want_losses.abs().max()).unwrap();
+            let err = max_abs_diff(&losses, &want_losses) / scale;
+            assert!(err <= tol, "{kind:?} losses: relative error {err}");
+            assert_eq!(grads.len(), want.len());
+            for (j, (got, want)) in grads.iter().zip(&want).enumerate() {
+                assert_eq!(got.size(), want.size(), "gradient {j}");
+                let scale = f64::try_from(want.abs().max()).unwrap();
+                // Random weights: every gradient is far from zero.
+                assert!(scale > 1e-3, "gradient {j} is {scale}");
+                let err = max_abs_diff(got, want) / scale;
+                assert!(
+                    err <= tol,
+                    "{kind:?} gradient {j} ({threads} threads): {err}"
+                );
+            }
+        }
+    }
+}

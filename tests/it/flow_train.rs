@@ -5,7 +5,8 @@ use crate::flow_ref;
 
 use flow_ref::{trainable_names, NaiveFlow};
 use resflow::detect::flow::{
-    epoch_order, split_validation, FlowModel, FlowSpec, FlowTrainConfig, Trainer,
+    default_backward, epoch_order, split_validation, Backward, FlowModel, FlowSpec,
+    FlowTrainConfig, Trainer,
 };
 use resflow::detect::gaussian::{centre_by_class, class_means, whitening};
 use resflow::Error;
@@ -328,6 +329,48 @@ fn checkpoints_do_not_depend_on_the_lanes() {
         resumed.train_iteration().unwrap();
         assert_same_classes(&resumed.into_model(), &want, 1e-12);
     }
+}
+
+#[test]
+fn explicit_and_autograd_backward_passes_train_alike() {
+    // The CPU's default, the explicit pass, against libtorch's autograd: same losses and weights
+    // over three iterations (the last batches of the smaller classes go through autograd in both).
+    let Data {
+        model,
+        validation,
+        train,
+    } = data(Kind::Double);
+    let run = |backward: Backward| {
+        let model = FlowModel::select_classes(&model, 0..3).unwrap();
+        let (train, validation) = (copies(&train), copies(&validation));
+        let mut trainer = Trainer::with_lanes(model, train, validation, config(1e-3), 2)
+            .unwrap()
+            .with_backward(backward)
+            .unwrap();
+        assert_eq!(trainer.backward(), backward);
+        let records: Vec<_> = (0..3).map(|_| trainer.train_iteration().unwrap()).collect();
+        (records, trainer.into_model())
+    };
+    let (explicit, explicit_model) = run(Backward::Explicit);
+    let (autograd, autograd_model) = run(Backward::Autograd);
+    for (a, b) in explicit.iter().zip(&autograd) {
+        assert!(
+            (a.train_loss - b.train_loss).abs() <= 1e-9,
+            "{a:?} vs {b:?}"
+        );
+        assert!(
+            (a.validation_loss - b.validation_loss).abs() <= 1e-9,
+            "{a:?} vs {b:?}"
+        );
+    }
+    assert!(explicit[2].train_loss < explicit[0].train_loss);
+    assert_same_classes(&explicit_model, &autograd_model, 1e-9);
+    assert_eq!(default_backward(CPU, Kind::Float), Backward::Explicit);
+    assert_eq!(default_backward(CPU, Kind::Half), Backward::Autograd);
+    assert_eq!(
+        default_backward(Device::Cuda(0), Kind::Float),
+        Backward::Autograd
+    );
 }
 
 /// Every class's state dict of `a` is within `tol` of `b`'s (0: equal).

@@ -2,15 +2,17 @@
 //! its checkpoints in the reference's names, and its trainer.
 pub mod adam;
 mod adam_cpu;
+pub mod backprop;
 pub mod checkpoint;
 pub mod class_rows;
 pub mod config;
 pub mod model;
+pub mod products;
 pub mod train;
 
 pub use config::{default_length_hidden, hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
 pub use model::{FlowModel, FlowSpec};
 pub use train::{
-    default_lanes, epoch_order, split_validation, FlowTrainConfig, IterationRecord, MonitorRecord,
-    Trainer,
+    default_backward, default_lanes, epoch_order, split_validation, Backward, FlowTrainConfig,
+    IterationRecord, MonitorRecord, Trainer,
 };

@@ -40,6 +40,25 @@ pub struct CouplingParams {
     pub v: Tensor,
 }
 
+/// What the backward pass of one coupling needs from its forward pass (feature-major tensors of
+/// [`FlowModel::couplings_forward`]; `C'` classes, batch `B`).
+#[derive(Debug)]
+pub(super) struct CouplingTape {
+    /// Index of the coupling.
+    pub coupling: usize,
+    /// The half it reads: `[C', k/2, B]`.
+    pub x_in: Tensor,
+    /// The s- and t-nets' first and second hidden activations: `[2C', h, B]`.
+    pub h1: Tensor,
+    pub h2: Tensor,
+    /// `tanh` of the s-nets' outputs: `[C', k/2, B]`.
+    pub th: Tensor,
+    /// `exp(-s)`: `[C', k/2, B]`.
+    pub e: Tensor,
+    /// The changed half minus the t-nets' outputs: `[C', k/2, B]`.
+    pub u: Tensor,
+}
+
 /// Names of the trainable tensors of a coupling, in [`CouplingParams::tensors`] order.
 pub const PARAM_NAMES: [&str; 8] = ["w1", "b1", "w2", "b2", "w3", "b3", "g", "v"];
 
@@ -580,6 +599,34 @@ impl FlowModel {
             }
         };
         let cc = classes.map_or(c, |l| l.len() as i64);
+        let (z, logdet) = self.latent_start(centred, cc)?;
+        let pick = |t: &Tensor, class_dim: i64, per_class: bool| match &sel {
+            None => t.shallow_clone(),
+            Some((idx, rows)) => t.index_select(class_dim, if per_class { idx } else { rows }),
+        };
+        let neg_scales = self.neg_scales(|t| pick(t, 1, true));
+        // One Linear of the s- and t-nets of all classes, feature-major: [2C', in, B] ->
+        // [2C', out, B], with the weight ([2C', out, in]) as the left factor. The first Linear's
+        // input is shared by the s- and t-nets: [C', k/2, B].
+        let layer = |bias: &Tensor, input: &Tensor, weight: &Tensor| {
+            let weight = pick(weight, 0, false);
+            let input = if input.size()[0] == cc {
+                input.repeat([2, 1, 1])
+            } else {
+                input.shallow_clone()
+            };
+            Ok(pick(bias, 0, false)
+                .transpose(1, 2)
+                .baddbmm(&weight, &input, 1.0, 1.0))
+        };
+        let perm = |j: usize| pick(&self.perms.get(j as i64), 0, true);
+        let (z, logdet) = self.couplings_forward(z, logdet, &neg_scales, &layer, &perm, None)?;
+        Ok((z.transpose(1, 2), logdet))
+    }
+
+    /// The whitened features `z = A_inv x` of centred features `[C', B, d]`, feature-major
+    /// (`[C', k, B]`), and the log-determinant they start with (`[C', B]`).
+    pub(super) fn latent_start(&self, centred: &Tensor, cc: i64) -> Result<(Tensor, Tensor)> {
         let size = centred.size();
         if size.len() != 3 || size[0] != cc || size[2] != self.meta.dim as i64 {
             return Err(Error::Invalid(format!(
@@ -587,28 +634,28 @@ impl FlowModel {
                 self.meta.dim
             )));
         }
-        let b = size[1];
-        let k = self.meta.k as i64;
-        let half = k / 2;
         let centred = centred.to_kind(self.kind).to_device(self.device);
-        // z is kept feature-major, [C', k, B] (see the doc comment).
-        let mut z = self.a_inv.matmul(&centred.transpose(1, 2));
-        let mut logdet = Tensor::full(
-            [cc, b],
+        let z = self.a_inv.matmul(&centred.transpose(1, 2));
+        let logdet = Tensor::full(
+            [cc, size[1]],
             self.meta.log_abs_det_a_inv,
             (self.kind, self.device),
         );
-        let pick = |t: &Tensor, class_dim: i64, per_class: bool| match &sel {
-            None => t.shallow_clone(),
-            Some((idx, rows)) => t.index_select(class_dim, if per_class { idx } else { rows }),
-        };
-        // -(g * v / |v|) of every coupling on the outputs it changes: coupling 2j+r changes half r,
-        // so the used halves are the diagonal of (coupling parity, half). [NUM_COUPLINGS, C', 1, k/2].
+        Ok((z, logdet))
+    }
+
+    /// `-(g * v / |v|)` of every coupling on the outputs it changes, `[C', k/2, 1]` each (to scale
+    /// feature-major halves), with `pick` choosing the classes of the stacked `[NUM_COUPLINGS, C,
+    /// 1, _]` tensors. Coupling 2j+r changes half r, so the used halves are the diagonal of
+    /// (coupling parity, half).
+    pub(super) fn neg_scales(&self, pick: impl Fn(&Tensor) -> Tensor) -> Vec<Tensor> {
         let stacked = |field: fn(&CouplingParams) -> &Tensor| {
             let all: Vec<&Tensor> = self.couplings.iter().map(field).collect();
-            pick(&Tensor::stack(&all, 0), 1, true)
+            pick(&Tensor::stack(&all, 0))
         };
         let v = stacked(|p| &p.v);
+        let cc = v.size()[1];
+        let half = self.meta.k as i64 / 2;
         let pairs = NUM_PERMUTATIONS as i64;
         let v_used = v
             .view([pairs, 2, cc, 1, 2, half])
@@ -617,15 +664,26 @@ impl FlowModel {
             .reshape([2 * pairs, cc, 1, half]);
         let neg_scales =
             -(stacked(|p| &p.g) * v_used / v.norm_scalaropt_dim(2.0, [3i64].as_slice(), true));
-        // [C', k/2, 1] each, to scale feature-major halves.
-        let neg_scales = neg_scales.transpose(2, 3).unbind(0);
-        // One Linear of the s- and t-nets of all classes, feature-major: [2C', in, B] ->
-        // [2C', out, B], with the weight ([2C', out, in]) as the left factor.
-        let layer = |bias: &Tensor, input: &Tensor, weight: &Tensor| {
-            pick(bias, 0, false)
-                .transpose(1, 2)
-                .baddbmm(&pick(weight, 0, false), input, 1.0, 1.0)
-        };
+        neg_scales.transpose(2, 3).unbind(0)
+    }
+
+    /// The couplings and permutations applied to feature-major `z` (`[C', k, B]`) and `logdet`,
+    /// as in [`FlowModel::latent`]: `layer(bias, input, weight)` computes one Linear of all s- and
+    /// t-nets (see `latent`), `perm(j)` gives permutation `j`'s `[C', k]` indices. With a `tape`,
+    /// every coupling's tensors that its backward pass needs are pushed onto it, in the order the
+    /// couplings are applied (see `backprop`).
+    pub(super) fn couplings_forward(
+        &self,
+        mut z: Tensor,
+        mut logdet: Tensor,
+        neg_scales: &[Tensor],
+        layer: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+        perm: &dyn Fn(usize) -> Tensor,
+        mut tape: Option<&mut Vec<CouplingTape>>,
+    ) -> Result<(Tensor, Tensor)> {
+        let size = z.size();
+        let (cc, k, b) = (size[0], size[1], size[2]);
+        let half = k / 2;
         // Couplings 2j+1 and 2j, then permutation j, for j from the last down to 0.
         for j in (0..NUM_PERMUTATIONS).rev() {
             let mut halves = z.split(half, 1);
@@ -634,24 +692,35 @@ impl FlowModel {
                 // The half this coupling changes (see `coupling_halves`); it reads the other.
                 let out_half = usize::from(coupling_halves(i, self.meta.k).1 != 0);
                 let (x_in, z_out) = (&halves[1 - out_half], &halves[out_half]);
-                // s-nets and t-nets share the input: [2C', k/2, B].
-                let x2 = x_in.repeat([2, 1, 1]);
-                let h1 = layer(&p.b1, &x2, &p.w1).leaky_relu();
-                let h2 = layer(&p.b2, &h1, &p.w2).leaky_relu();
-                let out = layer(&p.b3, &h2, &p.w3);
+                let h1 = layer(&p.b1, x_in, &p.w1)?.leaky_relu();
+                let h2 = layer(&p.b2, &h1, &p.w2)?.leaky_relu();
+                let out = layer(&p.b3, &h2, &p.w3)?;
                 // Rows 0..C' are the s-nets' outputs, C'..2C' the t-nets'.
                 let s_and_t = out.split(cc, 0);
-                let (s_raw, t) = (&s_and_t[0], &s_and_t[1]);
                 // -s = tanh(s_raw) * -(scale).
-                let neg_s = s_raw.tanh() * &neg_scales[i];
-                let new_out = (z_out - t) * neg_s.exp();
+                let th = s_and_t[0].tanh();
+                let neg_s = &th * &neg_scales[i];
+                let u = z_out - &s_and_t[1];
+                let e = neg_s.exp();
+                let new_out = &u * &e;
                 logdet += neg_s.sum_dim_intlist(1, false, self.kind);
+                if let Some(tape) = tape.as_deref_mut() {
+                    let x_in = x_in.shallow_clone();
+                    tape.push(CouplingTape {
+                        coupling: i,
+                        x_in,
+                        h1,
+                        h2,
+                        th,
+                        e,
+                        u,
+                    });
+                }
                 halves[out_half] = new_out;
             }
             let joined = Tensor::cat(&halves, 1);
-            let perm = pick(&self.perms.get(j as i64), 0, true);
-            z = joined.gather(1, &perm.unsqueeze(2).expand([cc, k, b], false), false);
+            z = joined.gather(1, &perm(j).unsqueeze(2).expand([cc, k, b], false), false);
         }
-        Ok((z.transpose(1, 2), logdet))
+        Ok((z, logdet))
     }
 }

@@ -8,6 +8,7 @@
 //! alone with the same data order ([`epoch_order`]). On the CPU the classes are shared out over
 //! lanes, one per thread (see [`Trainer`]).
 use super::adam::{AdamConfig, ClassAdam, STEPS};
+use super::backprop;
 use super::class_rows;
 use super::model::FlowModel;
 use crate::error::{Error, Result};
@@ -163,6 +164,7 @@ struct Lane {
     /// Per-class views of `train_rows`.
     train: Vec<Tensor>,
     validation: Vec<Tensor>,
+    backward: Backward,
 }
 
 const TRAINER_FILE: &str = "trainer.json";
@@ -181,6 +183,27 @@ struct TrainerState {
 /// Rows per class of per-class feature matrices.
 fn rows_per_class(per_class: &[Tensor]) -> Vec<i64> {
     per_class.iter().map(|t| t.size()[0]).collect()
+}
+
+/// How a training step gets its gradients; both give the reference's gradients (to rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backward {
+    /// libtorch's autograd through [`FlowModel::log_prob_centred`] (any device and kind).
+    Autograd,
+    /// [`backprop::class_losses_and_gradients`], with products by the `gemm` crate (CPU, float32
+    /// or float64), whose forward pass also computes the validation losses. Steps over part of the
+    /// classes (the last batches when class sizes differ) still use autograd.
+    Explicit,
+}
+
+/// The [`Backward`] a trainer uses on `device` for a model of `kind`: explicit where it applies
+/// (CPU, float32 or float64), autograd elsewhere.
+pub fn default_backward(device: Device, kind: Kind) -> Backward {
+    if device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double) {
+        Backward::Explicit
+    } else {
+        Backward::Autograd
+    }
 }
 
 /// The lanes [`Trainer::new`] uses for `num_classes` classes on `device`: on the CPU one per
@@ -239,6 +262,7 @@ impl Lane {
         let params = model.parameters();
         let adam = ClassAdam::new(&params, model.num_classes(), AdamConfig::with_lr(lr))?
             .with_flat_parameters(&params, &flat)?;
+        let backward = default_backward(model.device(), model.kind());
         Ok(Lane {
             first,
             model,
@@ -247,6 +271,7 @@ impl Lane {
             train_offsets,
             train,
             validation,
+            backward,
         })
     }
 
@@ -285,21 +310,31 @@ impl Lane {
                 .view([active.len() as i64, width as i64, -1]);
             let classes: Vec<i64> = active.iter().map(|&cls| cls as i64).collect();
             let subset = (active.len() < c).then_some(classes.as_slice());
-            let log_p = self.model.log_prob_centred(&x, subset)?;
-            let log_p = if padded {
-                let w: Vec<f64> = sizes
-                    .iter()
-                    .flat_map(|&s| (0..width).map(move |r| if r < s { 1.0 } else { 0.0 }))
-                    .collect();
-                let w = Tensor::from_slice(&w)
-                    .view([active.len() as i64, width as i64])
-                    .to_kind(kind)
-                    .to_device(device);
-                log_p * w
-            } else {
-                log_p
-            };
-            let class_loss = -log_p.sum_dim_intlist(1, false, kind);
+            let params = self.model.parameters();
+            let (class_loss, grads) =
+                if self.backward == Backward::Explicit && subset.is_none() && !padded {
+                    let threads = tch::get_num_threads().max(1) as usize;
+                    backprop::class_losses_and_gradients(&self.model, &x, threads)?
+                } else {
+                    let log_p = self.model.log_prob_centred(&x, subset)?;
+                    let log_p = if padded {
+                        let w: Vec<f64> = sizes
+                            .iter()
+                            .flat_map(|&s| (0..width).map(move |r| if r < s { 1.0 } else { 0.0 }))
+                            .collect();
+                        let w = Tensor::from_slice(&w)
+                            .view([active.len() as i64, width as i64])
+                            .to_kind(kind)
+                            .to_device(device);
+                        log_p * w
+                    } else {
+                        log_p
+                    };
+                    let class_loss = -log_p.sum_dim_intlist(1, false, kind);
+                    let grads =
+                        Tensor::f_run_backward(&[class_loss.sum(kind)], &params, false, false)?;
+                    (class_loss, grads)
+                };
             let values = Vec::<f64>::try_from(&class_loss.detach().to_kind(Kind::Double))?;
             for (&cls, &loss) in active.iter().zip(&values) {
                 if !loss.is_finite() {
@@ -312,8 +347,6 @@ impl Lane {
                 }
                 total_loss += loss;
             }
-            let params = self.model.parameters();
-            let grads = Tensor::f_run_backward(&[class_loss.sum(kind)], &params, false, false)?;
             self.adam.step(&params, &grads, &active)?;
         }
         Ok(total_loss)
@@ -352,7 +385,14 @@ impl Lane {
                         .map(|(c, p)| (*c, p))
                         .unzip();
                     let x = Tensor::stack(&xs, 0);
-                    let lp = self.model.log_prob_centred(&x, Some(&sel))?;
+                    let lp = if self.backward == Backward::Explicit
+                        && sel.len() == self.model.num_classes()
+                    {
+                        let threads = tch::get_num_threads().max(1) as usize;
+                        backprop::log_prob_centred(&self.model, &x, threads)?
+                    } else {
+                        self.model.log_prob_centred(&x, Some(&sel))?
+                    };
                     total -= f64::try_from(lp.sum(Kind::Double))?;
                     count += len * sel.len() as i64;
                 }
@@ -456,6 +496,28 @@ impl Trainer {
             config,
             history: Vec::new(),
         })
+    }
+
+    /// The trainer computing its gradients the `backward` way (see [`default_backward`] for
+    /// what `new` chooses); errors where [`Backward::Explicit`] does not apply.
+    pub fn with_backward(mut self, backward: Backward) -> Result<Self> {
+        let model = &self.lanes[0].model;
+        let (device, kind) = (model.device(), model.kind());
+        if backward == Backward::Explicit && default_backward(device, kind) != backward {
+            return Err(Error::Invalid(format!(
+                "the explicit backward pass needs a float32 or float64 model on the CPU, not \
+                 {kind:?} on {device:?}"
+            )));
+        }
+        for lane in &mut self.lanes {
+            lane.backward = backward;
+        }
+        Ok(self)
+    }
+
+    /// How the trainer computes its gradients.
+    pub fn backward(&self) -> Backward {
+        self.lanes[0].backward
     }
 
     /// The model being trained (all classes).
