@@ -160,6 +160,25 @@ mod tests {
     }
 
     #[test]
+    fn products_split_over_threads_are_bitwise_those_of_one_thread() {
+        // Reproducible training with --seed: splitting a product over rayon tasks must not
+        // change its summation order.
+        tch::manual_seed(4);
+        let opts = (Kind::Float, Device::Cpu);
+        let (lhs, rhs) = (
+            Tensor::randn([2, 300, 700], opts),
+            Tensor::randn([2, 700, 260], opts),
+        );
+        let one = Tensor::zeros([2, 300, 260], opts);
+        batched_product(&one, &lhs, &rhs, false, 1).unwrap();
+        for threads in [2, 3] {
+            let split = Tensor::zeros([2, 300, 260], opts);
+            batched_product(&split, &lhs, &rhs, false, threads).unwrap();
+            assert!(split.equal(&one), "{threads} threads");
+        }
+    }
+
+    #[test]
     fn mismatched_products_are_refused() {
         let opts = (Kind::Float, Device::Cpu);
         let dst = Tensor::zeros([4, 5, 3], opts);
