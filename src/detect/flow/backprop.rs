@@ -94,7 +94,6 @@ fn forward(
     threads: usize,
     tape: Option<&mut Vec<CouplingTape>>,
 ) -> Result<(Tensor, Tensor)> {
-    let kind = model.kind();
     let (z, logdet) = model.latent_start(centred, model.num_classes() as i64)?;
     let layer = |bias: &Tensor, input: &Tensor, weight: &Tensor| -> Result<Tensor> {
         let size = weight.size();
@@ -107,10 +106,7 @@ fn forward(
     };
     let perm = |j: usize| model.perms.get(j as i64);
     let (z, logdet) = model.couplings_forward(z, logdet, neg_scales, &layer, &perm, tape)?;
-    let k = model.meta.k as f64;
-    let const_term = -0.5 * k * (2.0 * std::f64::consts::PI).ln();
-    let log_p = logdet - z.square().sum_dim_intlist(1, false, kind) * 0.5 + const_term;
-    Ok((log_p, z))
+    Ok((model.log_density(logdet, &z, 1), z))
 }
 
 /// The backward pass from the final latent `z` (`[C, k, B]`, feature-major) through the taped

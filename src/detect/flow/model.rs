@@ -565,9 +565,15 @@ impl FlowModel {
     /// Returns `[C', B]`.
     pub fn log_prob_centred(&self, centred: &Tensor, classes: Option<&[i64]>) -> Result<Tensor> {
         let (z, logdet) = self.latent(centred, classes)?;
+        Ok(self.log_density(logdet, &z, 2))
+    }
+
+    /// `log p = log |det| - |z|^2 / 2 - k/2 log(2 pi)` from the latent `z`, whose features run
+    /// along `feature_dim`, and its log-determinant.
+    pub(super) fn log_density(&self, logdet: Tensor, z: &Tensor, feature_dim: i64) -> Tensor {
         let k = self.meta.k as f64;
         let const_term = -0.5 * k * (2.0 * std::f64::consts::PI).ln();
-        Ok(logdet - z.square().sum_dim_intlist(2, false, self.kind) * 0.5 + const_term)
+        logdet - z.square().sum_dim_intlist(feature_dim, false, self.kind) * 0.5 + const_term
     }
 
     /// The latent `z = f(x)` (`[C', B, k]`) and `log |det df/dx|` (`[C', B]`), see
