@@ -7,8 +7,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::Common;
 use crate::detect::flow::{
-    checkpoint::META_FILE, default_lanes, default_length_hidden, split_validation, FlowModel,
-    FlowSpec, FlowTrainConfig, IterationRecord, Trainer,
+    checkpoint::META_FILE, default_backward, default_lanes, default_length_hidden,
+    split_validation, Backward, FlowModel, FlowSpec, FlowTrainConfig, IterationRecord, Trainer,
 };
 use crate::detect::gaussian::{same_whitening, LayerStats};
 use crate::error::{Error, Result};
@@ -87,10 +87,11 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     })
 }
 
-/// How the classes' flows are spread over the compute threads (see [`Trainer`]).
+/// How the classes' flows are spread over the compute threads and how their gradients are
+/// computed (see [`Trainer`]; the stage trains in float32).
 fn lanes_note(device: Device, classes: usize) -> String {
     let lanes = default_lanes(device, classes);
-    match device {
+    let spread = match device {
         Device::Cpu if lanes > 1 => {
             format!("training {classes} class flows in {lanes} lanes of one compute thread each")
         }
@@ -99,6 +100,10 @@ fn lanes_note(device: Device, classes: usize) -> String {
             tch::get_num_threads()
         ),
         other => format!("training {classes} class flows together on {other:?}"),
+    };
+    match default_backward(device, Kind::Float) {
+        Backward::Explicit => format!("{spread}, gradients by the explicit CPU pass"),
+        Backward::Autograd => format!("{spread}, gradients by autograd"),
     }
 }
 
