@@ -206,6 +206,25 @@ pub fn default_backward(device: Device, kind: Kind) -> Backward {
     }
 }
 
+/// libtorch's intra-op thread count, set for a while: the caller's count comes back when this is
+/// dropped, also when a lane panics.
+struct ThreadCount(i32);
+
+impl ThreadCount {
+    /// Sets the count to `threads`, remembering the current one.
+    fn set(threads: i32) -> Self {
+        let before = tch::get_num_threads();
+        tch::set_num_threads(threads);
+        ThreadCount(before)
+    }
+}
+
+impl Drop for ThreadCount {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
+}
+
 /// The lanes [`Trainer::new`] uses for `num_classes` classes on `device`: on the CPU one per
 /// libtorch thread, at most one per class; elsewhere one.
 pub fn default_lanes(device: Device, num_classes: usize) -> usize {
@@ -580,9 +599,8 @@ impl Trainer {
             [lane] => vec![lane_iteration(lane, config, t)],
             lanes => {
                 // One intra-op thread per lane while the lanes run, then the caller's again.
-                let threads = tch::get_num_threads();
-                tch::set_num_threads(1);
-                let sums = std::thread::scope(|scope| {
+                let _restore = ThreadCount::set(1);
+                std::thread::scope(|scope| {
                     let running: Vec<_> = lanes
                         .iter_mut()
                         .map(|lane| {
@@ -596,9 +614,7 @@ impl Trainer {
                         .into_iter()
                         .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                         .collect()
-                });
-                tch::set_num_threads(threads);
-                sums
+                })
             }
         };
         let (mut train_loss, mut validation_loss, mut validation_rows) = (0.0, 0.0, 0);
