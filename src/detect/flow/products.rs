@@ -12,9 +12,10 @@ use tch::{Device, Kind, Tensor};
 /// `dst`'s batch, where `L` and `R` are the batch sizes of `lhs` and `rhs` (each divides `dst`'s).
 ///
 /// All three are 3-D CPU tensors of one kind, float32 or float64, with any strides: a transposed
-/// view is multiplied as the transpose. `dst` must be a tensor of the caller's own that overlaps
-/// neither factor, with distinct elements (no expanded dimensions). `threads` above 1 splits each
-/// product over that many rayon tasks.
+/// view is multiplied as the transpose. `dst` needs distinct elements (no expanded dimensions)
+/// and memory apart from both factors: a destination whose span of memory meets a factor's, even
+/// interleaved with it, is refused. `threads` above 1 splits each product over that many rayon
+/// tasks, with the same result bit for bit.
 pub fn batched_product(
     dst: &Tensor,
     lhs: &Tensor,
@@ -53,6 +54,13 @@ pub fn batched_product(
             "batched product: the destination has an expanded dimension".into(),
         ));
     }
+    let (span_dst, span_lhs, span_rhs) = (span(dst), span(lhs), span(rhs));
+    let overlaps = |a: (usize, usize), b: (usize, usize)| a.0 < b.1 && b.0 < a.1;
+    if overlaps(span_dst, span_lhs) || overlaps(span_dst, span_rhs) {
+        return Err(Error::Invalid(
+            "batched product: the destination overlaps a factor".into(),
+        ));
+    }
     match kind {
         Kind::Float => run::<f32>(dst, lhs, rhs, accumulate, threads),
         Kind::Double => run::<f64>(dst, lhs, rhs, accumulate, threads),
@@ -63,6 +71,19 @@ pub fn batched_product(
         }
     }
     Ok(())
+}
+
+/// The bytes `[first, end)` a tensor's elements lie in (libtorch's strides are never negative).
+fn span(t: &Tensor) -> (usize, usize) {
+    let first = t.data_ptr() as usize;
+    let last: i64 = t
+        .size()
+        .iter()
+        .zip(t.stride())
+        .map(|(&n, s)| (n - 1).max(0) * s)
+        .sum();
+    let bytes = t.kind().elt_size_in_bytes();
+    (first, first + last as usize * bytes + bytes)
 }
 
 /// [`batched_product`] on element type `T` (checked by the caller).
@@ -88,9 +109,9 @@ fn run<T: Copy + 'static + From<f32>>(
     );
     for batch in 0..ds[0] {
         // SAFETY: the offsets stay inside each tensor (index < size along every dimension, times
-        // the tensor's own strides), the kinds were checked to be `T`, and `dst` overlaps neither
-        // factor and has distinct elements (the caller's contract), so the writes alias nothing
-        // that is read.
+        // the tensor's own strides), the kinds were checked to be `T`, and `dst` has distinct
+        // elements and a memory span apart from both factors' (checked), so the writes alias
+        // nothing that is read.
         unsafe {
             let d = d0.offset((batch * dt[0]) as isize);
             let l = l0.offset(((batch % lb) * lt[0]) as isize);
@@ -192,5 +213,12 @@ mod tests {
         let expanded = Tensor::zeros([4, 5, 1], opts).expand([4, 5, 3], false);
         let rhs = Tensor::zeros([4, 7, 3], opts);
         assert!(batched_product(&expanded, &lhs, &rhs, false, 1).is_err());
+        // A destination sharing memory with a factor.
+        let square = Tensor::zeros([4, 5, 5], opts);
+        let rhs = Tensor::zeros([4, 5, 5], opts);
+        assert!(batched_product(&square, &square, &rhs, false, 1).is_err());
+        let both = Tensor::zeros([4, 5, 10], opts);
+        let (left, right) = (both.narrow(2, 0, 5), both.narrow(2, 5, 5));
+        assert!(batched_product(&left, &right, &rhs, false, 1).is_err());
     }
 }
