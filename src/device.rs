@@ -1,4 +1,4 @@
-//! Choosing the compute device from the `--gpu` flag.
+//! Choosing the compute device from the `--gpu` flag, and the CPU threads libtorch computes on.
 use tch::{Cuda, Device};
 
 /// The device a run uses, and a one-line notice when the request could not be honoured.
@@ -8,6 +8,12 @@ pub struct DeviceChoice {
     pub device: Device,
     /// Set when the user asked for a GPU that is not there and CPU is used instead.
     pub notice: Option<String>,
+}
+
+/// libtorch's intra-op thread count (`--threads`, `OMP_NUM_THREADS`), at least 1: the work the
+/// CPU code of its own splits (lanes, Adam's loop, products) is shared out over that many threads.
+pub fn libtorch_threads() -> usize {
+    tch::get_num_threads().max(1) as usize
 }
 
 /// Picks CUDA device `gpu` (device 0 when `gpu` is `None`) when it exists, else the CPU with a notice.

@@ -1,6 +1,7 @@
 //! What the benchmarks against the Python reference-style loops share: the measured float32
-//! matrix-product peak (libtorch's or the `gemm` crate's, whichever is faster here), the median of the rounds, and running a Python script of `benches/` with
-//! the set-up's Python (the torch whose libtorch `tch` links against).
+//! matrix-product peak (libtorch's or the `gemm` crate's, whichever is faster here), the median
+//! of the rounds, and running a Python script of `benches/` with the set-up's Python (the torch
+//! whose libtorch `tch` links against).
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -36,7 +37,7 @@ pub fn matmul_peaks() -> (f64, f64) {
         let _ = a.matmul(&b);
     });
     // gemm as the trainer's lanes run it: one single-threaded product per thread, all at once.
-    let threads = tch::get_num_threads().max(1) as usize;
+    let threads = resflow::device::libtorch_threads();
     let operands: Vec<[Tensor; 3]> = (0..threads)
         .map(|_| {
             let out = Tensor::zeros([1, n, n], (Kind::Float, Device::Cpu));

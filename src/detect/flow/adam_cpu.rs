@@ -140,7 +140,7 @@ fn run<T: Element>(rows: &[Row], config: AdamConfig) {
     let total: usize = rows.iter().map(|r| r.len).sum();
     // Below this many elements per thread, starting the thread costs more than it saves.
     const PER_THREAD: usize = 1 << 17;
-    let threads = (tch::get_num_threads().max(1) as usize).min(total / PER_THREAD + 1);
+    let threads = crate::device::libtorch_threads().min(total / PER_THREAD + 1);
     if threads <= 1 {
         rows.iter().for_each(|r| update_row::<T>(r, config));
         return;

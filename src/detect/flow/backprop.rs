@@ -31,17 +31,18 @@ pub fn class_losses_and_gradients(
     let kind = model.kind();
     if model.parameters().iter().any(|p| !p.requires_grad()) {
         return Err(Error::Invalid(
-            "explicit backward pass: the model's trainable tensors do not track gradients".into(),
+            "explicit flow pass: the model's trainable tensors do not track gradients".into(),
         ));
     }
     // The rescales keep their autograd graph back to g and v; the rest runs without one.
     let scales_graph = model.neg_scales(|t| t.shallow_clone());
     let neg_scales: Vec<Tensor> = scales_graph.iter().map(|t| t.detach()).collect();
-    let mut tape = Vec::with_capacity(NUM_COUPLINGS);
-    let (log_p, z) =
-        tch::no_grad(|| forward(model, centred, &neg_scales, threads, Some(&mut tape)))?;
-    let losses = tch::no_grad(|| -log_p.sum_dim_intlist(1, false, kind));
-    let (mut grads, d_scales) = tch::no_grad(|| backward(model, z, tape, &neg_scales, threads))?;
+    let (losses, mut grads, d_scales) = tch::no_grad(|| -> Result<_> {
+        let mut tape = Vec::with_capacity(NUM_COUPLINGS);
+        let (log_p, z) = forward(model, centred, &neg_scales, threads, Some(&mut tape))?;
+        let (grads, d_scales) = backward(model, z, tape, &neg_scales, threads)?;
+        Ok((-log_p.sum_dim_intlist(1, false, kind), grads, d_scales))
+    })?;
     // The rescales' share: the gradient of sum_i <scale_i, d_scale_i> with respect to g and v.
     let scale_terms: Vec<Tensor> = scales_graph
         .iter()
@@ -73,10 +74,16 @@ pub fn log_prob_centred(model: &FlowModel, centred: &Tensor, threads: usize) -> 
     })
 }
 
-/// Errors unless `model` is a float32 or float64 model on the CPU.
-fn check_model(model: &FlowModel) -> Result<()> {
+/// Whether the explicit pass applies to a model of `kind` on `device`: float32 or float64 on the
+/// CPU.
+pub fn applies(device: Device, kind: Kind) -> bool {
+    device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double)
+}
+
+/// Errors unless the explicit pass [`applies`] to `model`.
+pub(super) fn check_model(model: &FlowModel) -> Result<()> {
     let kind = model.kind();
-    if model.device() != Device::Cpu || !matches!(kind, Kind::Float | Kind::Double) {
+    if !applies(model.device(), kind) {
         return Err(Error::Invalid(format!(
             "explicit flow pass: needs a float32 or float64 model on the CPU, got {kind:?} on {:?}",
             model.device()

@@ -11,6 +11,7 @@ use super::adam::{AdamConfig, ClassAdam, STEPS};
 use super::backprop;
 use super::class_rows;
 use super::model::FlowModel;
+use crate::device::libtorch_threads;
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -199,7 +200,7 @@ pub enum Backward {
 /// The [`Backward`] a trainer uses on `device` for a model of `kind`: explicit where it applies
 /// (CPU, float32 or float64), autograd elsewhere.
 pub fn default_backward(device: Device, kind: Kind) -> Backward {
-    if device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double) {
+    if backprop::applies(device, kind) {
         Backward::Explicit
     } else {
         Backward::Autograd
@@ -229,7 +230,7 @@ impl Drop for ThreadCount {
 /// libtorch thread, at most one per class; elsewhere one.
 pub fn default_lanes(device: Device, num_classes: usize) -> usize {
     match device {
-        Device::Cpu => (tch::get_num_threads().max(1) as usize).min(num_classes.max(1)),
+        Device::Cpu => libtorch_threads().min(num_classes.max(1)),
         _ => 1,
     }
 }
@@ -332,8 +333,7 @@ impl Lane {
             let params = self.model.parameters();
             let (class_loss, grads) =
                 if self.backward == Backward::Explicit && subset.is_none() && !padded {
-                    let threads = tch::get_num_threads().max(1) as usize;
-                    backprop::class_losses_and_gradients(&self.model, &x, threads)?
+                    backprop::class_losses_and_gradients(&self.model, &x, libtorch_threads())?
                 } else {
                     let log_p = self.model.log_prob_centred(&x, subset)?;
                     let log_p = if padded {
@@ -407,8 +407,7 @@ impl Lane {
                     let lp = if self.backward == Backward::Explicit
                         && sel.len() == self.model.num_classes()
                     {
-                        let threads = tch::get_num_threads().max(1) as usize;
-                        backprop::log_prob_centred(&self.model, &x, threads)?
+                        backprop::log_prob_centred(&self.model, &x, libtorch_threads())?
                     } else {
                         self.model.log_prob_centred(&x, Some(&sel))?
                     };
@@ -520,13 +519,8 @@ impl Trainer {
     /// The trainer computing its gradients the `backward` way (see [`default_backward`] for
     /// what `new` chooses); errors where [`Backward::Explicit`] does not apply.
     pub fn with_backward(mut self, backward: Backward) -> Result<Self> {
-        let model = &self.lanes[0].model;
-        let (device, kind) = (model.device(), model.kind());
-        if backward == Backward::Explicit && default_backward(device, kind) != backward {
-            return Err(Error::Invalid(format!(
-                "the explicit backward pass needs a float32 or float64 model on the CPU, not \
-                 {kind:?} on {device:?}"
-            )));
+        if backward == Backward::Explicit {
+            backprop::check_model(&self.lanes[0].model)?;
         }
         for lane in &mut self.lanes {
             lane.backward = backward;
