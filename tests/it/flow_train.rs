@@ -298,17 +298,8 @@ fn resume_continues_exactly() {
 #[test]
 fn checkpoints_do_not_depend_on_the_lanes() {
     // Trained in 3 lanes, saved, resumed in 2 and in 1: both continue as the 3-lane run does.
-    let Data {
-        model,
-        validation,
-        train,
-    } = data(Kind::Double);
-    let lanes_of = |lanes: usize| {
-        let model = FlowModel::select_classes(&model, 0..3).unwrap();
-        let cfg = config(1e-3);
-        Trainer::with_lanes(model, copies(&train), copies(&validation), cfg, lanes).unwrap()
-    };
-    let (mut straight, mut first) = (lanes_of(3), lanes_of(3));
+    let d = data(Kind::Double);
+    let (mut straight, mut first) = (trainer_in_lanes(&d, 3), trainer_in_lanes(&d, 3));
     for _ in 0..3 {
         straight.train_iteration().unwrap();
     }
@@ -318,7 +309,7 @@ fn checkpoints_do_not_depend_on_the_lanes() {
     first.save_checkpoint(ckpt.path()).unwrap();
     let want = straight.into_model();
     for lanes in [2, 1] {
-        let (train, validation) = (copies(&train), copies(&validation));
+        let (train, validation) = (copies(&d.train), copies(&d.validation));
         let mut resumed =
             Trainer::resume_in_lanes(ckpt.path(), train, validation, Kind::Double, CPU, lanes)
                 .unwrap();
@@ -335,18 +326,9 @@ fn checkpoints_do_not_depend_on_the_lanes() {
 fn explicit_and_autograd_backward_passes_train_alike() {
     // The CPU's default, the explicit pass, against libtorch's autograd: same losses and weights
     // over three iterations (the last batches of the smaller classes go through autograd in both).
-    let Data {
-        model,
-        validation,
-        train,
-    } = data(Kind::Double);
+    let d = data(Kind::Double);
     let run = |backward: Backward| {
-        let model = FlowModel::select_classes(&model, 0..3).unwrap();
-        let (train, validation) = (copies(&train), copies(&validation));
-        let mut trainer = Trainer::with_lanes(model, train, validation, config(1e-3), 2)
-            .unwrap()
-            .with_backward(backward)
-            .unwrap();
+        let mut trainer = trainer_in_lanes(&d, 2).with_backward(backward).unwrap();
         assert_eq!(trainer.backward(), backward);
         let records: Vec<_> = (0..3).map(|_| trainer.train_iteration().unwrap()).collect();
         (records, trainer.into_model())
@@ -371,6 +353,13 @@ fn explicit_and_autograd_backward_passes_train_alike() {
         default_backward(Device::Cuda(0), Kind::Float),
         Backward::Autograd
     );
+}
+
+/// A trainer over copies of `d`'s model and features in `lanes` lanes, learning rate 1e-3.
+fn trainer_in_lanes(d: &Data, lanes: usize) -> Trainer {
+    let model = FlowModel::select_classes(&d.model, 0..3).unwrap();
+    let (train, validation) = (copies(&d.train), copies(&d.validation));
+    Trainer::with_lanes(model, train, validation, config(1e-3), lanes).unwrap()
 }
 
 /// Every class's state dict of `a` is within `tol` of `b`'s (0: equal).
