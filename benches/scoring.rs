@@ -38,7 +38,7 @@ use resflow::detect::flow::{default_length_hidden, FlowModel, FlowSpec};
 use resflow::detect::gaussian::LayerStats;
 use resflow::detect::mahalanobis::Mahalanobis;
 use resflow::detect::preprocess::{preprocessed_scores, ScoreFn};
-use resflow::detect::{Detector, MAGNITUDES};
+use resflow::detect::{FittedDetector, MAGNITUDES};
 use resflow::models::resnet::{BLOCKS, PAPER_WIDTH};
 use resflow::models::{Classifier, NetConfig, NetType};
 use resflow::pipeline::classifier::DEMO_RESNET_WIDTH;

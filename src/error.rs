@@ -28,6 +28,24 @@ pub enum Error {
     /// A request that cannot be satisfied (bad argument combination).
     #[error("{0}")]
     Invalid(String),
+    /// An artefact a stage needs is not there: the stage that makes it has not run, or its
+    /// output was removed. The message says which stage writes it.
+    #[error("{}: {message}", path.display())]
+    MissingArtefact { path: PathBuf, message: String },
+    /// An artefact made from other inputs than those in use (another classifier, other
+    /// features, another run's files). The message names what differs and the stage to rerun.
+    #[error("{}: {message}", path.display())]
+    Provenance { path: PathBuf, message: String },
+    /// Arrays or sizes that do not fit together (rows, columns, classes, layers).
+    #[error("{0}")]
+    Shape(String),
+    /// An option or hyper-parameter with a value it cannot take; `option` names it as the user
+    /// gave it (a flag such as `--knn-k`, or a parameter such as `knn.k`).
+    #[error("{option}: {message}")]
+    BadOption { option: String, message: String },
+    /// Data whose values cannot be used (NaN or infinite values, too few rows, an empty class).
+    #[error("{0}")]
+    BadData(String),
     /// Scores or settings the detector's fitting code (`resflow-fit`) cannot use.
     #[error(transparent)]
     Fit(#[from] resflow_fit::Error),
@@ -69,6 +87,30 @@ impl Error {
                 source,
             },
             other => other,
+        }
+    }
+
+    /// An [`Error::MissingArtefact`] for `path`.
+    pub fn missing(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::MissingArtefact {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Provenance`] for `path`.
+    pub fn provenance(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Provenance {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::BadOption`] for `option`.
+    pub fn bad_option(option: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::BadOption {
+            option: option.into(),
+            message: message.into(),
         }
     }
 

@@ -12,9 +12,12 @@
 //! | [`store`] | files on disk: a run's paths ([`store::RunDir`]) and artefact formats |
 //! | [`pipeline`] | the stages, one file each: options, `run`, summary |
 //! | [`report`] | tables and plots of the results |
+//! | [`cli`] | the binaries' shared flags (clap), and the scoring binaries' `main` |
 //!
 //! beside the shared [`error`], [`io`] (atomic writes, `.npy`), [`device`] and [`progress`].
-//! The binaries in `src/bin/` parse flags, call a [`pipeline`] stage and print its summary.
+//! The binaries in `src/bin/` parse flags ([`cli`]), call a [`pipeline`] stage and print its
+//! summary. What each stage computes, and why, is `docs/method.md`.
+pub mod cli;
 pub mod data;
 pub mod detect;
 pub mod device;

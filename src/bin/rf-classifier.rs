@@ -1,5 +1,5 @@
 //! rf-classifier: trains a classifier from scratch and measures a checkpoint's test accuracy.
-mod cli;
+use resflow::cli;
 
 use std::path::PathBuf;
 
@@ -90,7 +90,7 @@ struct EvalArgs {
 }
 
 fn main() -> Result<()> {
-    cli::report_file_size_limit();
+    cli::fail_writes_past_file_size_limit();
     match Cli::parse().command {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),

@@ -1,6 +1,6 @@
 //! rf-data: lists the datasets the pipeline knows and summarises those found under `--dataroot`;
 //! tells scripts the pipeline's stages and each network's feature layers.
-mod cli;
+use resflow::cli;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,7 +41,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    cli::report_file_size_limit();
+    cli::fail_writes_past_file_size_limit();
     match Cli::parse().command {
         Command::List => {
             for d in DATASETS {
@@ -77,7 +77,10 @@ fn main() -> Result<()> {
         }
         Command::Stages => STAGES.iter().for_each(|s| println!("{s}")),
         Command::Baselines => {
-            let names: Vec<&str> = DetectorKind::BASELINES.iter().map(|d| d.name()).collect();
+            let names: Vec<&str> = DetectorKind::scored_by(resflow::detect::BASELINES_STAGE)
+                .iter()
+                .map(|d| d.name())
+                .collect();
             println!("{}", names.join(" "));
         }
     }

@@ -1,7 +1,7 @@
 //! rf-fgsm: clean, noisy and FGSM adversarial versions of the in-distribution test split (SPEC
 //! section 9), kept where clean and noisy are classified right and adversarial wrong, saved under
 //! `{outf}/{net}_{dataset}/fgsm/` (layout in `resflow::store::fgsm`).
-mod cli;
+use resflow::cli;
 
 use std::path::PathBuf;
 
@@ -30,7 +30,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
-    cli::report_file_size_limit();
+    cli::fail_writes_past_file_size_limit();
     let cli = Cli::parse();
     let options = fgsm::Options {
         common: cli.common.common(),

@@ -1,6 +1,6 @@
 //! rf-prepare: per-layer features of the train, test and OOD sets, class means, whitening and
 //! tied precision (SPEC section 3), under `{outf}/{net}_{dataset}/features/`.
-mod cli;
+use resflow::cli;
 
 use std::path::PathBuf;
 
@@ -39,7 +39,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
-    cli::report_file_size_limit();
+    cli::fail_writes_past_file_size_limit();
     let cli = Cli::parse();
     let options = prepare::Options {
         common: cli.common.common(),

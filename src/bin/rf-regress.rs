@@ -1,7 +1,7 @@
 //! rf-regress: the regression detector of SPEC section 8 on the score files of one detector,
 //! for every in-distribution set and OOD set found (or named), with the reference's printed
 //! table, `results.json`, `results.md` and plots in each run folder (see `resflow::report`).
-mod cli;
+use resflow::cli;
 
 use anyhow::Result;
 use clap::Parser;
@@ -47,7 +47,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
-    cli::report_file_size_limit();
+    cli::fail_writes_past_file_size_limit();
     let cli = Cli::parse();
     let validation = cli.validation.validation_src;
     let options = regress::Options {

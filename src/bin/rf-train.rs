@@ -1,6 +1,6 @@
 //! rf-train: trains the residual flows of one layer, all classes at once (SPEC section 5).
 //! Checkpoints go to `{outf}/{net}_{dataset}/flow/layer_{L}/`, the history to `.../history/`.
-mod cli;
+use resflow::cli;
 
 use anyhow::Result;
 use clap::Parser;
@@ -48,7 +48,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
-    cli::report_file_size_limit();
+    cli::fail_writes_past_file_size_limit();
     let cli = Cli::parse();
     let defaults = defaults();
     let options = train_flow::Options {

@@ -1,20 +1,21 @@
-//! Command-line flags shared by the stage binaries, defined once and mapped onto the library's
-//! options (`resflow::pipeline::Common`).
+//! Command-line flags shared by the stage binaries, defined once (clap) and mapped onto the
+//! library's options ([`crate::pipeline::Common`]); [`scoring`] is the whole of the three
+//! scoring binaries.
 //!
 //! Flags are kebab-case; the original scripts' snake_case spellings (`--net_type`, `--batch_size`)
 //! are accepted as aliases so that old commands keep working with the binary name swapped.
-// Each binary uses part of this module.
-#![allow(dead_code)]
+pub mod scoring;
+
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use crate::detect::{DetectorKind, BASELINES_STAGE};
+use crate::device::select_device;
+use crate::fit::Validation;
+use crate::models::NetType;
+use crate::pipeline::Common;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use resflow::detect::DetectorKind;
-use resflow::device::select_device;
-use resflow::fit::Validation;
-use resflow::models::NetType;
-use resflow::pipeline::Common;
 
 /// A parser of the library enum `T` from `values` (listed in `--help`, any case).
 fn enum_parser<T>(
@@ -41,13 +42,17 @@ pub fn validation_parser() -> impl TypedValueParser<Value = Validation> {
 
 /// One of the detectors' names.
 pub fn detector_parser() -> impl TypedValueParser<Value = DetectorKind> {
-    enum_parser(DetectorKind::ALL.map(|d| PossibleValue::new(d.name())))
+    enum_parser(
+        DetectorKind::ALL
+            .iter()
+            .map(|d| PossibleValue::new(d.name())),
+    )
 }
 
 /// Makes a write beyond the file-size limit (`ulimit -f`) fail with an error that names the
 /// file (EFBIG; the temporary file is then removed), instead of the default SIGXFSZ that kills
 /// the process mid-write without a word. Call first in `main`.
-pub fn report_file_size_limit() {
+pub fn fail_writes_past_file_size_limit() {
     // SAFETY: sets one signal's disposition to "ignore"; no handler runs, and nothing else in
     // the process depends on SIGXFSZ.
     unsafe {
@@ -55,9 +60,13 @@ pub fn report_file_size_limit() {
     }
 }
 
-/// One of the post-hoc baselines' names.
+/// One of the post-hoc baselines' names (the kinds that [`BASELINES_STAGE`] scores).
 pub fn baseline_parser() -> impl TypedValueParser<Value = DetectorKind> {
-    enum_parser(DetectorKind::BASELINES.map(|d| PossibleValue::new(d.name())))
+    enum_parser(
+        DetectorKind::scored_by(BASELINES_STAGE)
+            .into_iter()
+            .map(|d| PossibleValue::new(d.name())),
+    )
 }
 
 /// Flags common to the pipeline stages.
@@ -167,32 +176,5 @@ impl ValidationArgs {
     /// True for `fgsm`.
     pub fn fgsm(&self) -> bool {
         self.validation_src == Validation::Fgsm
-    }
-}
-
-/// Flags of the scoring stages (`rf-mahalanobis`, `rf-score`).
-#[derive(Debug, Clone, Args)]
-pub struct ScoringArgs {
-    /// The shared flags.
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// In-distribution validation source.
-    #[command(flatten)]
-    pub validation: ValidationArgs,
-    /// Classifier checkpoint (default: the one rf-prepare used, from the feature manifest).
-    #[arg(long)]
-    pub classifier: Option<PathBuf>,
-}
-
-impl ScoringArgs {
-    /// The scoring stage's options for `detector`.
-    pub fn options(&self, detector: DetectorKind) -> resflow::pipeline::score::Options {
-        resflow::pipeline::score::Options {
-            common: self.common.common(),
-            detector,
-            validation: self.validation.validation_src,
-            classifier: self.classifier.clone(),
-            ..Default::default()
-        }
     }
 }

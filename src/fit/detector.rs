@@ -19,7 +19,7 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use super::metrics::{self, Metrics};
 use super::regression::{FittedLogistic, LogisticRegressionCv};
 use super::splits::{self, fgsm_split, IoSplitRule};
-use crate::detect::{baselines, eps_name, DetectorKind};
+use crate::detect::{eps_name, DetectorKind};
 use crate::error::{Error, Result};
 
 /// Where the detector is fitted and its magnitude selected.
@@ -257,12 +257,16 @@ fn column_by_label(f: &LayerFeatures, column: usize, idx: &[usize]) -> (Vec<f64>
 /// the score matrices is a candidate score (ODIN: one per temperature), the (magnitude, column)
 /// with the highest TNR at TPR 95% on the selection rows wins (the first on ties), and its
 /// scores on the IO test rows are the confidences. A single candidate wins unopposed.
+/// `temperatures` names the temperature of each column for detectors whose variants are
+/// temperatures (recorded with the result).
 pub fn evaluate_direct(
     detector: DetectorKind,
     ood: &str,
     validation: Validation,
     inputs: &[EpsInput],
+    temperatures: Option<&[f64]>,
 ) -> Result<DetectorResult> {
+    let temperature = |column: usize| temperatures.and_then(|t| t.get(column).copied());
     let mut trials = Vec::new();
     let mut best: Option<(usize, usize, f64, usize)> = None;
     for (k, input) in inputs.iter().enumerate() {
@@ -274,7 +278,7 @@ pub fn evaluate_direct(
                 eps: input.io.eps,
                 c: 0.0,
                 select_tnr: tnr,
-                temperature: baselines::temperature(detector, column),
+                temperature: temperature(column),
             });
             if best.as_ref().is_none_or(|b| tnr > b.2) {
                 best = Some((k, column, tnr, split.select.len()));
@@ -299,7 +303,7 @@ pub fn evaluate_direct(
         c: 0.0,
         coef: Vec::new(),
         intercept: 0.0,
-        temperature: baselines::temperature(detector, column),
+        temperature: temperature(column),
         layers: Vec::new(),
         metrics,
         trials,

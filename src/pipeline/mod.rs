@@ -8,10 +8,8 @@
 //! | [`prepare`] | `rf-prepare` | classifier, data | `features/` |
 //! | [`fgsm`] | `rf-fgsm` | classifier, test split | `fgsm/` |
 //! | [`train_flow`] | `rf-train` | `features/` | `flow/layer_{l}/`, `history/` |
-//! | [`score`] | `rf-mahalanobis`, `rf-score` | classifier, `features/`, `flow/` | score files |
-//! | [`baselines`] | `rf-baselines` | classifier, `features/` | score files of the baselines |
+//! | [`score`] | `rf-mahalanobis`, `rf-score`, `rf-baselines` | classifier, `features/`, `flow/` | score files |
 //! | [`regress`] | `rf-regress` | score files | `results.json`, `results.md`, `plots/` |
-pub mod baselines;
 pub mod classifier;
 pub mod fgsm;
 pub mod prepare;

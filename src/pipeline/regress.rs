@@ -4,15 +4,12 @@
 //! outputs and the plots.
 use std::path::PathBuf;
 
-use ndarray::{Array2, Axis};
-
 use super::train_flow::MONITOR_ROWS;
-use crate::detect::{eps_name, DetectorKind, ScoreLayout};
+use crate::detect::{DetectorKind, Evaluation, ScoreLayout};
 use crate::error::{Error, Result};
 use crate::fit::bootstrap::BootstrapParams;
 use crate::fit::detector::{
-    evaluate_detector, evaluate_direct, max_over_classes, DetectorResult, EpsInput, LayerFeatures,
-    TestScores, Validation,
+    evaluate_detector, evaluate_direct, DetectorResult, EpsInput, TestScores, Validation,
 };
 use crate::fit::metrics;
 use crate::fit::regression::LogisticRegressionCv;
@@ -27,9 +24,8 @@ use crate::store::results::{
     read_results, read_test_scores, write_results, write_test_scores, ResultRecord, ResultsFile,
     OPENOOD_AUROC,
 };
-use crate::store::scores::{
-    list_magnitudes, read_score_manifest, read_scores, score_manifest_path, ScoreFile, FGSM,
-};
+use crate::store::score_sets::{load_features, scored_files, scored_ood_sets};
+use crate::store::scores::{read_scores, FGSM};
 use crate::store::{list_datasets, RunDir};
 
 /// What [`regress_dataset`] did for one in-distribution set.
@@ -46,40 +42,6 @@ pub struct RegressOutcome {
     pub warnings: Vec<String>,
     /// OOD sets that could not be evaluated, with the reason; the other sets' results are written.
     pub failed: Vec<(String, String)>,
-}
-
-/// The OOD sets with score files for `detector` in `run`, or `requested` (checked to exist).
-pub fn ood_sets(run: &RunDir, detector: DetectorKind, requested: &[String]) -> Result<Vec<String>> {
-    let found = run.list_ood_sets(detector)?;
-    if requested.is_empty() {
-        if found.is_empty() {
-            return Err(Error::format(
-                run.detector_dir(detector),
-                format!(
-                    "no OOD score folders for the {} detector; run {} first",
-                    detector.label(),
-                    detector.stage()
-                ),
-            ));
-        }
-        return Ok(found);
-    }
-    for r in requested {
-        if !found.contains(r) {
-            return Err(Error::format(
-                run.detector_dir(detector).join(r),
-                format!(
-                    "no score files for OOD set `{r}`; found: {}",
-                    if found.is_empty() {
-                        "none".to_string()
-                    } else {
-                        found.join(", ")
-                    }
-                ),
-            ));
-        }
-    }
-    Ok(requested.to_vec())
 }
 
 /// The stage's options.
@@ -170,7 +132,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
 }
 
 /// The whole regression stage for one run folder: evaluates the detector on each OOD set
-/// ([`ood_sets`]), stores the test outputs, merges `results.json`, rewrites `results.md` and,
+/// ([`scored_ood_sets`]), stores the test outputs, merges `results.json`, rewrites `results.md` and,
 /// with plots, draws the plots of [`crate::report`].
 pub fn regress_dataset(
     run: &RunDir,
@@ -180,7 +142,7 @@ pub fn regress_dataset(
     progress: &mut dyn Progress,
 ) -> Result<RegressOutcome> {
     let (detector, validation, plots) = (options.detector, options.validation, options.plots);
-    let oods = ood_sets(run, detector, &options.oods)?;
+    let oods = scored_ood_sets(run, detector, &options.oods)?;
     let mut records = Vec::new();
     let mut results_by_ood = Vec::new();
     let mut warnings = Vec::new();
@@ -188,7 +150,7 @@ pub fn regress_dataset(
     progress.start(&format!("{dataset} regression"), oods.len());
     for ood in &oods {
         // One set that cannot be evaluated (too few rows, a missing file) does not block the others.
-        match evaluate_run(run, detector, ood, validation) {
+        match evaluate_ood_set(run, detector, ood, validation) {
             Ok(r) => {
                 if r.counts.split == IoSplitRule::Proportional {
                     warnings.push(small_set_warning(dataset, &r));
@@ -241,7 +203,7 @@ pub fn regress_dataset(
         let dir = run.plots_dir();
         for r in &results_by_ood {
             let mut stored = Vec::new();
-            for d in DetectorKind::ALL {
+            for &d in DetectorKind::ALL {
                 let p = run.test_scores_path(d, validation, &r.ood);
                 if d == detector {
                     stored.push((d.label().to_string(), r.test.clone()));
@@ -276,10 +238,11 @@ pub fn regress_dataset(
                 plot_histogram(
                     &p,
                     &title,
-                    if detector.regression() {
-                        "Detector score -log-odds(OOD) (higher = in-distribution)"
-                    } else {
-                        "Detector score (higher = in-distribution)"
+                    match detector.evaluation() {
+                        Evaluation::Regression => {
+                            "Detector score -log-odds(OOD) (higher = in-distribution)"
+                        }
+                        Evaluation::Direct => "Detector score (higher = in-distribution)",
                     },
                     &r.test.logit_in,
                     &r.test.logit_ood,
@@ -382,207 +345,50 @@ pub fn history_curves(run: &RunDir) -> Result<Vec<LayerCurve>> {
     Ok(curves)
 }
 
-/// The feature columns one score file contributes ([`ScoreLayout`]): a file of layer columns
-/// holds them already; a file of one layer's class scores is reduced to their max.
-fn layer_columns(detector: DetectorKind, file: &ScoreFile) -> Array2<f64> {
-    match detector.layout() {
-        ScoreLayout::LayerColumns => file.scores.clone(),
-        ScoreLayout::ClassScoresPerLayer => {
-            max_over_classes(file.scores.view()).insert_axis(Axis(1))
-        }
-    }
-}
-
-/// Builds the feature matrix of one magnitude from its score files (`(path, file)` pairs: the one
-/// file of a [`ScoreLayout::LayerColumns`] detector, or one file per layer in layer order). All files must agree on rows,
-/// labels, `n_out` and groups.
-pub fn build_features(
-    detector: DetectorKind,
-    eps: f64,
-    files: &[(PathBuf, ScoreFile)],
-) -> Result<LayerFeatures> {
-    let Some((first_path, first)) = files.first() else {
-        return Err(Error::Invalid(format!(
-            "{} scores at eps {}: no score files",
-            detector.label(),
-            eps_name(eps)
-        )));
-    };
-    if detector.layout() == ScoreLayout::LayerColumns && files.len() != 1 {
-        return Err(Error::Invalid(format!(
-            "{} scores at eps {}: expected one file, got {}",
-            detector.label(),
-            eps_name(eps),
-            files.len()
-        )));
-    }
-    let mut columns = Vec::with_capacity(files.len());
-    for (path, file) in files {
-        if file.labels != first.labels || file.n_out != first.n_out || file.group != first.group {
-            return Err(Error::format(
-                path,
-                format!(
-                    "rows differ from {}: {} rows with {} OOD, expected {} rows with {} OOD and the same labels{}",
-                    first_path.display(),
-                    file.n_rows(),
-                    file.n_out,
-                    first.n_rows(),
-                    first.n_out,
-                    if first.group.is_some() { " and groups" } else { "" }
-                ),
-            ));
-        }
-        columns.push(layer_columns(detector, file));
-    }
-    let views: Vec<_> = columns.iter().map(|c| c.view()).collect();
-    let x = ndarray::concatenate(Axis(1), &views)
-        .map_err(|e| Error::Invalid(format!("feature columns: {e}")))?;
-    Ok(LayerFeatures {
-        eps,
-        x,
-        labels: first.labels.to_vec(),
-        n_out: first.n_out,
-        group: first.group.as_ref().map(|g| g.to_vec()),
-    })
-}
-
-/// The score files of `set` (an OOD set name or [`FGSM`]) at `eps`: the one file of a
-/// [`ScoreLayout::LayerColumns`] detector, or the files of `layers`.
-pub fn score_paths(
-    run: &RunDir,
-    detector: DetectorKind,
-    set: &str,
-    layers: &[usize],
-    eps: f64,
-) -> Vec<PathBuf> {
-    match detector.layout() {
-        ScoreLayout::LayerColumns => vec![run.score_path(detector, set, 0, eps)],
-        ScoreLayout::ClassScoresPerLayer => layers
-            .iter()
-            .map(|&l| run.score_path(detector, set, l, eps))
-            .collect(),
-    }
-}
-
-/// Reads and builds the features of `set` at `eps` (see [`score_paths`], [`build_features`]).
-pub fn load_features(
-    run: &RunDir,
-    detector: DetectorKind,
-    set: &str,
-    layers: &[usize],
-    eps: f64,
-) -> Result<LayerFeatures> {
-    let fgsm = set == FGSM;
-    let mut files = Vec::new();
-    for path in score_paths(run, detector, set, layers, eps) {
-        if !path.exists() {
-            return Err(Error::format(
-                &path,
-                format!(
-                    "missing score file; {} writes it (needed for {} at eps {})",
-                    detector.stage(),
-                    set,
-                    eps_name(eps)
-                ),
-            ));
-        }
-        let file = read_scores(&path, fgsm)?;
-        files.push((path, file));
-    }
-    build_features(detector, eps, &files)
-}
-
-/// The layers (empty for [`ScoreLayout::LayerColumns`]) and magnitudes of `detector`'s scores of
-/// `set` in `run`: those of the scoring stage's manifest
-/// ([`crate::store::scores::ScoreManifest`]); for score folders
-/// without one (older versions, hand-made files), the layers with files and the magnitudes of the
-/// first layer. Errors if there are none.
-pub fn discover(run: &RunDir, detector: DetectorKind, set: &str) -> Result<(Vec<usize>, Vec<f64>)> {
-    // The scoring stage's manifest names the files exactly; every one must then exist
-    // ([`load_features`] names a missing one).
-    if let Some(m) = read_score_manifest(&run.detector_dir(detector))? {
-        if !m.sets.iter().any(|s| s == set) {
-            return Err(Error::format(
-                score_manifest_path(&run.detector_dir(detector)),
-                format!(
-                    "{} scores of `{set}` are not part of the last scoring run (sets: {}); rerun {}",
-                    detector.label(),
-                    m.sets.join(", "),
-                    detector.stage()
-                ),
-            ));
-        }
-        let layers = match detector.layout() {
-            ScoreLayout::LayerColumns => Vec::new(),
-            ScoreLayout::ClassScoresPerLayer => m.layers,
-        };
-        return Ok((layers, m.magnitudes));
-    }
-    let (layers, dir) = match detector.layout() {
-        ScoreLayout::LayerColumns => (Vec::new(), run.scores_dir(detector, set, 0)),
-        ScoreLayout::ClassScoresPerLayer => {
-            let layers = run.list_layers(detector, set)?;
-            let Some(first) = layers.first().copied() else {
-                return Err(Error::format(
-                    run.detector_dir(detector).join(set),
-                    format!(
-                        "no layer_{{l}} folders of {} scores; run {} first",
-                        detector.label(),
-                        detector.stage()
-                    ),
-                ));
-            };
-            (layers, run.scores_dir(detector, set, first))
-        }
-    };
-    let eps = list_magnitudes(&dir)?;
-    if eps.is_empty() {
-        return Err(Error::format(
-            &dir,
-            format!(
-                "no eps_{{eps}}.npz score files; run {} first",
-                detector.stage()
-            ),
-        ));
-    }
-    Ok((layers, eps))
-}
-
-/// Loads the score files of `ood` (and of the FGSM sets for FGSM validation) from `run` and runs
-/// [`evaluate_detector`] with scikit-learn's default regression, or for a baseline
-/// [`evaluate_direct`]. The flow's layers and the magnitudes
-/// are those found for `ood`; every needed file must exist.
-pub fn evaluate_run(
+/// Loads the score files of `ood` (and of the FGSM sets for FGSM validation) from `run` and
+/// evaluates them as the detector's [`Evaluation`] says: [`evaluate_detector`] with
+/// scikit-learn's default regression, or [`evaluate_direct`]. The layers, magnitudes and
+/// parameters are those the scoring stage recorded for `ood` ([`scored_files`]); every needed
+/// file must exist.
+pub fn evaluate_ood_set(
     run: &RunDir,
     detector: DetectorKind,
     ood: &str,
     validation: Validation,
 ) -> Result<DetectorResult> {
-    let (layers, magnitudes) = discover(run, detector, ood)?;
-    let mut inputs = Vec::with_capacity(magnitudes.len());
-    for &eps in &magnitudes {
-        let io = load_features(run, detector, ood, &layers, eps)?;
+    let scored = scored_files(run, detector, ood)?;
+    let layers = &scored.layers;
+    let mut inputs = Vec::with_capacity(scored.magnitudes.len());
+    for &eps in &scored.magnitudes {
+        let io = load_features(run, detector, ood, layers, eps)?;
         let fgsm = match validation {
             Validation::Ood => None,
-            Validation::Fgsm => Some(load_features(run, detector, FGSM, &layers, eps)?),
+            Validation::Fgsm => Some(load_features(run, detector, FGSM, layers, eps)?),
         };
         inputs.push(EpsInput { io, fgsm });
     }
-    if detector.regression() {
-        let mut r = evaluate_detector(
+    match detector.evaluation() {
+        Evaluation::Regression => {
+            let mut r = evaluate_detector(
+                detector,
+                ood,
+                validation,
+                &inputs,
+                &LogisticRegressionCv::default(),
+            )?;
+            // The layers behind the regression's coefficients, in their order.
+            r.layers = match detector.layout() {
+                ScoreLayout::ClassScoresPerLayer => scored.layers,
+                ScoreLayout::LayerColumns => (0..r.coef.len()).collect(),
+            };
+            Ok(r)
+        }
+        Evaluation::Direct => evaluate_direct(
             detector,
             ood,
             validation,
             &inputs,
-            &LogisticRegressionCv::default(),
-        )?;
-        // The layers behind the regression's coefficients, in their order.
-        r.layers = match detector.layout() {
-            ScoreLayout::ClassScoresPerLayer => layers,
-            ScoreLayout::LayerColumns => (0..r.coef.len()).collect(),
-        };
-        Ok(r)
-    } else {
-        evaluate_direct(detector, ood, validation, &inputs)
+            scored.params.temperatures(),
+        ),
     }
 }

@@ -1,6 +1,8 @@
-//! The scoring stages (`rf-mahalanobis`, `rf-score`; SPEC sections 6 and 7): a [`Detector`]'s
-//! class scores of every layer with input pre-processing at every magnitude, for the test split,
-//! each prepared OOD set and, with FGSM validation, the FGSM sets; written as score files in the
+//! The scoring stages (`rf-mahalanobis`, `rf-score`, `rf-baselines`;
+//! `docs/method.md#input-pre-processing`): each detector is fitted on the run's training data
+//! ([`RunTrainingData`], through [`DetectorParams::fit`]), then its class scores of every layer
+//! with input pre-processing at every magnitude are computed for the test split, each prepared
+//! OOD set and, with FGSM validation, the FGSM sets; they are written as score files in the
 //! detector's [`ScoreLayout`] ([`crate::store::scores`]). The test split is scored once for all
 //! OOD sets.
 use std::collections::BTreeMap;
@@ -12,11 +14,8 @@ use tch::{Device, Kind, Tensor};
 use super::Common;
 use crate::data::{self, BatchSource, ImageSet, Split};
 use crate::detect::fgsm::FgsmSets;
-use crate::detect::gaussian::LayerStats;
-use crate::detect::mahalanobis::Mahalanobis;
 use crate::detect::preprocess::{score_set, ScoreFn};
-use crate::detect::resflow::ResidualFlow;
-use crate::detect::{Detector, DetectorKind, ScoreLayout, MAGNITUDES};
+use crate::detect::{DetectorKind, DetectorParams, FittedDetector, ScoreLayout};
 use crate::error::{Error, Result};
 use crate::fit::Validation;
 use crate::models::checkpoint::file_sha256;
@@ -24,6 +23,7 @@ use crate::models::{load_checkpoint, LoadedClassifier};
 use crate::progress::Progress;
 use crate::store::features::{FeatureDir, FeatureManifest};
 use crate::store::scores::{write_score_manifest, write_scores, ScoreFile, ScoreManifest, FGSM};
+use crate::store::training_data::RunTrainingData;
 use crate::store::RunDir;
 
 /// Default batch size of the scoring stages.
@@ -34,89 +34,92 @@ pub const SCORING_BATCH_SIZE: usize = 100;
 pub struct Options {
     /// Run, data and device (batch size default [`SCORING_BATCH_SIZE`]).
     pub common: Common,
-    /// The detector to score with.
-    pub detector: DetectorKind,
+    /// The detectors to fit and score, each with its parameters (magnitudes included).
+    pub detectors: Vec<DetectorParams>,
     /// With [`Validation::Fgsm`], also the FGSM sets written by `rf-fgsm`.
     pub validation: Validation,
     /// Classifier checkpoint; `None`: the one `rf-prepare` used (from the feature manifest).
     pub classifier: Option<PathBuf>,
-    /// Input pre-processing magnitudes.
-    pub magnitudes: Vec<f64>,
+}
+
+impl Options {
+    /// The stage's options for the detectors `kinds` with their default parameters.
+    pub fn for_kinds(common: Common, kinds: &[DetectorKind]) -> Options {
+        Options {
+            common,
+            detectors: kinds
+                .iter()
+                .map(|&k| DetectorParams::default_for(k))
+                .collect(),
+            validation: Validation::Ood,
+            classifier: None,
+        }
+    }
 }
 
 impl Default for Options {
-    /// The residual flow on the OOD sets at the seven magnitudes of SPEC 6.
+    /// The residual flow on the OOD sets at the seven magnitudes of
+    /// `docs/method.md#input-pre-processing`.
     fn default() -> Self {
-        Options {
-            common: Common::default(),
-            detector: DetectorKind::Resflow,
-            validation: Validation::Ood,
-            classifier: None,
-            magnitudes: MAGNITUDES.to_vec(),
-        }
+        Options::for_kinds(Common::default(), &[DetectorKind::Resflow])
     }
+}
+
+/// What [`run`] wrote for one detector.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// The detector.
+    pub kind: DetectorKind,
+    /// The layers scored.
+    pub layers: Vec<usize>,
+    /// The magnitudes scored.
+    pub magnitudes: Vec<f64>,
+    /// The detector's score folder.
+    pub dir: PathBuf,
 }
 
 /// What [`run`] wrote.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    /// The layers scored.
-    pub layers: Vec<usize>,
+    /// Per detector, in the options' order.
+    pub detectors: Vec<Scored>,
     /// The sets scored (OOD sets, then [`FGSM`] when validating on it).
     pub sets: Vec<String>,
-    /// The detector's score folder.
-    pub dir: PathBuf,
 }
 
-/// Runs the stage: opens the inputs ([`ScoringStage::open`]), builds the detector from the
-/// run's files and scores every set ([`score`]).
+/// Runs the stage: checks every detector's parameters, opens the inputs once
+/// ([`ScoringStage::open`]), then fits each detector on the run's training data and scores every
+/// set ([`score`]).
 pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
+    if options.detectors.is_empty() {
+        return Err(Error::bad_option("--detectors", "no detector to score"));
+    }
+    for params in &options.detectors {
+        params.check()?;
+    }
     let stage = ScoringStage::open(options)?;
     let inputs = stage.inputs()?;
-    let (run, num_layers) = (&stage.run, stage.manifest.layer_channels.len());
-    let detector: Box<dyn Detector> = match options.detector {
-        DetectorKind::Mahalanobis => {
-            let stats = (0..num_layers)
-                .map(|l| LayerStats::load(&stage.features.stats_path(l)))
-                .collect::<Result<Vec<_>>>()?;
-            Box::new(Mahalanobis::new(&stats, stage.device))
-        }
-        DetectorKind::Resflow => {
-            let mut layers = Vec::new();
-            for l in 0..num_layers {
-                let dir = run.flow_dir(l);
-                if dir.exists() {
-                    layers.push((l, dir, LayerStats::load(&stage.features.stats_path(l))?));
-                }
-            }
-            if layers.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "no trained flow under {}; train one per layer with `rf-train --layer L`",
-                    run.flows_dir().display()
-                )));
-            }
-            Box::new(ResidualFlow::new(layers, stage.device))
-        }
-        baseline => {
-            return Err(Error::Invalid(format!(
-                "{} is scored by {}",
-                baseline.label(),
-                baseline.stage()
-            )))
-        }
-    };
-    let sets = score(
-        &stage,
-        &inputs,
-        detector.as_ref(),
-        &options.magnitudes,
-        progress,
-    )?;
-    Ok(Summary {
-        layers: detector.layers(),
-        sets,
-        dir: run.detector_dir(options.detector),
-    })
+    let data = RunTrainingData::new(
+        &stage.run,
+        &stage.features,
+        &stage.manifest,
+        stage.classifier.net.as_ref(),
+        stage.device,
+    );
+    let mut detectors = Vec::new();
+    let mut sets = Vec::new();
+    for params in &options.detectors {
+        let detector = params.fit(&data)?;
+        let magnitudes = params.magnitudes();
+        sets = score(&stage, &inputs, detector.as_ref(), &magnitudes, progress)?;
+        detectors.push(Scored {
+            kind: params.kind(),
+            layers: detector.layers(),
+            magnitudes,
+            dir: stage.run.detector_dir(params.kind()),
+        });
+    }
+    Ok(Summary { detectors, sets })
 }
 
 /// What a scoring stage scores: the test split and every OOD set, each cut to the size
@@ -237,7 +240,7 @@ type SetScores = BTreeMap<String, Vec<Tensor>>;
 pub fn score(
     stage: &ScoringStage,
     inputs: &ScoredInputs,
-    detector: &dyn Detector,
+    detector: &dyn FittedDetector,
     magnitudes: &[f64],
     progress: &mut dyn Progress,
 ) -> Result<Vec<String>> {
@@ -253,7 +256,7 @@ pub fn score(
     let mut kept: BTreeMap<String, Vec<Vec<Tensor>>> = BTreeMap::new();
     let variants = detector.variants();
     if variants != 1 && kind.layout() != ScoreLayout::LayerColumns {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "{}: {variants} score variants per layer need one file of columns per magnitude",
             kind.label()
         )));
@@ -313,6 +316,7 @@ pub fn score(
             magnitudes: magnitudes.to_vec(),
             layers: detector.layers(),
             sets: written.clone(),
+            params: Some(detector.params()),
         },
     )?;
     Ok(written)

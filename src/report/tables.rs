@@ -219,7 +219,8 @@ fn comparison_cell(
 fn comparison_axes(records: &[ResultRecord], v: Validation) -> (Vec<DetectorKind>, Vec<&str>) {
     let mine: Vec<&ResultRecord> = records.iter().filter(|r| r.validation == v).collect();
     let detectors = DetectorKind::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|d| mine.iter().any(|r| r.detector == *d))
         .collect();
     let mut oods: Vec<&str> = Vec::new();

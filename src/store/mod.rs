@@ -16,7 +16,9 @@ pub mod features;
 pub mod fgsm;
 pub mod history;
 pub mod results;
+pub mod score_sets;
 pub mod scores;
+pub mod training_data;
 
 use std::path::{Path, PathBuf};
 

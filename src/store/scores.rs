@@ -34,7 +34,7 @@ use std::path::Path;
 use ndarray::{Array0, Array1, Array2, ArrayD, Ix2};
 use ndarray_npy::{NpzReader, NpzWriter, ReadableElement};
 
-use crate::detect::MAGNITUDES;
+use crate::detect::{DetectorParams, MAGNITUDES};
 use crate::error::{Error, Result};
 use crate::fit::splits::{GROUP_ADVERSARIAL, GROUP_CLEAN, GROUP_NOISY};
 use crate::io;
@@ -355,6 +355,10 @@ pub struct ScoreManifest {
     pub layers: Vec<usize>,
     /// The sets scored (OOD sets, and [`FGSM`] when validating on FGSM samples).
     pub sets: Vec<String>,
+    /// The detector's parameters (absent in manifests written before they were recorded: the
+    /// kind's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<DetectorParams>,
 }
 
 /// The manifest's path in a detector's score folder.

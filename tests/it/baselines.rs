@@ -10,9 +10,13 @@ use std::path::Path;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use resflow::detect::baselines::{self, Knn, LinearHead, LogitDetector, Odin, Vim};
+use resflow::detect::head::LinearHead;
+use resflow::detect::knn::Knn;
+use resflow::detect::logit::{LogitDetector, LogitScore};
+use resflow::detect::odin::Odin;
 use resflow::detect::preprocess::{gradient_step, preprocessed_scores};
-use resflow::detect::{Detector, DetectorKind};
+use resflow::detect::vim::{self, Vim};
+use resflow::detect::{DetectorKind, FittedDetector, BASELINES_STAGE};
 use resflow::models::checkpoint::read_tensors;
 use resflow::models::mean_pool;
 use resflow::store::results::read_results;
@@ -72,17 +76,16 @@ fn logit_baselines_and_odin_match_pytorch_on_the_reference_network() {
     let last = net.num_layers() - 1;
     let phi = tch::no_grad(|| mean_pool(&net.intermediate_forward(x, last).unwrap()));
 
-    for (kind, key) in [
-        (DetectorKind::Msp, "msp"),
-        (DetectorKind::Energy, "energy"),
-        (DetectorKind::MaxLogit, "maxlogit"),
+    for (score, key) in [
+        (LogitScore::Msp, "msp"),
+        (LogitScore::Energy, "energy"),
+        (LogitScore::MaxLogit, "maxlogit"),
     ] {
         let d = LogitDetector::new(
-            kind,
+            score,
             last,
             LinearHead::of(net.as_ref(), Device::Cpu).unwrap(),
-        )
-        .unwrap();
+        );
         assert_eq!(d.layers(), vec![last]);
         let s = tch::no_grad(|| d.layer_scores(last, 0).unwrap()(&phi).unwrap());
         let score = s.max_dim(1, false).0;
@@ -211,7 +214,7 @@ fn vim_matches_openoods_numpy_computation() {
     save("test", &test, &[n, d]);
     save("w", &weight, &[c, d]);
     save("b", &bias, &[c]);
-    let dim = baselines::vim_dimension(d);
+    let dim = vim::vim_dimension(d);
     assert_eq!(dim, 12);
     let alpha: f64 = common::run_python(VIM, &[dir.path(), Path::new(&dim.to_string())])
         .trim()
@@ -266,7 +269,7 @@ fn baselines_score_and_compare_end_to_end() {
         &["--batch-size", "100", "--knn-k", "5"],
         &io,
     );
-    for d in DetectorKind::BASELINES {
+    for d in DetectorKind::scored_by(BASELINES_STAGE) {
         assert!(
             printed.contains(&format!("{} scores for 1 set(s) (uniform)", d.label())),
             "{printed}"
@@ -295,7 +298,7 @@ fn baselines_score_and_compare_end_to_end() {
     );
 
     let mut table = String::new();
-    for d in DetectorKind::BASELINES {
+    for d in DetectorKind::scored_by(BASELINES_STAGE) {
         table = common::run_binary(
             env!("CARGO_BIN_EXE_rf-regress"),
             &["--detector", d.name(), "--no-plots", "--bootstrap", "200"],
@@ -318,7 +321,7 @@ fn baselines_score_and_compare_end_to_end() {
         assert_eq!(r.trials.len(), trials, "{:?}", r.detector);
     }
     // The last call prints the comparison of every detector run so far.
-    for d in DetectorKind::BASELINES {
+    for d in DetectorKind::scored_by(BASELINES_STAGE) {
         assert!(table.contains(d.label()), "{table}");
     }
     assert!(table.contains("FPR at 95% TPR (OOD positive)"), "{table}");

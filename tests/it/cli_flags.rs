@@ -1,6 +1,6 @@
 //! Shared flags: kebab-case names, the original snake_case spellings, defaults.
-use crate::cli::CommonArgs;
 use clap::Parser;
+use resflow::cli::CommonArgs;
 use resflow::models::NetType;
 
 #[derive(Parser)]

@@ -11,6 +11,7 @@ use resflow::fit::metrics;
 use resflow::fit::regression::LogisticRegressionCv;
 use resflow::fit::splits;
 use resflow::pipeline::regress;
+use resflow::store::score_sets;
 use resflow::store::scores::{self, ScoreFile, FGSM};
 use resflow::store::RunDir;
 
@@ -39,7 +40,7 @@ fn flow_features_are_per_layer_class_maxima_and_mahalanobis_columns_pass_through
             )
         })
         .collect();
-    let f = regress::build_features(DetectorKind::Resflow, 0.002, &layers).unwrap();
+    let f = score_sets::build_features(DetectorKind::Resflow, 0.002, &layers).unwrap();
     assert_eq!(f.x.dim(), (10, 3));
     assert_eq!(f.n_out, 4);
     assert_eq!(f.eps, 0.002);
@@ -50,7 +51,7 @@ fn flow_features_are_per_layer_class_maxima_and_mahalanobis_columns_pass_through
         }
     }
     let m = synth::io_file(1, 4, 6, 5, 1.0);
-    let g = regress::build_features(
+    let g = score_sets::build_features(
         DetectorKind::Mahalanobis,
         0.0,
         &[(PathBuf::from("m"), m.clone())],
@@ -62,7 +63,7 @@ fn flow_features_are_per_layer_class_maxima_and_mahalanobis_columns_pass_through
     // Files of different row sets cannot be combined.
     let mut bad = layers.clone();
     bad[2].1 = synth::io_file(3, 5, 5, 5, 1.0);
-    let e = regress::build_features(DetectorKind::Resflow, 0.0, &bad)
+    let e = score_sets::build_features(DetectorKind::Resflow, 0.0, &bad)
         .unwrap_err()
         .to_string();
     assert!(
@@ -128,7 +129,7 @@ fn features(
     sep: f64,
 ) -> LayerFeatures {
     let f = synth::io_file(seed, n_out, n_in, cols, sep);
-    regress::build_features(DetectorKind::Mahalanobis, eps, &[(PathBuf::from("x"), f)]).unwrap()
+    score_sets::build_features(DetectorKind::Mahalanobis, eps, &[(PathBuf::from("x"), f)]).unwrap()
 }
 
 fn rows(x: &Array2<f64>, idx: &[usize]) -> Array2<f64> {
@@ -220,7 +221,7 @@ fn fgsm_validation_selects_on_adversarial_rows_and_tests_on_the_io_split() {
             EpsInput {
                 io: features(7 + 2 * k as u64, eps, n_out, n_in, 2, 1.0),
                 fgsm: Some(
-                    regress::build_features(
+                    score_sets::build_features(
                         DetectorKind::Mahalanobis,
                         eps,
                         &[(PathBuf::from("fgsm"), fg)],
@@ -294,7 +295,8 @@ fn evaluate_run_reads_flow_files_and_matches_in_memory_features() {
             0.3
         }
     });
-    let r = regress::evaluate_run(&run, DetectorKind::Resflow, "svhn", Validation::Ood).unwrap();
+    let r =
+        regress::evaluate_ood_set(&run, DetectorKind::Resflow, "svhn", Validation::Ood).unwrap();
     assert_eq!(r.eps, 0.005);
     assert_eq!(r.coef.len(), layers);
     // Same through explicit features built by brute force.
@@ -336,7 +338,7 @@ fn evaluate_run_reads_flow_files_and_matches_in_memory_features() {
 
     // A missing layer file is named, with the stage that writes it.
     std::fs::remove_file(run.resflow_path("svhn", 2, 0.001)).unwrap();
-    let e = regress::evaluate_run(&run, DetectorKind::Resflow, "svhn", Validation::Ood)
+    let e = regress::evaluate_ood_set(&run, DetectorKind::Resflow, "svhn", Validation::Ood)
         .unwrap_err()
         .to_string();
     assert!(
@@ -344,7 +346,7 @@ fn evaluate_run_reads_flow_files_and_matches_in_memory_features() {
         "{e}"
     );
     // FGSM validation without FGSM files names the missing file.
-    let e = regress::evaluate_run(&run, DetectorKind::Resflow, "svhn", Validation::Fgsm)
+    let e = regress::evaluate_ood_set(&run, DetectorKind::Resflow, "svhn", Validation::Fgsm)
         .unwrap_err()
         .to_string();
     assert!(
@@ -354,7 +356,7 @@ fn evaluate_run_reads_flow_files_and_matches_in_memory_features() {
     // Too few rows for the IO split.
     let small = RunDir::new(dir.path(), "resnet", "small");
     synth::write_mahalanobis(&small, "svhn", 30, 2000, 2, 1, |_| 1.0);
-    let e = regress::evaluate_run(&small, DetectorKind::Mahalanobis, "svhn", Validation::Ood)
+    let e = regress::evaluate_ood_set(&small, DetectorKind::Mahalanobis, "svhn", Validation::Ood)
         .unwrap_err()
         .to_string();
     assert!(e.contains("need at least 40 OOD"), "{e}");
@@ -446,8 +448,8 @@ fn io_validation_matches_the_reference_script_on_the_same_files() {
         }
         scores::write_scores(&run.mahalanobis_path("svhn", eps), &f).unwrap();
     }
-    let ours =
-        regress::evaluate_run(&run, DetectorKind::Mahalanobis, "svhn", Validation::Ood).unwrap();
+    let ours = regress::evaluate_ood_set(&run, DetectorKind::Mahalanobis, "svhn", Validation::Ood)
+        .unwrap();
     let folder = run.path().join("mahalanobis/svhn");
     let out = common::run_python(REFERENCE_REGRESSION, &[folder.as_path()]);
     let theirs: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

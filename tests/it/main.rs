@@ -1,16 +1,12 @@
 //! The integration tests, one binary (each test module used to be its own binary, each linking
 //! libtorch). Shared helpers: `common` (Python, data, classifiers), `synth` (synthetic score
-//! files), `flow_ref` (an independent RealNVP), `cli` (the binaries' flag definitions).
+//! files), `flow_ref` (an independent RealNVP).
 mod common;
 mod flow_ref;
 mod synth;
 
-#[path = "../../src/bin/cli/mod.rs"]
-mod cli;
-
 mod artefacts;
 mod baselines;
-#[path = "cli.rs"]
 mod cli_flags;
 mod convert_weights;
 mod cuda_link;
@@ -28,6 +24,7 @@ mod models_parity;
 mod own_model;
 mod pipeline;
 mod prepare;
+mod registry;
 mod regression;
 mod report;
 mod scoring;

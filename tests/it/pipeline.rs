@@ -4,6 +4,11 @@
 use crate::common;
 
 use common::{random_classifier, root_with_classes, run_binary as run};
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use resflow::detect::DetectorKind;
 use resflow::detect::MAGNITUDES;
 use resflow::store::results::read_results;
 use resflow::store::scores::read_scores;
@@ -149,6 +154,8 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
         );
     }
 
+    every_kind_reaches_the_comparison_table(&run_dir, &io);
+
     // Resuming a flow with other settings, or after the features changed, is refused.
     let train = |extra: &[&str]| {
         let mut args = vec!["--layer", "4"];
@@ -254,4 +261,48 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
     std::fs::remove_dir_all(run_dir.flow_dir(4)).unwrap();
     let (ok, err) = train(&["--resume"]);
     assert!(ok && err.contains("--resume found no checkpoint"), "{err}");
+}
+
+/// Every kind of the registry that `run_dir` has no scores of yet goes through its own stage
+/// binary (each stage once) and `rf-regress`: then all of them are columns of the detector
+/// comparison in `results.md`.
+fn every_kind_reaches_the_comparison_table(run_dir: &RunDir, io: &[(&str, &Path)]) {
+    let bin = |name: &str| {
+        Path::new(env!("CARGO_BIN_EXE_rf-regress"))
+            .with_file_name(name)
+            .display()
+            .to_string()
+    };
+    let unscored = |k: &&DetectorKind| !run_dir.detector_dir(**k).join("scores.json").exists();
+    let stages: BTreeSet<&str> = DetectorKind::ALL
+        .iter()
+        .filter(unscored)
+        .map(|k| k.stage())
+        .collect();
+    for stage in stages {
+        run(&bin(stage), &["--batch-size", "100"], io);
+    }
+    let results = read_results(&run_dir.results_path()).unwrap().unwrap();
+    for &kind in DetectorKind::ALL {
+        if !results.results.iter().any(|r| r.detector == kind) {
+            run(
+                &bin("rf-regress"),
+                &["--detector", kind.name(), "--no-plots", "--bootstrap", "0"],
+                &io[1..],
+            );
+        }
+    }
+    let md = std::fs::read_to_string(run_dir.results_markdown_path()).unwrap();
+    let comparison = &md[md.find("## Detector comparison").expect(&md)..];
+    let header = comparison
+        .lines()
+        .find(|l| l.starts_with("| OOD set |"))
+        .expect(comparison);
+    for &kind in DetectorKind::ALL {
+        assert!(
+            header.contains(&format!(" {} |", kind.label())),
+            "{kind} missing from {header}"
+        );
+    }
+    assert!(comparison.contains("| uniform |"), "{comparison}");
 }

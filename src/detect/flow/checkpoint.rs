@@ -304,3 +304,25 @@ fn from_class_state_dicts(
     let perms = Tensor::stack(&perms, 0).to_device(device);
     FlowModel::from_parts(meta, dev(a), dev(a_inv), perms, couplings, frozen)
 }
+
+impl FlowModel {
+    /// A model of `kind` on `device` from `meta` and one state dict per class in the reference's
+    /// names ([`FlowModel::class_state_dict`]); `source` names them in errors.
+    pub fn from_state_dicts(
+        meta: &FlowMeta,
+        dicts: &[(PathBuf, HashMap<String, Tensor>)],
+        kind: Kind,
+        device: Device,
+    ) -> Result<FlowModel> {
+        let file = MetaFile {
+            num_classes: meta.num_classes,
+            k: meta.k,
+            length_hidden: meta.length_hidden,
+            layer: meta.layer,
+            net: meta.net.clone(),
+            dataset: meta.dataset.clone(),
+            log_abs_det_a_inv: Some(meta.log_abs_det_a_inv),
+        };
+        from_class_state_dicts(file, dicts, kind, device)
+    }
+}

@@ -1,0 +1,141 @@
+//! The three scoring binaries (`rf-mahalanobis`, `rf-score`, `rf-baselines`) as one function of
+//! the detector kinds they score ([`main`]): shared flags, the scoring stage
+//! ([`crate::pipeline::score`]), one line per detector scored.
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+
+use super::{baseline_parser, CommonArgs, ValidationArgs};
+use crate::detect::knn::{KnnParams, KNN_NEIGHBOURS};
+use crate::detect::vim::VimParams;
+use crate::detect::{DetectorKind, DetectorParams, BASELINES_STAGE};
+use crate::error::Result;
+use crate::pipeline::score::{self, Summary};
+use crate::progress::Bars;
+
+/// Flags of every scoring binary.
+#[derive(Debug, Clone, Args)]
+pub struct ScoringArgs {
+    /// The shared flags.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// In-distribution validation source.
+    #[command(flatten)]
+    pub validation: ValidationArgs,
+    /// Classifier checkpoint (default: the one rf-prepare used, from the feature manifest).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+}
+
+impl ScoringArgs {
+    /// The scoring stage's options for `detectors`.
+    pub fn options(&self, detectors: Vec<DetectorParams>) -> score::Options {
+        score::Options {
+            common: self.common.common(),
+            detectors,
+            validation: self.validation.validation_src,
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+/// The post-hoc detectors' choice and parameters (`rf-baselines`).
+#[derive(Debug, Clone, Args)]
+pub struct BaselineArgs {
+    /// Baselines to score (comma-separated); default: all of them.
+    #[arg(long, value_delimiter = ',', value_parser = baseline_parser())]
+    pub detectors: Vec<DetectorKind>,
+    /// KNN: number of neighbours k.
+    #[arg(long = "knn-k", alias = "knn_k", default_value_t = KNN_NEIGHBOURS)]
+    pub knn_k: usize,
+    /// ViM: dimension of the principal subspace (default: the paper's rule for the feature size).
+    #[arg(long = "vim-dim", alias = "vim_dim")]
+    pub vim_dim: Option<usize>,
+}
+
+impl BaselineArgs {
+    /// The parameters of each chosen baseline (every baseline when none is named).
+    pub fn params(&self) -> Vec<DetectorParams> {
+        let kinds = if self.detectors.is_empty() {
+            DetectorKind::scored_by(BASELINES_STAGE)
+        } else {
+            self.detectors.clone()
+        };
+        kinds
+            .into_iter()
+            .map(|kind| match DetectorParams::default_for(kind) {
+                DetectorParams::Knn(_) => DetectorParams::Knn(KnnParams { k: self.knn_k }),
+                DetectorParams::Vim(_) => DetectorParams::Vim(VimParams { dim: self.vim_dim }),
+                defaults @ (DetectorParams::Msp
+                | DetectorParams::Odin(_)
+                | DetectorParams::Energy
+                | DetectorParams::MaxLogit
+                | DetectorParams::Mahalanobis(_)
+                | DetectorParams::Resflow(_)) => defaults,
+            })
+            .collect()
+    }
+}
+
+/// `rf-mahalanobis` and `rf-score`: one detector, its default parameters.
+#[derive(Parser)]
+struct OneDetectorCli {
+    #[command(flatten)]
+    args: ScoringArgs,
+}
+
+/// `rf-baselines`: the chosen baselines and their parameters.
+#[derive(Parser)]
+struct BaselinesCli {
+    #[command(flatten)]
+    args: ScoringArgs,
+    #[command(flatten)]
+    baselines: BaselineArgs,
+}
+
+/// The whole of the scoring binary `stage` (the [`crate::detect::KindInfo::stage`] of the kinds
+/// it scores): parses the flags, runs the scoring stage, prints one line per detector.
+pub fn main(stage: &'static str, about: &'static str) -> Result<()> {
+    let summary = if stage == BASELINES_STAGE {
+        let cli: BaselinesCli = parse(BaselinesCli::command(), stage, about);
+        score::run(
+            &cli.args.options(cli.baselines.params()),
+            &mut Bars::default(),
+        )?
+    } else {
+        let cli: OneDetectorCli = parse(OneDetectorCli::command(), stage, about);
+        let params = DetectorKind::scored_by(stage)
+            .into_iter()
+            .map(DetectorParams::default_for)
+            .collect();
+        score::run(&cli.args.options(params), &mut Bars::default())?
+    };
+    print_summary(&summary);
+    Ok(())
+}
+
+/// Parses the process's arguments with `command`, named `stage` and described by `about`.
+fn parse<T: FromArgMatches>(command: clap::Command, stage: &'static str, about: &'static str) -> T {
+    let matches = command
+        .name(stage)
+        .bin_name(stage)
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .get_matches();
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// One line per detector: what was scored and where it went.
+fn print_summary(summary: &Summary) {
+    for scored in &summary.detectors {
+        println!(
+            "{} scores for {} set(s) ({}), layer(s) {:?} x {} magnitude(s), in {}",
+            scored.kind.label(),
+            summary.sets.len(),
+            summary.sets.join(", "),
+            scored.layers,
+            scored.magnitudes.len(),
+            scored.dir.display()
+        );
+    }
+}
