@@ -13,10 +13,11 @@ use crate::detect::flow::{
 use crate::detect::gaussian::{same_whitening, LayerStats};
 use crate::error::{Error, Result};
 use crate::fit::metrics;
+use crate::io::{previous_folder, recover_folder_swap, sibling, write_folder_atomically};
 use crate::progress::Progress;
 use crate::store::features::FeatureDir;
 use crate::store::history::{write_history, AurocHistory};
-use crate::store::RunDir;
+use crate::store::{lock, RunDir};
 
 /// The reference's number of held-out validation samples (divided evenly over the classes).
 pub const VALIDATION_TOTAL: usize = 10_000;
@@ -60,7 +61,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     let dir = run_dir.flow_dir(flow.layer);
     let resume_found_nothing = flow.resume
         && !dir.join(META_FILE).exists()
-        && !sibling(&dir, "old").join(META_FILE).exists();
+        && !previous_folder(&dir).join(META_FILE).exists();
     let classes = run_dir.features().manifest()?.num_classes;
     progress.note(&lanes_note(flow.device, classes));
     progress.start(&format!("layer {} flow", flow.layer), flow.num_iter);
@@ -173,63 +174,10 @@ fn centred_per_class(
         .collect()
 }
 
-/// Writes the checkpoint into a fresh sibling folder, then swaps it in, so a crash never leaves a
-/// half-written checkpoint in place.
-fn save_atomically(trainer: &Trainer, dir: &Path) -> Result<()> {
-    let (partial, old) = (sibling(dir, "partial"), sibling(dir, "old"));
-    let _ = std::fs::remove_dir_all(&partial);
-    if let Err(e) = trainer.save_checkpoint(&partial) {
-        // A full disk or a killed write leaves no half checkpoint behind.
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e);
-    }
-    if dir.exists() {
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::rename(&partial, dir).map_err(|e| Error::io(dir, e))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
-}
-
-/// `{dir}.{suffix}`: a sibling of a layer's flow folder.
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    PathBuf::from(format!("{}.{suffix}", dir.display()))
-}
-
-/// An exclusive lock on `{flow folder}.lock` while a layer trains, so that a second `rf-train`
-/// on the same layer stops at once with a message (the operating system releases it when the
-/// process ends, even when killed, so `--resume` after a kill works).
-fn lock_layer(dir: &Path) -> Result<std::fs::File> {
-    let path = sibling(dir, "lock");
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::format(
-            &path,
-            "another rf-train is training this layer now; wait for it to finish or stop it",
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-    }
-}
-
-/// Completes a checkpoint save that a crash interrupted between its two renames: the flow
-/// folder is missing but its previous version (`.old`) is there, so that one is put back.
-fn recover_interrupted_save(dir: &Path) -> Result<()> {
-    let old = sibling(dir, "old");
-    if !dir.exists() && old.join(META_FILE).exists() {
-        std::fs::rename(&old, dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let _ = std::fs::remove_dir_all(sibling(dir, "partial"));
-    Ok(())
+/// Writes the trainer's checkpoint into the layer's flow folder `dir` through a swap, so that a
+/// crash never leaves a half-written checkpoint in place.
+fn save_checkpoint(trainer: &Trainer, dir: &Path) -> Result<()> {
+    write_folder_atomically(dir, |partial| trainer.save_checkpoint(partial))
 }
 
 /// Writes the monitoring AUROC history (for plots) and the loss history as `.npy`
@@ -340,8 +288,9 @@ pub fn train_layer(
     let per_class = centred_per_class(features, l, &stats)?;
     let (validation, train) = split_validation(&per_class, options.validation_total)?;
     let dir = run.flow_dir(l);
-    let _lock = lock_layer(&dir)?;
-    recover_interrupted_save(&dir)?;
+    // A second rf-train on the same layer stops at once.
+    let _lock = lock::exclusive(&sibling(&dir, "lock"), "rf-train is training this layer")?;
+    recover_folder_swap(&dir, |old| old.join(META_FILE).exists())?;
     if options.num_iter == 0 && !options.resume && dir.join(META_FILE).exists() {
         refuse_untrained_replacement(run, l, &dir)?;
     }
@@ -398,13 +347,13 @@ pub fn train_layer(
     let result = trainer.run(options.num_iter, auroc, |t, record| {
         on_iteration(record);
         if record.iteration % every == 0 {
-            save_atomically(t, &dir)?;
+            save_checkpoint(t, &dir)?;
             write_histories(run, l, &ood, t.history())?;
         }
         Ok(())
     });
     result?;
-    save_atomically(&trainer, &dir)?;
+    save_checkpoint(&trainer, &dir)?;
     write_histories(run, l, &ood, trainer.history())?;
     Ok(trainer.history().to_vec())
 }
