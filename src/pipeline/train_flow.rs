@@ -26,13 +26,31 @@ pub const VALIDATION_TOTAL: usize = 10_000;
 pub const MONITOR_ROWS: usize = 2000;
 
 /// The stage's options; [`Default`] is the reference's training of layer 0 (1000 iterations).
+///
+/// Every setting lives in one place: the run, the device, the seed and the batch size in
+/// `common` (the batch size defaulting to [`FlowTrainConfig`]'s 256), everything else about the
+/// layer's training in `flow`. [`Options::train_config`] puts the trainer's settings together.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Run and device (batch size default 256; `common.seed` seeds the training).
+    /// Run, device, seed (of the shuffling and the initialisation) and batch size.
     pub common: Common,
-    /// Everything about the layer's training; its `config.batch_size` and `config.seed` are taken
-    /// from `common`.
+    /// Everything else about the layer's training.
     pub flow: FlowTrainOptions,
+}
+
+impl Options {
+    /// The trainer's settings: the learning rate and monitoring period of `flow`, the batch size
+    /// (default 256) and seed of `common`.
+    pub fn train_config(&self) -> FlowTrainConfig {
+        FlowTrainConfig {
+            lr: self.flow.lr,
+            batch_size: self
+                .common
+                .batch_size_or(FlowTrainConfig::default().batch_size),
+            seed: self.common.seed,
+            monitor_every: self.flow.monitor_every,
+        }
+    }
 }
 
 /// What [`run`] did.
@@ -51,22 +69,19 @@ pub struct Summary {
 /// Runs the stage for `options.flow.layer`, showing one task of `num_iter` steps with the
 /// current losses and monitored AUROC.
 pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
-    let common = &options.common;
-    let mut flow = options.flow.clone();
-    flow.config.batch_size = common.batch_size_or(flow.config.batch_size);
-    flow.config.seed = common.seed;
-    flow.device = common.device;
-    flow.config.check()?;
+    let (common, flow) = (&options.common, &options.flow);
+    let config = options.train_config();
+    config.check()?;
     let run_dir = common.run_dir();
     let dir = run_dir.flow_dir(flow.layer);
     let resume_found_nothing = flow.resume
         && !dir.join(META_FILE).exists()
         && !previous_folder(&dir).join(META_FILE).exists();
     let classes = run_dir.features().manifest()?.num_classes;
-    progress.note(&lanes_note(flow.device, classes));
+    progress.note(&lanes_note(common.device, classes));
     progress.start(&format!("layer {} flow", flow.layer), flow.num_iter);
     let (mut position, mut last_auroc) = (0, None);
-    let history = train_layer(&run_dir.features(), &run_dir, &flow, &mut |record| {
+    let history = train_layer(&run_dir, flow, &config, common.device, &mut |record| {
         if let Some(a) = record.monitor.as_ref().and_then(|m| m.auroc) {
             last_auroc = Some(a);
         }
@@ -108,15 +123,17 @@ fn lanes_note(device: Device, classes: usize) -> String {
     }
 }
 
-/// Options of one layer's training.
+/// Options of one layer's training (the seed, batch size and device are [`Options::common`]'s).
 #[derive(Debug, Clone)]
 pub struct FlowTrainOptions {
     /// Feature layer.
     pub layer: usize,
     /// Train until this many iterations are done.
     pub num_iter: usize,
-    /// Adam learning rate, batch size, seed, monitoring period.
-    pub config: FlowTrainConfig,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Monitoring period in iterations; iteration `t` is monitored when `t % monitor_every == 0`.
+    pub monitor_every: usize,
     /// Hidden width factor (default: the reference's table).
     pub length_hidden: Option<f64>,
     /// Checkpoint every this many iterations (and at the end).
@@ -127,24 +144,24 @@ pub struct FlowTrainOptions {
     pub validation_total: usize,
     /// OOD set whose features are monitored (default: the first prepared one).
     pub monitor_ood: Option<String>,
-    /// Compute device.
-    pub device: Device,
 }
 
 impl Default for FlowTrainOptions {
-    /// The reference's settings for layer 0: 1000 iterations, checkpoints every 500, 10,000
-    /// validation samples, the first prepared OOD set monitored, on the CPU.
+    /// The reference's settings for layer 0: 1000 iterations, learning rate 1e-5, monitoring
+    /// every 20 iterations, checkpoints every 500, 10,000 validation samples, the first prepared
+    /// OOD set monitored.
     fn default() -> Self {
+        let trainer = FlowTrainConfig::default();
         FlowTrainOptions {
             layer: 0,
             num_iter: 1000,
-            config: FlowTrainConfig::default(),
+            lr: trainer.lr,
+            monitor_every: trainer.monitor_every,
             length_hidden: None,
             checkpoint_every: 500,
             resume: false,
             validation_total: VALIDATION_TOTAL,
             monitor_ood: None,
-            device: Device::Cpu,
         }
     }
 }
@@ -268,13 +285,16 @@ fn check_resumable(
     Ok(())
 }
 
-/// Trains (or resumes) the flow of one layer; `on_iteration` sees every iteration's record.
-pub fn train_layer(
-    features: &FeatureDir,
+/// Trains (or resumes) the flow of one layer of `run` with the trainer's settings `config` on
+/// `device`; `on_iteration` sees every iteration's record.
+fn train_layer(
     run: &RunDir,
     options: &FlowTrainOptions,
+    config: &FlowTrainConfig,
+    device: Device,
     on_iteration: &mut dyn FnMut(&IterationRecord),
 ) -> Result<Vec<IterationRecord>> {
+    let features = run.features();
     let manifest = features.manifest()?;
     let l = options.layer;
     if l >= manifest.layer_channels.len() {
@@ -285,7 +305,7 @@ pub fn train_layer(
         )));
     }
     let stats = LayerStats::load(&features.stats_path(l))?;
-    let per_class = centred_per_class(features, l, &stats)?;
+    let per_class = centred_per_class(&features, l, &stats)?;
     let (validation, train) = split_validation(&per_class, options.validation_total)?;
     let dir = run.flow_dir(l);
     // A second rf-train on the same layer stops at once.
@@ -304,14 +324,14 @@ pub fn train_layer(
     let take = |set: &str| -> Result<Tensor> {
         let x = features.read_layer(&manifest, set, l)?;
         let n = x.size()[0].min(MONITOR_ROWS as i64);
-        Ok(x.narrow(0, 0, n).to_device(options.device))
+        Ok(x.narrow(0, 0, n).to_device(device))
     };
     let (test_x, ood_x) = (take("test")?, take(&format!("ood_{ood}"))?);
-    let means = stats.means.to_kind(Kind::Float).to_device(options.device);
+    let means = stats.means.to_kind(Kind::Float).to_device(device);
 
     let mut trainer = if options.resume && dir.join(META_FILE).exists() {
-        let trainer = Trainer::resume(&dir, train, validation, Kind::Float, options.device)?;
-        check_resumable(&trainer, &stats, &options.config, &dir)?;
+        let trainer = Trainer::resume(&dir, train, validation, Kind::Float, device)?;
+        check_resumable(&trainer, &stats, config, &dir)?;
         trainer
     } else {
         let spec = FlowSpec {
@@ -323,14 +343,8 @@ pub fn train_layer(
             net: manifest.net_type.name().to_string(),
             dataset: manifest.dataset_name(),
         };
-        let model = FlowModel::init(
-            &spec,
-            &stats.whitening,
-            options.config.seed,
-            Kind::Float,
-            options.device,
-        )?;
-        Trainer::new(model, train, validation, options.config.clone())?
+        let model = FlowModel::init(&spec, &stats.whitening, config.seed, Kind::Float, device)?;
+        Trainer::new(model, train, validation, config.clone())?
     };
     let auroc = |model: &FlowModel| -> Result<Option<f64>> {
         let best = |x: &Tensor| -> Result<Vec<f64>> {
@@ -356,4 +370,31 @@ pub fn train_layer(
     save_checkpoint(&trainer, &dir)?;
     write_histories(run, l, &ood, trainer.history())?;
     Ok(trainer.history().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed and batch size come from `common` only (there is no other place to set them,
+    /// nor the device), the learning rate and monitoring period from `flow` only.
+    #[test]
+    fn each_trainer_setting_comes_from_one_place() {
+        let mut options = Options::default();
+        assert_eq!(options.train_config(), FlowTrainConfig::default());
+        options.common.seed = 7;
+        options.common.batch_size = Some(64);
+        options.flow.lr = 1e-3;
+        options.flow.monitor_every = 5;
+        let want = FlowTrainConfig {
+            lr: 1e-3,
+            batch_size: 64,
+            seed: 7,
+            monitor_every: 5,
+        };
+        assert_eq!(options.train_config(), want);
+        options.common.batch_size = Some(0);
+        let err = options.train_config().check().unwrap_err().to_string();
+        assert!(err.contains("--batch-size"), "{err}");
+    }
 }
