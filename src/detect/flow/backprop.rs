@@ -76,14 +76,14 @@ pub fn log_prob_centred(model: &FlowModel, centred: &Tensor, threads: usize) -> 
 
 /// Whether the explicit pass applies to a model of `kind` on `device`: float32 or float64 on the
 /// CPU.
-pub fn applies(device: Device, kind: Kind) -> bool {
+pub fn explicit_pass_applies(device: Device, kind: Kind) -> bool {
     device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double)
 }
 
-/// Errors unless the explicit pass [`applies`] to `model`.
+/// Errors unless the explicit pass applies to `model` ([`explicit_pass_applies`]).
 pub(super) fn check_model(model: &FlowModel) -> Result<()> {
     let kind = model.kind();
-    if !applies(model.device(), kind) {
+    if !explicit_pass_applies(model.device(), kind) {
         return Err(Error::Invalid(format!(
             "explicit flow pass: needs a float32 or float64 model on the CPU, got {kind:?} on {:?}",
             model.device()

@@ -1,11 +1,13 @@
 //! The residual flow (SPEC sections 4 and 5): one batched model per layer holding every class's flow,
 //! its checkpoints in the reference's names, and its trainer.
 pub mod adam;
+mod adam_config;
 mod adam_cpu;
 pub mod backprop;
 pub mod checkpoint;
 pub mod class_rows;
 pub mod config;
+mod memory_spans;
 pub mod model;
 pub mod products;
 pub mod train;

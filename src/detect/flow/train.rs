@@ -200,7 +200,7 @@ pub enum Backward {
 /// The [`Backward`] a trainer uses on `device` for a model of `kind`: explicit where it applies
 /// (CPU, float32 or float64), autograd elsewhere.
 pub fn default_backward(device: Device, kind: Kind) -> Backward {
-    if backprop::applies(device, kind) {
+    if backprop::explicit_pass_applies(device, kind) {
         Backward::Explicit
     } else {
         Backward::Autograd
