@@ -7,6 +7,7 @@ pub mod backprop;
 pub mod checkpoint;
 pub mod class_rows;
 pub mod config;
+mod init;
 mod memory_spans;
 pub mod model;
 pub mod products;
