@@ -80,6 +80,27 @@ pub fn explicit_pass_applies(device: Device, kind: Kind) -> bool {
     device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double)
 }
 
+/// How a training step gets its gradients; both give the reference's gradients (to rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backward {
+    /// libtorch's autograd through [`FlowModel::log_prob_centred`] (any device and kind).
+    Autograd,
+    /// [`class_losses_and_gradients`], with products by the `gemm` crate (CPU, float32
+    /// or float64), whose forward pass also computes the validation losses. Steps over part of the
+    /// classes (the last batches when class sizes differ) still use autograd.
+    Explicit,
+}
+
+/// The [`Backward`] a trainer uses on `device` for a model of `kind`: explicit where it applies
+/// (CPU, float32 or float64), autograd elsewhere.
+pub fn default_backward(device: Device, kind: Kind) -> Backward {
+    if explicit_pass_applies(device, kind) {
+        Backward::Explicit
+    } else {
+        Backward::Autograd
+    }
+}
+
 /// Errors unless the explicit pass applies to `model` ([`explicit_pass_applies`]).
 pub(super) fn check_model(model: &FlowModel) -> Result<()> {
     let kind = model.kind();

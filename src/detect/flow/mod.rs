@@ -8,14 +8,19 @@ pub mod checkpoint;
 pub mod class_rows;
 pub mod config;
 mod init;
+pub mod lanes;
 mod memory_spans;
 pub mod model;
 pub mod products;
+mod resume;
 pub mod train;
+pub mod train_config;
 
+pub use backprop::{default_backward, Backward};
 pub use config::{default_length_hidden, hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
+pub use lanes::default_lanes;
 pub use model::{FlowModel, FlowSpec};
-pub use train::{
-    default_backward, default_lanes, epoch_order, split_validation, Backward, FlowTrainConfig,
-    IterationRecord, MonitorRecord, Trainer,
+pub use train::Trainer;
+pub use train_config::{
+    epoch_order, split_validation, FlowTrainConfig, IterationRecord, MonitorRecord,
 };
