@@ -60,12 +60,12 @@ impl Detector for ResidualFlow {
             .ok_or_else(|| Error::Invalid(format!("no trained flow for layer {layer}")))?;
         let flow = FlowModel::load(&l.dir, Kind::Float, self.device)?;
         let (classes, channels) = (l.means.size()[0], l.means.size()[1]);
-        if flow.meta.dim as i64 != channels || flow.meta.num_classes as i64 != classes {
+        if flow.meta.dim as i64 != channels || flow.num_classes() as i64 != classes {
             return Err(Error::format(
                 &l.dir,
                 format!(
                     "flow of {} classes in dimension {}, but layer {layer} has {classes} classes and {channels} channels; retrain it with rf-train",
-                    flow.meta.num_classes, flow.meta.dim
+                    flow.num_classes(), flow.meta.dim
                 ),
             ));
         }

@@ -4,7 +4,7 @@
 //!
 //! A class-stacked tensor has `reps * C` rows, copy-major: row `r * C + c` belongs to class `c`
 //! (the flows' s- and t-net weights have two copies, rescales and Adam moments of those one or two).
-use super::config::{FlowMeta, NUM_COUPLINGS};
+use super::config::NUM_COUPLINGS;
 use super::model::{CouplingFrozen, CouplingParams, FlowModel};
 use crate::error::{Error, Result};
 use std::ops::Range;
@@ -116,7 +116,7 @@ impl FlowModel {
     /// The flows of classes `range` as a model of their own: new tensors without gradient
     /// tracking (`A` and `A_inv` shared).
     pub fn select_classes(&self, range: Range<usize>) -> Result<FlowModel> {
-        let c = self.meta.num_classes;
+        let c = self.meta.spec.num_classes;
         let pick = |t: &Tensor| select(t, c, range.clone());
         let couplings = self
             .couplings
@@ -130,12 +130,8 @@ impl FlowModel {
             .collect::<Result<_>>()?;
         let len = (range.end - range.start) as i64;
         let perms = self.perms.narrow(1, range.start as i64, len).contiguous();
-        let meta = FlowMeta {
-            num_classes: range.len(),
-            ..self.meta.clone()
-        };
         FlowModel::from_parts(
-            meta,
+            self.meta.with_num_classes(range.len()),
             self.a.shallow_clone(),
             self.a_inv.shallow_clone(),
             perms,
@@ -151,7 +147,7 @@ impl FlowModel {
         let first = parts
             .first()
             .ok_or_else(|| Error::Invalid("no flows to join".into()))?;
-        let counts: Vec<usize> = parts.iter().map(|p| p.meta.num_classes).collect();
+        let counts: Vec<usize> = parts.iter().map(|p| p.meta.spec.num_classes).collect();
         let couplings = (0..NUM_COUPLINGS)
             .map(|i| {
                 let tensors = join_each(parts, &counts, |p| p.couplings[i].tensors())?;
@@ -165,12 +161,8 @@ impl FlowModel {
             })
             .collect::<Result<_>>()?;
         let perms: Vec<&Tensor> = parts.iter().map(|p| &p.perms).collect();
-        let meta = FlowMeta {
-            num_classes: counts.iter().sum(),
-            ..first.meta.clone()
-        };
         FlowModel::from_parts(
-            meta,
+            first.meta.with_num_classes(counts.iter().sum()),
             first.a.shallow_clone(),
             first.a_inv.shallow_clone(),
             Tensor::cat(&perms, 1),

@@ -1,7 +1,7 @@
 //! A new layer's flows: every class's couplings and permutations drawn from a seeded RNG in the
 //! reference's order, on the linear part of the layer's whitening (SPEC section 4).
-use super::config::{hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
-use super::model::{coupling_halves, CouplingFrozen, CouplingParams, FlowModel, FlowSpec};
+use super::config::{hidden_size, FlowMeta, FlowSpec, NUM_COUPLINGS, NUM_PERMUTATIONS};
+use super::model::{coupling_halves, CouplingFrozen, CouplingParams, FlowModel};
 use crate::detect::gaussian::Whitening;
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;
@@ -31,14 +31,10 @@ impl FlowModel {
         }
         let c = spec.num_classes;
         let meta = FlowMeta {
-            num_classes: c,
+            spec: spec.clone(),
             dim: d,
             k,
             hidden: h,
-            length_hidden: spec.length_hidden,
-            layer: spec.layer,
-            net: spec.net.clone(),
-            dataset: spec.dataset.clone(),
             log_abs_det_a_inv: whitening.log_abs_det_a_inv,
         };
         let draws = Draws::new(seed, c, h, k);

@@ -17,9 +17,11 @@ pub mod train;
 pub mod train_config;
 
 pub use backprop::{default_backward, Backward};
-pub use config::{default_length_hidden, hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
+pub use config::{
+    default_length_hidden, hidden_size, FlowMeta, FlowSpec, NUM_COUPLINGS, NUM_PERMUTATIONS,
+};
 pub use lanes::default_lanes;
-pub use model::{FlowModel, FlowSpec};
+pub use model::FlowModel;
 pub use train::Trainer;
 pub use train_config::{
     epoch_order, split_validation, FlowTrainConfig, IterationRecord, MonitorRecord,

@@ -134,21 +134,6 @@ pub struct FlowModel {
     device: Device,
 }
 
-/// What identifies a new flow (the sizes come from the whitening).
-#[derive(Debug, Clone)]
-pub struct FlowSpec {
-    /// Number of classes.
-    pub num_classes: usize,
-    /// `length_hidden` (see [`super::config::default_length_hidden`]).
-    pub length_hidden: f64,
-    /// Feature layer index.
-    pub layer: usize,
-    /// Network name.
-    pub net: String,
-    /// Data set name.
-    pub dataset: String,
-}
-
 /// `(start of the unmasked input half, start of the used output half)` of coupling `i`:
 /// even couplings use the right mask (`[0]*(k/2) ++ [1]*(k/2)`), odd ones the left mask.
 pub fn coupling_halves(i: usize, k: usize) -> (usize, usize) {
@@ -171,7 +156,7 @@ impl FlowModel {
         frozen: Vec<CouplingFrozen>,
     ) -> Result<Self> {
         let (c, d, k, h) = (
-            meta.num_classes as i64,
+            meta.spec.num_classes as i64,
             meta.dim as i64,
             meta.k as i64,
             meta.hidden as i64,
@@ -237,7 +222,7 @@ impl FlowModel {
 
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
-        self.meta.num_classes
+        self.meta.spec.num_classes
     }
 
     /// All trainable tensors, coupling by coupling in [`PARAM_NAMES`] order.
@@ -283,7 +268,7 @@ impl FlowModel {
     /// `log p_c(features - means_c)` for every sample and class: `features` `[N, d]`, `means`
     /// `[C, d]`; returns `[N, C]` in the model's kind, differentiable in `features`.
     pub fn log_prob(&self, features: &Tensor, means: &Tensor) -> Result<Tensor> {
-        let c = self.meta.num_classes as i64;
+        let c = self.meta.spec.num_classes as i64;
         let d = self.meta.dim as i64;
         if features.dim() != 2 || features.size()[1] != d || means.size() != [c, d] {
             return Err(Error::Invalid(format!(
@@ -314,7 +299,7 @@ impl FlowModel {
                 .collect::<Result<Vec<_>>>()?;
             if parts.is_empty() {
                 return Ok(Tensor::zeros(
-                    [0, self.meta.num_classes as i64],
+                    [0, self.meta.spec.num_classes as i64],
                     (self.kind, self.device),
                 ));
             }
@@ -354,7 +339,7 @@ impl FlowModel {
     ///   `x W^T` gave transposed gradients that the optimizer had to copy (about 10% of a
     ///   training step at k = 512); a permutation gathers whole rows.
     pub fn latent(&self, centred: &Tensor, classes: Option<&[i64]>) -> Result<(Tensor, Tensor)> {
-        let c = self.meta.num_classes as i64;
+        let c = self.meta.spec.num_classes as i64;
         let sel = match classes {
             None => None,
             Some(list) => {
