@@ -1,5 +1,5 @@
-//! File helpers shared by every module that writes files: atomic writes (temporary file, then rename) and
-//! conversion between `tch` tensors and numpy `.npy` files.
+//! File helpers shared by every module that writes files: atomic writes (temporary file, then
+//! rename; a folder through a swap) and conversion between `tch` tensors and numpy `.npy` files.
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -44,6 +44,56 @@ fn temporary_sibling(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// `{path}.{suffix}`: a sibling named after `path` (e.g. a folder's lock file or previous version).
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{suffix}", path.display()))
+}
+
+/// Where [`write_folder_atomically`] keeps a folder's previous version during its swap,
+/// `{dir}.old`.
+pub fn previous_folder(dir: &Path) -> PathBuf {
+    sibling(dir, "old")
+}
+
+/// Where [`write_folder_atomically`] writes a folder's new version, `{dir}.partial`.
+fn partial_folder(dir: &Path) -> PathBuf {
+    sibling(dir, "partial")
+}
+
+/// Writes the folder `dir` through `write` into a fresh sibling (`{dir}.partial`), then swaps it
+/// in: the current `dir` is moved to [`previous_folder`], the new one renamed into place, the
+/// previous one removed. A crash never leaves a half-written folder at `dir`;
+/// [`recover_folder_swap`] completes a swap that one interrupted between its two renames. On
+/// error, or when `write` fails (a full disk), the partial folder is removed.
+pub fn write_folder_atomically(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let (partial, old) = (partial_folder(dir), previous_folder(dir));
+    let _ = std::fs::remove_dir_all(&partial);
+    if let Err(e) = write(&partial) {
+        // A full disk or a killed write leaves no half folder behind.
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
+    }
+    if dir.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&partial, dir).map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Completes a [`write_folder_atomically`] that a crash interrupted between its two renames:
+/// where `dir` is missing but its previous version is there and `complete` says it is whole,
+/// that one is put back. A leftover partial folder is removed.
+pub fn recover_folder_swap(dir: &Path, complete: impl Fn(&Path) -> bool) -> Result<()> {
+    let old = previous_folder(dir);
+    if !dir.exists() && complete(&old) {
+        std::fs::rename(&old, dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let _ = std::fs::remove_dir_all(partial_folder(dir));
+    Ok(())
 }
 
 /// Writes `value` as pretty JSON, atomically.
@@ -134,5 +184,36 @@ mod tests {
         assert!(!err.contains(".tmp"), "{err}");
         assert!(!path.exists() && !temporary_sibling(&path).exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn folders_are_swapped_in_whole_and_an_interrupted_swap_is_completed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("layer_0");
+        let write = |text: &'static str| {
+            move |to: &Path| {
+                std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+                std::fs::write(to.join("a"), text).map_err(|e| Error::io(to, e))
+            }
+        };
+        let read = |d: &Path| std::fs::read_to_string(d.join("a")).unwrap();
+        write_folder_atomically(&dir, write("one")).unwrap();
+        write_folder_atomically(&dir, write("two")).unwrap();
+        assert_eq!(read(&dir), "two");
+        assert!(!previous_folder(&dir).exists() && !partial_folder(&dir).exists());
+        // A failed write leaves the folder as it was and no partial one.
+        let failed = write_folder_atomically(&dir, |to: &Path| {
+            write("three")(to)?;
+            Err(Error::Invalid("disk full".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(read(&dir), "two");
+        assert!(!partial_folder(&dir).exists());
+        // A crash between the renames: the folder moved aside, the new one still partial.
+        std::fs::rename(&dir, previous_folder(&dir)).unwrap();
+        write("four")(&partial_folder(&dir)).unwrap();
+        recover_folder_swap(&dir, |old: &Path| old.join("a").exists()).unwrap();
+        assert_eq!(read(&dir), "two");
+        assert!(!previous_folder(&dir).exists() && !partial_folder(&dir).exists());
     }
 }

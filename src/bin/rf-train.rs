@@ -4,7 +4,6 @@ use resflow::cli;
 
 use anyhow::Result;
 use clap::Parser;
-use resflow::detect::flow::FlowTrainConfig;
 use resflow::pipeline::train_flow::{self, FlowTrainOptions};
 use resflow::progress::Bars;
 
@@ -25,7 +24,7 @@ struct Cli {
     #[arg(long = "num-iter", alias = "num_iter", default_value_t = defaults().num_iter)]
     num_iter: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = defaults().config.lr)]
+    #[arg(long, default_value_t = defaults().lr)]
     lr: f64,
     /// Hidden width factor of the s/t-nets (default: the reference's table, usually 1).
     #[arg(long = "length-hidden", alias = "length_hidden")]
@@ -34,7 +33,7 @@ struct Cli {
     #[arg(long = "monitor-ood", alias = "monitor_ood")]
     monitor_ood: Option<String>,
     /// Iterations between monitoring points.
-    #[arg(long = "monitor-every", alias = "monitor_every", default_value_t = defaults().config.monitor_every)]
+    #[arg(long = "monitor-every", alias = "monitor_every", default_value_t = defaults().monitor_every)]
     monitor_every: usize,
     /// Iterations between checkpoints.
     #[arg(long = "checkpoint-every", alias = "checkpoint_every", default_value_t = defaults().checkpoint_every)]
@@ -50,23 +49,18 @@ struct Cli {
 fn main() -> Result<()> {
     cli::fail_writes_past_file_size_limit();
     let cli = Cli::parse();
-    let defaults = defaults();
     let options = train_flow::Options {
         common: cli.common.common(),
         flow: FlowTrainOptions {
             layer: cli.layer,
             num_iter: cli.num_iter,
-            config: FlowTrainConfig {
-                lr: cli.lr,
-                monitor_every: cli.monitor_every,
-                ..defaults.config
-            },
+            lr: cli.lr,
+            monitor_every: cli.monitor_every,
             length_hidden: cli.length_hidden,
             checkpoint_every: cli.checkpoint_every,
             resume: cli.resume,
             validation_total: cli.validation_total,
             monitor_ood: cli.monitor_ood,
-            ..defaults
         },
     };
     let summary = train_flow::run(&options, &mut Bars::default())?;

@@ -86,7 +86,7 @@ impl Fit for ResflowParams {
         let mut layers = Vec::new();
         for (&layer, meta) in state.layers.iter().zip(&metas) {
             let source = PathBuf::from(format!("layer_{layer}"));
-            let dicts = (0..meta.num_classes)
+            let dicts = (0..meta.spec.num_classes)
                 .map(|c| {
                     let prefix = format!("layer_{layer}.class_{c}.");
                     let dict: HashMap<String, Tensor> = state
@@ -120,13 +120,14 @@ fn check_flow(
     source: &std::path::Path,
 ) -> Result<()> {
     let (classes, channels) = (means.size()[0], means.size()[1]);
-    if flow.meta.dim as i64 != channels || flow.meta.num_classes as i64 != classes {
+    if flow.meta.dim as i64 != channels || flow.num_classes() as i64 != classes {
         return Err(Error::provenance(
             source,
             format!(
                 "flow of {} classes in dimension {}, but layer {layer} has {classes} classes and \
                  {channels} channels; retrain it with rf-train",
-                flow.meta.num_classes, flow.meta.dim
+                flow.num_classes(),
+                flow.meta.dim
             ),
         ));
     }
@@ -194,7 +195,7 @@ impl FittedDetector for ResidualFlow {
         let mut state = DetectorState::new(self.params(), self.layers(), meta)?;
         for l in &self.layers {
             state.put(format!("layer_{}.means", l.layer), &l.means);
-            for c in 0..l.flow.meta.num_classes {
+            for c in 0..l.flow.num_classes() {
                 for (name, t) in l.flow.class_state_dict(c)? {
                     state.put(format!("layer_{}.class_{c}.{name}", l.layer), &t);
                 }

@@ -13,10 +13,11 @@ use crate::detect::flow::{
 use crate::detect::gaussian::{same_whitening, LayerStats};
 use crate::error::{Error, Result};
 use crate::fit::metrics;
+use crate::io::{previous_folder, recover_folder_swap, sibling, write_folder_atomically};
 use crate::progress::Progress;
 use crate::store::features::FeatureDir;
 use crate::store::history::{write_history, AurocHistory};
-use crate::store::RunDir;
+use crate::store::{lock, RunDir};
 
 /// The reference's number of held-out validation samples (divided evenly over the classes).
 pub const VALIDATION_TOTAL: usize = 10_000;
@@ -25,13 +26,31 @@ pub const VALIDATION_TOTAL: usize = 10_000;
 pub const MONITOR_ROWS: usize = 2000;
 
 /// The stage's options; [`Default`] is the reference's training of layer 0 (1000 iterations).
+///
+/// Every setting lives in one place: the run, the device, the seed and the batch size in
+/// `common` (the batch size defaulting to [`FlowTrainConfig`]'s 256), everything else about the
+/// layer's training in `flow`. [`Options::train_config`] puts the trainer's settings together.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Run and device (batch size default 256; `common.seed` seeds the training).
+    /// Run, device, seed (of the shuffling and the initialisation) and batch size.
     pub common: Common,
-    /// Everything about the layer's training; its `config.batch_size` and `config.seed` are taken
-    /// from `common`.
+    /// Everything else about the layer's training.
     pub flow: FlowTrainOptions,
+}
+
+impl Options {
+    /// The trainer's settings: the learning rate and monitoring period of `flow`, the batch size
+    /// (default 256) and seed of `common`.
+    pub fn train_config(&self) -> FlowTrainConfig {
+        FlowTrainConfig {
+            lr: self.flow.lr,
+            batch_size: self
+                .common
+                .batch_size_or(FlowTrainConfig::default().batch_size),
+            seed: self.common.seed,
+            monitor_every: self.flow.monitor_every,
+        }
+    }
 }
 
 /// What [`run`] did.
@@ -50,22 +69,19 @@ pub struct Summary {
 /// Runs the stage for `options.flow.layer`, showing one task of `num_iter` steps with the
 /// current losses and monitored AUROC.
 pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
-    let common = &options.common;
-    let mut flow = options.flow.clone();
-    flow.config.batch_size = common.batch_size_or(flow.config.batch_size);
-    flow.config.seed = common.seed;
-    flow.device = common.device;
-    flow.config.check()?;
+    let (common, flow) = (&options.common, &options.flow);
+    let config = options.train_config();
+    config.check()?;
     let run_dir = common.run_dir();
     let dir = run_dir.flow_dir(flow.layer);
     let resume_found_nothing = flow.resume
         && !dir.join(META_FILE).exists()
-        && !sibling(&dir, "old").join(META_FILE).exists();
+        && !previous_folder(&dir).join(META_FILE).exists();
     let classes = run_dir.features().manifest()?.num_classes;
-    progress.note(&lanes_note(flow.device, classes));
+    progress.note(&lanes_note(common.device, classes));
     progress.start(&format!("layer {} flow", flow.layer), flow.num_iter);
     let (mut position, mut last_auroc) = (0, None);
-    let history = train_layer(&run_dir.features(), &run_dir, &flow, &mut |record| {
+    let history = train_layer(&run_dir, flow, &config, common.device, &mut |record| {
         if let Some(a) = record.monitor.as_ref().and_then(|m| m.auroc) {
             last_auroc = Some(a);
         }
@@ -107,15 +123,17 @@ fn lanes_note(device: Device, classes: usize) -> String {
     }
 }
 
-/// Options of one layer's training.
+/// Options of one layer's training (the seed, batch size and device are [`Options::common`]'s).
 #[derive(Debug, Clone)]
 pub struct FlowTrainOptions {
     /// Feature layer.
     pub layer: usize,
     /// Train until this many iterations are done.
     pub num_iter: usize,
-    /// Adam learning rate, batch size, seed, monitoring period.
-    pub config: FlowTrainConfig,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Monitoring period in iterations; iteration `t` is monitored when `t % monitor_every == 0`.
+    pub monitor_every: usize,
     /// Hidden width factor (default: the reference's table).
     pub length_hidden: Option<f64>,
     /// Checkpoint every this many iterations (and at the end).
@@ -126,24 +144,24 @@ pub struct FlowTrainOptions {
     pub validation_total: usize,
     /// OOD set whose features are monitored (default: the first prepared one).
     pub monitor_ood: Option<String>,
-    /// Compute device.
-    pub device: Device,
 }
 
 impl Default for FlowTrainOptions {
-    /// The reference's settings for layer 0: 1000 iterations, checkpoints every 500, 10,000
-    /// validation samples, the first prepared OOD set monitored, on the CPU.
+    /// The reference's settings for layer 0: 1000 iterations, learning rate 1e-5, monitoring
+    /// every 20 iterations, checkpoints every 500, 10,000 validation samples, the first prepared
+    /// OOD set monitored.
     fn default() -> Self {
+        let trainer = FlowTrainConfig::default();
         FlowTrainOptions {
             layer: 0,
             num_iter: 1000,
-            config: FlowTrainConfig::default(),
+            lr: trainer.lr,
+            monitor_every: trainer.monitor_every,
             length_hidden: None,
             checkpoint_every: 500,
             resume: false,
             validation_total: VALIDATION_TOTAL,
             monitor_ood: None,
-            device: Device::Cpu,
         }
     }
 }
@@ -173,63 +191,10 @@ fn centred_per_class(
         .collect()
 }
 
-/// Writes the checkpoint into a fresh sibling folder, then swaps it in, so a crash never leaves a
-/// half-written checkpoint in place.
-fn save_atomically(trainer: &Trainer, dir: &Path) -> Result<()> {
-    let (partial, old) = (sibling(dir, "partial"), sibling(dir, "old"));
-    let _ = std::fs::remove_dir_all(&partial);
-    if let Err(e) = trainer.save_checkpoint(&partial) {
-        // A full disk or a killed write leaves no half checkpoint behind.
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e);
-    }
-    if dir.exists() {
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::rename(&partial, dir).map_err(|e| Error::io(dir, e))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
-}
-
-/// `{dir}.{suffix}`: a sibling of a layer's flow folder.
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    PathBuf::from(format!("{}.{suffix}", dir.display()))
-}
-
-/// An exclusive lock on `{flow folder}.lock` while a layer trains, so that a second `rf-train`
-/// on the same layer stops at once with a message (the operating system releases it when the
-/// process ends, even when killed, so `--resume` after a kill works).
-fn lock_layer(dir: &Path) -> Result<std::fs::File> {
-    let path = sibling(dir, "lock");
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::format(
-            &path,
-            "another rf-train is training this layer now; wait for it to finish or stop it",
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-    }
-}
-
-/// Completes a checkpoint save that a crash interrupted between its two renames: the flow
-/// folder is missing but its previous version (`.old`) is there, so that one is put back.
-fn recover_interrupted_save(dir: &Path) -> Result<()> {
-    let old = sibling(dir, "old");
-    if !dir.exists() && old.join(META_FILE).exists() {
-        std::fs::rename(&old, dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let _ = std::fs::remove_dir_all(sibling(dir, "partial"));
-    Ok(())
+/// Writes the trainer's checkpoint into the layer's flow folder `dir` through a swap, so that a
+/// crash never leaves a half-written checkpoint in place.
+fn save_checkpoint(trainer: &Trainer, dir: &Path) -> Result<()> {
+    write_folder_atomically(dir, |partial| trainer.save_checkpoint(partial))
 }
 
 /// Writes the monitoring AUROC history (for plots) and the loss history as `.npy`
@@ -320,13 +285,16 @@ fn check_resumable(
     Ok(())
 }
 
-/// Trains (or resumes) the flow of one layer; `on_iteration` sees every iteration's record.
-pub fn train_layer(
-    features: &FeatureDir,
+/// Trains (or resumes) the flow of one layer of `run` with the trainer's settings `config` on
+/// `device`; `on_iteration` sees every iteration's record.
+fn train_layer(
     run: &RunDir,
     options: &FlowTrainOptions,
+    config: &FlowTrainConfig,
+    device: Device,
     on_iteration: &mut dyn FnMut(&IterationRecord),
 ) -> Result<Vec<IterationRecord>> {
+    let features = run.features();
     let manifest = features.manifest()?;
     let l = options.layer;
     if l >= manifest.layer_channels.len() {
@@ -337,11 +305,12 @@ pub fn train_layer(
         )));
     }
     let stats = LayerStats::load(&features.stats_path(l))?;
-    let per_class = centred_per_class(features, l, &stats)?;
+    let per_class = centred_per_class(&features, l, &stats)?;
     let (validation, train) = split_validation(&per_class, options.validation_total)?;
     let dir = run.flow_dir(l);
-    let _lock = lock_layer(&dir)?;
-    recover_interrupted_save(&dir)?;
+    // A second rf-train on the same layer stops at once.
+    let _lock = lock::exclusive(&sibling(&dir, "lock"), "rf-train is training this layer")?;
+    recover_folder_swap(&dir, |old| old.join(META_FILE).exists())?;
     if options.num_iter == 0 && !options.resume && dir.join(META_FILE).exists() {
         refuse_untrained_replacement(run, l, &dir)?;
     }
@@ -355,14 +324,14 @@ pub fn train_layer(
     let take = |set: &str| -> Result<Tensor> {
         let x = features.read_layer(&manifest, set, l)?;
         let n = x.size()[0].min(MONITOR_ROWS as i64);
-        Ok(x.narrow(0, 0, n).to_device(options.device))
+        Ok(x.narrow(0, 0, n).to_device(device))
     };
     let (test_x, ood_x) = (take("test")?, take(&format!("ood_{ood}"))?);
-    let means = stats.means.to_kind(Kind::Float).to_device(options.device);
+    let means = stats.means.to_kind(Kind::Float).to_device(device);
 
     let mut trainer = if options.resume && dir.join(META_FILE).exists() {
-        let trainer = Trainer::resume(&dir, train, validation, Kind::Float, options.device)?;
-        check_resumable(&trainer, &stats, &options.config, &dir)?;
+        let trainer = Trainer::resume(&dir, train, validation, Kind::Float, device)?;
+        check_resumable(&trainer, &stats, config, &dir)?;
         trainer
     } else {
         let spec = FlowSpec {
@@ -374,14 +343,8 @@ pub fn train_layer(
             net: manifest.net_type.name().to_string(),
             dataset: manifest.dataset_name(),
         };
-        let model = FlowModel::init(
-            &spec,
-            &stats.whitening,
-            options.config.seed,
-            Kind::Float,
-            options.device,
-        )?;
-        Trainer::new(model, train, validation, options.config.clone())?
+        let model = FlowModel::init(&spec, &stats.whitening, config.seed, Kind::Float, device)?;
+        Trainer::new(model, train, validation, config.clone())?
     };
     let auroc = |model: &FlowModel| -> Result<Option<f64>> {
         let best = |x: &Tensor| -> Result<Vec<f64>> {
@@ -398,13 +361,40 @@ pub fn train_layer(
     let result = trainer.run(options.num_iter, auroc, |t, record| {
         on_iteration(record);
         if record.iteration % every == 0 {
-            save_atomically(t, &dir)?;
+            save_checkpoint(t, &dir)?;
             write_histories(run, l, &ood, t.history())?;
         }
         Ok(())
     });
     result?;
-    save_atomically(&trainer, &dir)?;
+    save_checkpoint(&trainer, &dir)?;
     write_histories(run, l, &ood, trainer.history())?;
     Ok(trainer.history().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed and batch size come from `common` only (there is no other place to set them,
+    /// nor the device), the learning rate and monitoring period from `flow` only.
+    #[test]
+    fn each_trainer_setting_comes_from_one_place() {
+        let mut options = Options::default();
+        assert_eq!(options.train_config(), FlowTrainConfig::default());
+        options.common.seed = 7;
+        options.common.batch_size = Some(64);
+        options.flow.lr = 1e-3;
+        options.flow.monitor_every = 5;
+        let want = FlowTrainConfig {
+            lr: 1e-3,
+            batch_size: 64,
+            seed: 7,
+            monitor_every: 5,
+        };
+        assert_eq!(options.train_config(), want);
+        options.common.batch_size = Some(0);
+        let err = options.train_config().check().unwrap_err().to_string();
+        assert!(err.contains("--batch-size"), "{err}");
+    }
 }

@@ -15,6 +15,7 @@
 pub mod features;
 pub mod fgsm;
 pub mod history;
+pub mod lock;
 pub mod results;
 pub mod score_sets;
 pub mod scores;

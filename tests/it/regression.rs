@@ -6,6 +6,7 @@ use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use resflow::fit::folds;
 use resflow::fit::regression::{self, LogisticRegressionCv, SolverOptions};
 use std::path::Path;
 
@@ -197,7 +198,7 @@ fn check_against_sklearn(x: &Array2<f64>, y: &[u8]) {
     let norm = grad.dot(&grad).sqrt();
     assert!(norm < 1e-9, "gradient norm at our optimum {norm:e}");
     let folds: Vec<usize> = serde_json::from_value(want["folds"].clone()).unwrap();
-    assert_eq!(regression::stratified_kfold(y, 5).unwrap(), folds);
+    assert_eq!(folds::stratified_kfold(y, 5).unwrap(), folds);
 }
 
 #[test]
@@ -231,7 +232,7 @@ fn stratified_folds_match_sklearn() {
     cases.push(((0..57).map(|i| u8::from(i * 7 % 5 < 2)).collect(), 3));
     for (y, k) in cases {
         let want = sklearn_folds(&y, k);
-        let got = regression::stratified_kfold(&y, k).unwrap();
+        let got = folds::stratified_kfold(&y, k).unwrap();
         assert_eq!(got, want, "labels {y:?}, k = {k}");
     }
 }
@@ -289,7 +290,7 @@ fn rejects_bad_input() {
         err.contains("5 features but the data has 3 columns"),
         "{err}"
     );
-    let err = regression::stratified_kfold(&[0, 1, 0], 5)
+    let err = folds::stratified_kfold(&[0, 1, 0], 5)
         .unwrap_err()
         .to_string();
     assert!(err.contains("n_splits = 5 for 3 rows"), "{err}");

@@ -1,11 +1,14 @@
 //! The numeric core of fitting and judging a detector from its scores (SPEC sections 8 and 10),
 //! on in-memory matrices and score lists: scikit-learn's cross-validated logistic regression
-//! ([`regression`]), the row splits ([`splits`]), the metrics of the paper ([`metrics`]) and of
-//! OpenOOD ([`openood`]), and their bootstrap intervals ([`bootstrap`]). No libtorch, no files.
+//! ([`regression`], its folds in [`folds`]), the row splits ([`splits`]), the metrics of the
+//! paper ([`metrics`]) and of OpenOOD ([`openood`]), and their bootstrap intervals
+//! ([`bootstrap`]). No libtorch, no files.
 //!
 //! `resflow` re-exports these modules as `resflow::fit::*`; the regression detector that uses them
 //! (magnitude selection, validation rules) is `resflow::fit::detector`.
 pub mod bootstrap;
+pub mod folds;
+mod logistic;
 pub mod metrics;
 pub mod openood;
 pub mod regression;

@@ -13,6 +13,9 @@
 //! rounding. L-BFGS alone stalls short of it when the columns have very different scales, as the
 //! detector's per-layer scores do. Our coefficients are thus the exact optimum; scikit-learn's
 //! default fit agrees with them to its own tolerance (about 1e-3 relative).
+use crate::folds::stratified_kfold;
+pub use crate::logistic::FittedLogistic;
+use crate::logistic::{gradient_and_hessian, mean_gradient, mean_objective};
 use crate::{Error, Result};
 use linfa::traits::Fit;
 use linfa::DatasetBase;
@@ -93,57 +96,6 @@ impl Default for SolverOptions {
             gradient_tolerance: 1e-10,
             max_iterations: 100,
         }
-    }
-}
-
-/// A fitted binary logistic regression: `P(label 1 | x) = sigmoid(x . coef + intercept)`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FittedLogistic {
-    /// The inverse regularisation strength the model was fitted with.
-    pub c: f64,
-    /// One weight per feature column.
-    pub coef: Array1<f64>,
-    /// The (unpenalised) intercept.
-    pub intercept: f64,
-    /// Cross-validation accuracy per fold (rows) and candidate C (columns); empty for a plain fit.
-    pub cv_accuracy: Array2<f64>,
-}
-
-impl FittedLogistic {
-    /// The linear score `x . coef + intercept` per row (positive means label 1 is predicted).
-    pub fn decision_function(&self, x: ArrayView2<f64>) -> Result<Array1<f64>> {
-        if x.ncols() != self.coef.len() {
-            return Err(Error::Invalid(format!(
-                "logistic regression: the model has {} features but the data has {} columns",
-                self.coef.len(),
-                x.ncols()
-            )));
-        }
-        Ok(x.dot(&self.coef) + self.intercept)
-    }
-
-    /// `P(label 1 | x)` per row (scikit-learn's `predict_proba(x)[:, 1]`).
-    pub fn predict_proba(&self, x: ArrayView2<f64>) -> Result<Array1<f64>> {
-        Ok(self.decision_function(x)?.mapv(sigmoid))
-    }
-
-    /// Predicted labels: 1 where the decision function is strictly positive, else 0.
-    pub fn predict(&self, x: ArrayView2<f64>) -> Result<Vec<u8>> {
-        Ok(self
-            .decision_function(x)?
-            .iter()
-            .map(|&z| u8::from(z > 0.0))
-            .collect())
-    }
-}
-
-/// `1 / (1 + exp(-z))` without overflow.
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
     }
 }
 
@@ -395,63 +347,6 @@ fn shifted(model: &FittedLogistic, step: &Array1<f64>, scale: f64) -> FittedLogi
     trial
 }
 
-/// scikit-learn's objective divided by `C * n`: `(1/n) sum logloss + ||w||^2 / (2 C n)`.
-fn mean_objective(model: &FittedLogistic, x: ArrayView2<f64>, y: &[u8]) -> f64 {
-    let z = x.dot(&model.coef) + model.intercept;
-    let loss: f64 = z
-        .iter()
-        .zip(y)
-        .map(|(&z, &t)| softplus(z) - f64::from(t) * z)
-        .sum();
-    let n = y.len() as f64;
-    (loss + model.coef.dot(&model.coef) / (2.0 * model.c)) / n
-}
-
-/// `ln(1 + exp(z))` without overflow.
-fn softplus(z: f64) -> f64 {
-    if z > 0.0 {
-        z + (-z).exp().ln_1p()
-    } else {
-        z.exp().ln_1p()
-    }
-}
-
-/// Gradient and Hessian of [`mean_objective`] in `[coef..., intercept]`.
-fn gradient_and_hessian(
-    model: &FittedLogistic,
-    x: ArrayView2<f64>,
-    y: &[u8],
-) -> (Array1<f64>, Array2<f64>) {
-    let (n, p) = (x.nrows(), x.ncols());
-    let z = x.dot(&model.coef) + model.intercept;
-    let mut grad = Array1::<f64>::zeros(p + 1);
-    let mut hessian = Array2::<f64>::zeros((p + 1, p + 1));
-    let mut row = vec![1.0; p + 1];
-    for i in 0..n {
-        let prob = sigmoid(z[i]);
-        let (r, d) = (prob - f64::from(y[i]), prob * (1.0 - prob));
-        for (j, v) in x.row(i).iter().enumerate() {
-            row[j] = *v;
-        }
-        for a in 0..=p {
-            grad[a] += r * row[a];
-            for b in 0..=a {
-                hessian[[a, b]] += d * row[a] * row[b];
-            }
-        }
-    }
-    for a in 0..p {
-        grad[a] += model.coef[a] / model.c;
-        hessian[[a, a]] += 1.0 / model.c;
-    }
-    for a in 0..=p {
-        for b in 0..a {
-            hessian[[b, a]] = hessian[[a, b]];
-        }
-    }
-    (grad / n as f64, hessian / n as f64)
-}
-
 /// Solves `h s = g` for a symmetric positive definite `h` (Jacobi-scaled Cholesky, by
 /// `linfa-linalg`); `None` if `h` is not numerically positive definite.
 fn solve_spd(mut h: Array2<f64>, g: &Array1<f64>) -> Option<Array1<f64>> {
@@ -517,85 +412,6 @@ fn check_data(x: ArrayView2<f64>, y: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// scikit-learn's `StratifiedKFold(n_splits).split` without shuffling, as the test fold of each
-/// row (fold `f`'s test set is the rows with value `f`, in row order; its training set the rest).
-///
-/// Classes are numbered by first appearance; a round robin over the class-sorted rows decides how
-/// many rows of each class each fold gets; then each class's rows go to folds 0, 1, ... in blocks.
-/// Errors if `n_splits < 2`, there are fewer rows than folds, or every class is smaller than
-/// `n_splits` (scikit-learn's errors).
-pub fn stratified_kfold(y: &[u8], n_splits: usize) -> Result<Vec<usize>> {
-    if n_splits < 2 || y.len() < n_splits {
-        return Err(Error::Invalid(format!(
-            "stratified k-fold: need 2 <= n_splits <= number of rows, got n_splits = {n_splits} \
-             for {} rows",
-            y.len()
-        )));
-    }
-    let (encoded, n_classes) = encode_by_appearance(y);
-    let mut counts = vec![0usize; n_classes];
-    for &k in &encoded {
-        counts[k] += 1;
-    }
-    if counts.iter().all(|&c| c < n_splits) {
-        return Err(Error::Invalid(format!(
-            "stratified k-fold: n_splits = {n_splits} is larger than every class (sizes {counts:?})"
-        )));
-    }
-    let allocation = fold_allocation(&counts, n_splits);
-    let mut next_row_of_class = vec![0usize; n_classes];
-    let per_class: Vec<Vec<usize>> = (0..n_classes)
-        .map(|k| {
-            (0..n_splits)
-                .flat_map(|f| std::iter::repeat_n(f, allocation[f][k]))
-                .collect()
-        })
-        .collect();
-    Ok(encoded
-        .iter()
-        .map(|&k| {
-            let fold = per_class[k][next_row_of_class[k]];
-            next_row_of_class[k] += 1;
-            fold
-        })
-        .collect())
-}
-
-/// Labels renumbered 0, 1, ... in order of first appearance, and the number of classes.
-fn encode_by_appearance(y: &[u8]) -> (Vec<usize>, usize) {
-    let mut seen: Vec<u8> = Vec::new();
-    let encoded = y
-        .iter()
-        .map(|v| match seen.iter().position(|s| s == v) {
-            Some(k) => k,
-            None => {
-                seen.push(*v);
-                seen.len() - 1
-            }
-        })
-        .collect();
-    (encoded, seen.len())
-}
-
-/// `allocation[f][k]`: rows of class `k` in fold `f`, i.e. scikit-learn's
-/// `bincount(sort(y)[f::n_splits])`.
-fn fold_allocation(counts: &[usize], n_splits: usize) -> Vec<Vec<usize>> {
-    let sorted: Vec<usize> = counts
-        .iter()
-        .enumerate()
-        .flat_map(|(k, &c)| std::iter::repeat_n(k, c))
-        .collect();
-    (0..n_splits)
-        .map(|f| {
-            let mut row = vec![0usize; counts.len()];
-            for &k in sorted.iter().skip(f).step_by(n_splits) {
-                row[k] += 1;
-            }
-            row
-        })
-        .collect()
-}
-
 /// Gradient of scikit-learn's objective divided by `C * n`, i.e. of the mean objective
 /// `(1/n) * sum logloss + ||w||^2 / (2 C n)`, at `model` (`[d/dw..., d/db]`): zero at the optimum.
 pub fn objective_gradient(
@@ -612,19 +428,4 @@ pub fn objective_gradient(
         )));
     }
     Ok(mean_gradient(model, x, y))
-}
-
-/// Gradient of [`mean_objective`] in `[coef..., intercept]` (shapes already checked).
-fn mean_gradient(model: &FittedLogistic, x: ArrayView2<f64>, y: &[u8]) -> Array1<f64> {
-    let z = x.dot(&model.coef) + model.intercept;
-    let residual: Array1<f64> = z
-        .iter()
-        .zip(y)
-        .map(|(&z, &t)| sigmoid(z) - f64::from(t))
-        .collect();
-    let n = y.len() as f64;
-    let grad_w = (x.t().dot(&residual) + &model.coef / model.c) / n;
-    let mut grad = grad_w.to_vec();
-    grad.push(residual.sum() / n);
-    Array1::from(grad)
 }

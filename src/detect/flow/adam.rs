@@ -19,6 +19,7 @@
 //! On the CPU a large layer's step is one pass over memory instead (`adam_cpu`: a loop over the
 //! rows of the active classes, same arithmetic), see [`CpuStep`]; CUDA always uses the tensor
 //! operations.
+pub use super::adam_config::AdamConfig;
 use super::adam_cpu;
 use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
@@ -30,31 +31,6 @@ const ROW_CHUNK: i64 = 1 << 16;
 /// tensor (their passes are long enough to hide the per-kernel cost, and row by row they stay in
 /// cache); by default such layers take the loop.
 const FLAT_MAX_CPU: i64 = 1 << 23;
-
-/// Adam hyper-parameters (PyTorch's defaults except the learning rate).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AdamConfig {
-    /// Learning rate.
-    pub lr: f64,
-    /// First-moment decay.
-    pub beta1: f64,
-    /// Second-moment decay.
-    pub beta2: f64,
-    /// Denominator epsilon.
-    pub eps: f64,
-}
-
-impl AdamConfig {
-    /// PyTorch's defaults with learning rate `lr`.
-    pub fn with_lr(lr: f64) -> Self {
-        AdamConfig {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
-    }
-}
 
 /// Per-class Adam state for a list of class-stacked parameters.
 #[derive(Debug)]
@@ -270,7 +246,7 @@ impl ClassAdam {
             CpuStep::Loop => true,
             CpuStep::TensorOps => false,
         };
-        if looped && adam_cpu::applies(params, &self.m, &self.v, grads) {
+        if looped && adam_cpu::cpu_loop_applies(params, &self.m, &self.v, grads) {
             let per_class: Vec<(f64, f64)> = (0..c).map(coef).collect();
             return adam_cpu::step(params, &self.m, &self.v, grads, active, &per_class, cfg);
         }

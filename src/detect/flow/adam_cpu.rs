@@ -9,7 +9,8 @@
 //! `m += (1 - beta1) (g - m)` (`lerp` with a weight below 0.5), `v = beta2 v + ((1 - beta2) g) g`,
 //! `p += m / (sqrt(v) scale + offset)` (see `update_coefficients`). The tensor path's `lerp`
 //! kernel may fuse its multiply-add, so the two agree to rounding, not bit for bit.
-use super::adam::AdamConfig;
+use super::adam_config::AdamConfig;
+use super::memory_spans::span;
 use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -46,7 +47,8 @@ impl Element for f64 {
 }
 
 /// One parameter row to update: the addresses where its parameter, moment and gradient
-/// elements start (in tensors that [`step`] keeps alive; no two rows overlap), its length, its
+/// elements start (in tensors that [`step`] keeps alive and has checked: one kind, contiguous,
+/// what it writes apart from everything else, see [`check_apart`]), its length, its
 /// coefficients.
 #[derive(Clone, Copy)]
 struct Row {
@@ -59,9 +61,14 @@ struct Row {
     offset: f64,
 }
 
-/// Whether the loop can run: CPU tensors of one floating kind, every parameter, moment and
+/// Whether [`step`]'s loop can run: CPU tensors of one floating kind, every parameter, moment and
 /// gradient defined, contiguous (gradients are made contiguous by [`step`]).
-pub(super) fn applies(params: &[&Tensor], m: &[Tensor], v: &[Tensor], grads: &[Tensor]) -> bool {
+pub(super) fn cpu_loop_applies(
+    params: &[&Tensor],
+    m: &[Tensor],
+    v: &[Tensor],
+    grads: &[Tensor],
+) -> bool {
     let kind = match params.first() {
         Some(p) => p.kind(),
         None => return false,
@@ -79,7 +86,17 @@ pub(super) fn applies(params: &[&Tensor], m: &[Tensor], v: &[Tensor], grads: &[T
 }
 
 /// Updates the rows of the classes in `active` (row `r` of a parameter belongs to class `r % C`,
-/// `C = coefficients.len()`) with each class's `(scale, offset)`. Call only where [`applies`].
+/// `C = coefficients.len()`) with each class's `(scale, offset)`.
+///
+/// A safe function over raw pointers: it checks what the loop's soundness rests on rather than
+/// leaving it to the caller, since the checks cost little next to the pass over memory (a few
+/// hundred tensors' properties and one sort of their spans per step). It errors unless
+/// [`cpu_loop_applies`] (one floating kind, so the element type is right; contiguous, so each
+/// tensor's rows are consecutive and apart), unless each moment and gradient has its parameter's
+/// number of elements, and unless every parameter and moment lies apart in memory from every
+/// other tensor it gets ([`check_apart`]; gradients may share memory with each other, they are
+/// only read). What it cannot see is another thread writing these tensors through other handles
+/// during the step, as with any in-place libtorch operation.
 pub(super) fn step(
     params: &[&Tensor],
     m: &[Tensor],
@@ -89,12 +106,19 @@ pub(super) fn step(
     coefficients: &[(f64, f64)],
     config: AdamConfig,
 ) -> Result<()> {
+    if !cpu_loop_applies(params, m, v, grads) {
+        return Err(Error::Invalid(
+            "Adam's CPU loop needs defined, contiguous CPU tensors of one kind, float32 or float64"
+                .into(),
+        ));
+    }
     let c = coefficients.len();
     let mut is_active = vec![false; c];
     for &a in active {
         is_active[a] = true;
     }
     let grads: Vec<Tensor> = grads.iter().map(|g| g.contiguous()).collect();
+    check_apart(params, m, v, &grads)?;
     let elem = params.first().map_or(4, |p| p.kind().elt_size_in_bytes());
     let mut rows = Vec::new();
     for (((p, g), m), v) in params.iter().zip(&grads).zip(m).zip(v) {
@@ -104,6 +128,9 @@ pub(super) fn step(
                 "Adam: gradient of {} elements for a parameter of {n}",
                 g.numel()
             )));
+        }
+        if n == 0 {
+            continue;
         }
         let count = p.size().first().copied().unwrap_or(1).max(1) as usize;
         let len = n / count;
@@ -132,6 +159,37 @@ pub(super) fn step(
     }
     // `grads` (the contiguous copies the rows point into) lives until here.
     drop(grads);
+    Ok(())
+}
+
+/// Errors unless every parameter and moment tensor lies apart in memory from every other tensor
+/// of the step (the gradients, only read, may overlap each other): then no two rows that
+/// [`update_row`] writes, or writes and reads, share an element, also across threads. Empty
+/// tensors hold no rows and are left out. The counts and lengths match (checked by the caller).
+fn check_apart(params: &[&Tensor], m: &[Tensor], v: &[Tensor], grads: &[Tensor]) -> Result<()> {
+    let written = params.iter().copied().chain(m).chain(v).map(|t| (t, true));
+    let read = grads.iter().map(|t| (t, false));
+    let mut spans: Vec<((usize, usize), bool)> = written
+        .chain(read)
+        .filter(|(t, _)| t.numel() > 0)
+        .map(|(t, writes)| (span(t), writes))
+        .collect();
+    spans.sort_unstable_by_key(|&(s, _)| s);
+    // Sorted by start, a span meets an earlier one exactly when it starts before that one's end.
+    let (mut end_any, mut end_written) = (0, 0);
+    for &((start, end), writes) in &spans {
+        if start < end_written || (writes && start < end_any) {
+            return Err(Error::Invalid(
+                "Adam's CPU loop: a parameter or moment shares memory with another tensor of the \
+                 step"
+                    .into(),
+            ));
+        }
+        end_any = end_any.max(end);
+        if writes {
+            end_written = end_written.max(end);
+        }
+    }
     Ok(())
 }
 
@@ -167,8 +225,9 @@ fn run<T: Element>(rows: &[Row], config: AdamConfig) {
 
 /// The update of one row (see the module docs).
 fn update_row<T: Element>(row: &Row, config: AdamConfig) {
-    // SAFETY: see `Row`: four live, non-overlapping buffers of `row.len` elements of type T
-    // (checked by `applies`: one kind, contiguous; the gradient copy is contiguous).
+    // SAFETY: see `Row`: four live buffers of `row.len` elements of type T (checked by `step`
+    // through `cpu_loop_applies`: one kind, contiguous; the gradient copy is contiguous), the three
+    // written ones apart from every other row's buffers (checked by `check_apart`).
     let (p, m, v, g) = unsafe {
         (
             std::slice::from_raw_parts_mut(row.p as *mut T, row.len),
@@ -189,5 +248,39 @@ fn update_row<T: Element>(row: &Row, config: AdamConfig) {
         *p = *p + m_new / (v_new.sqrt() * scale + offset);
         *m = m_new;
         *v = v_new;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_that_share_memory_with_a_written_one_are_refused() {
+        let opts = (Kind::Float, Device::Cpu);
+        let new = || Tensor::zeros([2, 3], opts);
+        let (p, m, v, g) = (new(), new(), new(), new().ones_like());
+        let config = AdamConfig::with_lr(0.1);
+        let coefficients = [(-1.0, 1.0)];
+        let step_with = |params: &[&Tensor], m: &[Tensor], v: &[Tensor], g: &[Tensor]| {
+            step(params, m, v, g, &[0], &coefficients, config)
+        };
+        let one = |t: &Tensor| vec![t.shallow_clone()];
+        assert!(step_with(&[&p], &one(&m), &one(&v), &one(&g)).is_ok());
+        // A parameter as its own gradient, a moment as both moments.
+        assert!(step_with(&[&p], &one(&m), &one(&v), &one(&p)).is_err());
+        assert!(step_with(&[&p], &one(&m), &one(&m), &one(&g)).is_err());
+        // Two parameters over overlapping parts of one buffer; adjacent parts are apart.
+        let flat = Tensor::zeros([12], opts);
+        let view = |at: i64| flat.narrow(0, at, 6).view([2, 3]);
+        // The gradients, only read, may share memory.
+        let pair = || [new(), new()];
+        let grads = [g.shallow_clone(), g.shallow_clone()];
+        assert!(step_with(&[&view(0), &view(6)], &pair(), &pair(), &grads).is_ok());
+        assert!(step_with(&[&view(0), &view(4)], &pair(), &pair(), &grads).is_err());
+        // Another kind than float32 or float64.
+        let half = new().to_kind(Kind::Half);
+        let halves = |t: &Tensor| vec![t.to_kind(Kind::Half)];
+        assert!(step_with(&[&half], &halves(&m), &halves(&v), &halves(&g)).is_err());
     }
 }

@@ -76,14 +76,35 @@ pub fn log_prob_centred(model: &FlowModel, centred: &Tensor, threads: usize) -> 
 
 /// Whether the explicit pass applies to a model of `kind` on `device`: float32 or float64 on the
 /// CPU.
-pub fn applies(device: Device, kind: Kind) -> bool {
+pub fn explicit_pass_applies(device: Device, kind: Kind) -> bool {
     device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double)
 }
 
-/// Errors unless the explicit pass [`applies`] to `model`.
+/// How a training step gets its gradients; both give the reference's gradients (to rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backward {
+    /// libtorch's autograd through [`FlowModel::log_prob_centred`] (any device and kind).
+    Autograd,
+    /// [`class_losses_and_gradients`], with products by the `gemm` crate (CPU, float32
+    /// or float64), whose forward pass also computes the validation losses. Steps over part of the
+    /// classes (the last batches when class sizes differ) still use autograd.
+    Explicit,
+}
+
+/// The [`Backward`] a trainer uses on `device` for a model of `kind`: explicit where it applies
+/// (CPU, float32 or float64), autograd elsewhere.
+pub fn default_backward(device: Device, kind: Kind) -> Backward {
+    if explicit_pass_applies(device, kind) {
+        Backward::Explicit
+    } else {
+        Backward::Autograd
+    }
+}
+
+/// Errors unless the explicit pass applies to `model` ([`explicit_pass_applies`]).
 pub(super) fn check_model(model: &FlowModel) -> Result<()> {
     let kind = model.kind();
-    if !applies(model.device(), kind) {
+    if !explicit_pass_applies(model.device(), kind) {
         return Err(Error::Invalid(format!(
             "explicit flow pass: needs a float32 or float64 model on the CPU, got {kind:?} on {:?}",
             model.device()

@@ -3,7 +3,7 @@
 //! A checkpoint directory holds `flow.json` (the [`FlowMeta`]) and `flow_{c}.safetensors` per class
 //! with the tensors `mask`, `{s,t}.{i}.fc{1,2,3}.{weight,bias}`, `s.{i}.rescale.weight_{g,v}`,
 //! `perm.{j}.{perm,inv_perm,W}`, `A` and `A_`, with full (not mask-restricted) weight matrices.
-use super::config::{FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
+use super::config::{FlowMeta, FlowSpec, NUM_COUPLINGS, NUM_PERMUTATIONS};
 use super::model::{coupling_halves, CouplingFrozen, CouplingParams, FlowModel};
 use crate::error::{Error, Result};
 use serde::Deserialize;
@@ -50,7 +50,7 @@ fn join_halves(used: &Tensor, unused: &Tensor, used_lo: usize, dim: i64) -> Tens
 impl FlowModel {
     /// Class `c`'s flow as a state dict in the reference's names (CPU tensors, model kind).
     pub fn class_state_dict(&self, c: usize) -> Result<Vec<(String, Tensor)>> {
-        let classes = self.meta.num_classes;
+        let classes = self.meta.spec.num_classes;
         if c >= classes {
             return Err(Error::Invalid(format!(
                 "class {c} out of range 0..{classes}"
@@ -112,7 +112,7 @@ impl FlowModel {
         let json = serde_json::to_string_pretty(&self.meta)
             .map_err(|e| Error::format(&meta_path, e.to_string()))?;
         std::fs::write(&meta_path, json).map_err(|e| Error::io(&meta_path, e))?;
-        for c in 0..self.meta.num_classes {
+        for c in 0..self.meta.spec.num_classes {
             let dict = self.class_state_dict(c)?;
             Tensor::write_safetensors(&dict, class_file(dir, c))?;
         }
@@ -126,7 +126,7 @@ impl FlowModel {
         let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
         let file: MetaFile =
             serde_json::from_str(&text).map_err(|e| Error::format(&meta_path, e.to_string()))?;
-        let dicts = (0..file.num_classes)
+        let dicts = (0..file.spec.num_classes)
             .map(|c| {
                 let path = class_file(dir, c);
                 let named = Tensor::read_safetensors(&path)?;
@@ -137,15 +137,13 @@ impl FlowModel {
     }
 }
 
-/// The metadata file; fields that the tensors determine are optional (converted published flows).
+/// The metadata file as read: a [`FlowMeta`] without the fields that the tensors determine
+/// (converted published flows lack them), `log_abs_det_a_inv` optional.
 #[derive(Debug, Deserialize)]
 struct MetaFile {
-    num_classes: usize,
+    #[serde(flatten)]
+    spec: FlowSpec,
     k: usize,
-    length_hidden: f64,
-    layer: usize,
-    net: String,
-    dataset: String,
     #[serde(default)]
     log_abs_det_a_inv: Option<f64>,
 }
@@ -188,14 +186,10 @@ fn from_class_state_dicts(
         None => f64::try_from(a_inv.svd(true, false).1.log().sum(Kind::Double))?,
     };
     let meta = FlowMeta {
-        num_classes: file.num_classes,
+        spec: file.spec,
         dim: d,
         k,
         hidden: h,
-        length_hidden: file.length_hidden,
-        layer: file.layer,
-        net: file.net,
-        dataset: file.dataset,
         log_abs_det_a_inv,
     };
     let masks = reference_masks(k, Kind::Double);
@@ -307,7 +301,7 @@ fn from_class_state_dicts(
 
 impl FlowModel {
     /// A model of `kind` on `device` from `meta` and one state dict per class in the reference's
-    /// names ([`FlowModel::class_state_dict`]); `source` names them in errors.
+    /// names ([`FlowModel::class_state_dict`]), each with the path that names it in errors.
     pub fn from_state_dicts(
         meta: &FlowMeta,
         dicts: &[(PathBuf, HashMap<String, Tensor>)],
@@ -315,12 +309,8 @@ impl FlowModel {
         device: Device,
     ) -> Result<FlowModel> {
         let file = MetaFile {
-            num_classes: meta.num_classes,
+            spec: meta.spec.clone(),
             k: meta.k,
-            length_hidden: meta.length_hidden,
-            layer: meta.layer,
-            net: meta.net.clone(),
-            dataset: meta.dataset.clone(),
             log_abs_det_a_inv: Some(meta.log_abs_det_a_inv),
         };
         from_class_state_dicts(file, dicts, kind, device)

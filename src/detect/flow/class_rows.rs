@@ -1,8 +1,11 @@
-//! Tensors stacked by class along their first dimension, cut into ranges of classes and joined
-//! back: how the trainer's lanes (see [`super::Trainer`]) share out a layer's flows and state.
+//! Tensors stacked by class along their first dimension, and the flow models made of them, cut
+//! into ranges of classes and joined back: how the trainer's lanes (see [`super::Trainer`]) share
+//! out a layer's flows and state.
 //!
 //! A class-stacked tensor has `reps * C` rows, copy-major: row `r * C + c` belongs to class `c`
 //! (the flows' s- and t-net weights have two copies, rescales and Adam moments of those one or two).
+use super::config::NUM_COUPLINGS;
+use super::model::{CouplingFrozen, CouplingParams, FlowModel};
 use crate::error::{Error, Result};
 use std::ops::Range;
 use tch::Tensor;
@@ -107,6 +110,91 @@ pub fn balanced_ranges(counts: &[usize], lanes: usize) -> Vec<Range<usize>> {
         start = end;
     }
     ranges
+}
+
+impl FlowModel {
+    /// The flows of classes `range` as a model of their own: new tensors without gradient
+    /// tracking (`A` and `A_inv` shared).
+    pub fn select_classes(&self, range: Range<usize>) -> Result<FlowModel> {
+        let c = self.meta.spec.num_classes;
+        let pick = |t: &Tensor| select(t, c, range.clone());
+        let couplings = self
+            .couplings
+            .iter()
+            .map(|p| Ok(CouplingParams::from_tensors(try_map(p.tensors(), pick)?)))
+            .collect::<Result<_>>()?;
+        let frozen = self
+            .frozen
+            .iter()
+            .map(|f| Ok(CouplingFrozen::from_tensors(try_map(f.tensors(), pick)?)))
+            .collect::<Result<_>>()?;
+        let len = (range.end - range.start) as i64;
+        let perms = self.perms.narrow(1, range.start as i64, len).contiguous();
+        FlowModel::from_parts(
+            self.meta.with_num_classes(range.len()),
+            self.a.shallow_clone(),
+            self.a_inv.shallow_clone(),
+            perms,
+            couplings,
+            frozen,
+        )
+    }
+
+    /// Joins models of consecutive class ranges of one layer (as from
+    /// [`FlowModel::select_classes`]) into the model of all their classes, without gradient
+    /// tracking (`A` and `A_inv` are the first part's).
+    pub fn join_classes(parts: &[&FlowModel]) -> Result<FlowModel> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::Invalid("no flows to join".into()))?;
+        let counts: Vec<usize> = parts.iter().map(|p| p.meta.spec.num_classes).collect();
+        let couplings = (0..NUM_COUPLINGS)
+            .map(|i| {
+                let tensors = join_each(parts, &counts, |p| p.couplings[i].tensors())?;
+                Ok(CouplingParams::from_tensors(tensors))
+            })
+            .collect::<Result<_>>()?;
+        let frozen = (0..NUM_COUPLINGS)
+            .map(|i| {
+                let tensors = join_each(parts, &counts, |p| p.frozen[i].tensors())?;
+                Ok(CouplingFrozen::from_tensors(tensors))
+            })
+            .collect::<Result<_>>()?;
+        let perms: Vec<&Tensor> = parts.iter().map(|p| &p.perms).collect();
+        FlowModel::from_parts(
+            first.meta.with_num_classes(counts.iter().sum()),
+            first.a.shallow_clone(),
+            first.a_inv.shallow_clone(),
+            Tensor::cat(&perms, 1),
+            couplings,
+            frozen,
+        )
+    }
+}
+
+/// `f` applied to every element of an array, stopping at the first error.
+fn try_map<T, const N: usize>(
+    items: [T; N],
+    f: impl Fn(T) -> Result<Tensor>,
+) -> Result<[Tensor; N]> {
+    let mut out = Vec::with_capacity(N);
+    for item in items {
+        out.push(f(item)?);
+    }
+    out.try_into()
+        .map_err(|_| Error::Invalid("array length changed".into()))
+}
+
+/// For each of the `N` tensors `get` gives of a model, the parts' tensors joined by
+/// [`join`] (parts of `counts[i]` classes each).
+fn join_each<const N: usize>(
+    parts: &[&FlowModel],
+    counts: &[usize],
+    get: impl Fn(&FlowModel) -> [&Tensor; N],
+) -> Result<[Tensor; N]> {
+    let each: [Vec<&Tensor>; N] =
+        std::array::from_fn(|n| parts.iter().map(|p| get(p)[n]).collect());
+    try_map(each, |tensors| join(&tensors, counts))
 }
 
 #[cfg(test)]

@@ -9,14 +9,8 @@
 //! (`w1: [2C, h, k/2]`, `w3: [2C, k/2, h]`, `b3: [2C, 1, k/2]`); the other halves get a zero
 //! gradient in the reference and never change, so they are kept aside (frozen) only to write full
 //! weight matrices into checkpoints.
-use super::class_rows;
-use super::config::{hidden_size, FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
-use crate::detect::gaussian::Whitening;
+use super::config::{FlowMeta, NUM_COUPLINGS, NUM_PERMUTATIONS};
 use crate::error::{Error, Result};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 
 /// Trainable parameters of one coupling for all classes (compute layout, see the module docs).
@@ -71,7 +65,7 @@ impl CouplingParams {
     }
 
     /// Parameters from tensors in [`PARAM_NAMES`] order.
-    fn from_tensors([w1, b1, w2, b2, w3, b3, g, v]: [Tensor; 8]) -> Self {
+    pub(super) fn from_tensors([w1, b1, w2, b2, w3, b3, g, v]: [Tensor; 8]) -> Self {
         CouplingParams {
             w1,
             b1,
@@ -110,11 +104,13 @@ pub struct CouplingFrozen {
 }
 
 impl CouplingFrozen {
-    fn tensors(&self) -> [&Tensor; 3] {
+    /// The tensors in field order.
+    pub(super) fn tensors(&self) -> [&Tensor; 3] {
         [&self.w1, &self.w3, &self.b3]
     }
 
-    fn from_tensors([w1, w3, b3]: [Tensor; 3]) -> Self {
+    /// Frozen halves from tensors in field order.
+    pub(super) fn from_tensors([w1, w3, b3]: [Tensor; 3]) -> Self {
         CouplingFrozen { w1, w3, b3 }
     }
 }
@@ -138,21 +134,6 @@ pub struct FlowModel {
     device: Device,
 }
 
-/// What identifies a new flow (the sizes come from the whitening).
-#[derive(Debug, Clone)]
-pub struct FlowSpec {
-    /// Number of classes.
-    pub num_classes: usize,
-    /// `length_hidden` (see [`super::config::default_length_hidden`]).
-    pub length_hidden: f64,
-    /// Feature layer index.
-    pub layer: usize,
-    /// Network name.
-    pub net: String,
-    /// Data set name.
-    pub dataset: String,
-}
-
 /// `(start of the unmasked input half, start of the used output half)` of coupling `i`:
 /// even couplings use the right mask (`[0]*(k/2) ++ [1]*(k/2)`), odd ones the left mask.
 pub fn coupling_halves(i: usize, k: usize) -> (usize, usize) {
@@ -164,175 +145,7 @@ pub fn coupling_halves(i: usize, k: usize) -> (usize, usize) {
     }
 }
 
-/// `f` applied to every element of an array, stopping at the first error.
-fn try_map<T, const N: usize>(
-    items: [T; N],
-    f: impl Fn(T) -> Result<Tensor>,
-) -> Result<[Tensor; N]> {
-    let mut out = Vec::with_capacity(N);
-    for item in items {
-        out.push(f(item)?);
-    }
-    out.try_into()
-        .map_err(|_| Error::Invalid("array length changed".into()))
-}
-
-/// For each of the `N` tensors `get` gives of a model, the parts' tensors joined by
-/// [`class_rows::join`] (parts of `counts[i]` classes each).
-fn join_each<const N: usize>(
-    parts: &[&FlowModel],
-    counts: &[usize],
-    get: impl Fn(&FlowModel) -> [&Tensor; N],
-) -> Result<[Tensor; N]> {
-    let each: [Vec<&Tensor>; N] =
-        std::array::from_fn(|n| parts.iter().map(|p| get(p)[n]).collect());
-    try_map(each, |tensors| class_rows::join(&tensors, counts))
-}
-
-fn uniform(rng: &mut ChaCha8Rng, out: &mut Vec<f64>, n: usize, bound: f64) {
-    out.extend((0..n).map(|_| rng.random_range(-bound..bound)));
-}
-
 impl FlowModel {
-    /// A new flow for every class, initialised as SPEC section 4 with a seeded RNG: PyTorch's
-    /// default Linear init (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases) for fc1 and
-    /// fc2, zero fc3, rescale `v = 1`, `g = sqrt(k)`, random permutations per class. The linear
-    /// part is `whitening` (`A` `[d, k]`, `A_inv` `[k, d]`, converted to `kind`).
-    pub fn init(
-        spec: &FlowSpec,
-        whitening: &Whitening,
-        seed: u64,
-        kind: Kind,
-        device: Device,
-    ) -> Result<Self> {
-        let (a, a_inv) = (&whitening.a, &whitening.a_inv);
-        let log_abs_det_a_inv = whitening.log_abs_det_a_inv;
-        let (k, d) = match a_inv.size().as_slice() {
-            [k, d] => (*k as usize, *d as usize),
-            other => {
-                return Err(Error::Invalid(format!(
-                    "A_inv must be [k, d], got {other:?}"
-                )))
-            }
-        };
-        if a.size() != [d as i64, k as i64] {
-            return Err(Error::Invalid(format!(
-                "A is {:?}, expected [{d}, {k}]",
-                a.size()
-            )));
-        }
-        if k == 0 || k % 2 != 0 {
-            return Err(Error::Invalid(format!(
-                "the whitened dimension k = {k} must be even and positive"
-            )));
-        }
-        let h = hidden_size(spec.length_hidden, k);
-        if h == 0 || spec.num_classes == 0 {
-            return Err(Error::Invalid(format!(
-                "empty flow: hidden width {h}, {} classes",
-                spec.num_classes
-            )));
-        }
-        let c = spec.num_classes;
-        let meta = FlowMeta {
-            num_classes: c,
-            dim: d,
-            k,
-            hidden: h,
-            length_hidden: spec.length_hidden,
-            layer: spec.layer,
-            net: spec.net.clone(),
-            dataset: spec.dataset.clone(),
-            log_abs_det_a_inv,
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        // Full fc1 weights/biases and fc2 weights/biases per coupling, rows ordered [s classes, t classes].
-        let mut w1 = vec![vec![0f64; 2 * c * h * k]; NUM_COUPLINGS];
-        let mut b1 = vec![vec![0f64; 2 * c * h]; NUM_COUPLINGS];
-        let mut w2 = vec![vec![0f64; 2 * c * h * h]; NUM_COUPLINGS];
-        let mut b2 = vec![vec![0f64; 2 * c * h]; NUM_COUPLINGS];
-        let mut perms = Vec::with_capacity(NUM_PERMUTATIONS * c * k);
-        let mut perms_by_class = vec![Vec::new(); c];
-        let (bound1, bound2) = (1.0 / (k as f64).sqrt(), 1.0 / (h as f64).sqrt());
-        let mut buf = Vec::new();
-        for (class, class_perms) in perms_by_class.iter_mut().enumerate() {
-            // The reference builds the t-nets, then the s-nets, then the permutations.
-            for net in [1usize, 0] {
-                let row = net * c + class;
-                for i in 0..NUM_COUPLINGS {
-                    for (target, n, bound) in [
-                        (&mut w1[i], h * k, bound1),
-                        (&mut b1[i], h, bound1),
-                        (&mut w2[i], h * h, bound2),
-                        (&mut b2[i], h, bound2),
-                    ] {
-                        buf.clear();
-                        uniform(&mut rng, &mut buf, n, bound);
-                        target[row * n..(row + 1) * n].copy_from_slice(&buf);
-                    }
-                }
-            }
-            for _ in 0..NUM_PERMUTATIONS {
-                let mut p: Vec<i64> = (0..k as i64).collect();
-                p.shuffle(&mut rng);
-                class_perms.push(p);
-            }
-        }
-        for j in 0..NUM_PERMUTATIONS {
-            for class_perms in &perms_by_class {
-                perms.extend_from_slice(&class_perms[j]);
-            }
-        }
-        let opts = (kind, device);
-        let (c2, h64, k64, half) = (2 * c as i64, h as i64, k as i64, (k / 2) as i64);
-        let mut couplings = Vec::with_capacity(NUM_COUPLINGS);
-        let mut frozen = Vec::with_capacity(NUM_COUPLINGS);
-        for i in 0..NUM_COUPLINGS {
-            let (in_lo, _) = coupling_halves(i, k);
-            let masked_in = (in_lo + k / 2) % k;
-            let w1_full = Tensor::from_slice(&w1[i])
-                .view([c2, h64, k64])
-                .to_kind(kind)
-                .to_device(device);
-            couplings.push(CouplingParams {
-                w1: w1_full.narrow(2, in_lo as i64, half).contiguous(),
-                b1: Tensor::from_slice(&b1[i])
-                    .view([c2, 1, h64])
-                    .to_kind(kind)
-                    .to_device(device),
-                w2: Tensor::from_slice(&w2[i])
-                    .view([c2, h64, h64])
-                    .to_kind(kind)
-                    .to_device(device),
-                b2: Tensor::from_slice(&b2[i])
-                    .view([c2, 1, h64])
-                    .to_kind(kind)
-                    .to_device(device),
-                w3: Tensor::zeros([c2, half, h64], opts),
-                b3: Tensor::zeros([c2, 1, half], opts),
-                g: Tensor::full([c as i64, 1, 1], (k as f64).sqrt(), opts),
-                v: Tensor::ones([c as i64, 1, k64], opts),
-            });
-            frozen.push(CouplingFrozen {
-                w1: w1_full.narrow(2, masked_in as i64, half).contiguous(),
-                w3: Tensor::zeros([c2, half, h64], opts),
-                b3: Tensor::zeros([c2, 1, half], opts),
-            });
-        }
-        Ok(FlowModel {
-            meta,
-            a: a.to_kind(kind).to_device(device),
-            a_inv: a_inv.to_kind(kind).to_device(device),
-            perms: Tensor::from_slice(&perms)
-                .view([NUM_PERMUTATIONS as i64, c as i64, k64])
-                .to_device(device),
-            couplings,
-            frozen,
-            kind,
-            device,
-        })
-    }
-
     /// Assembles a model from its parts (used by checkpoint loading); checks the shapes.
     pub fn from_parts(
         meta: FlowMeta,
@@ -343,7 +156,7 @@ impl FlowModel {
         frozen: Vec<CouplingFrozen>,
     ) -> Result<Self> {
         let (c, d, k, h) = (
-            meta.num_classes as i64,
+            meta.spec.num_classes as i64,
             meta.dim as i64,
             meta.k as i64,
             meta.hidden as i64,
@@ -397,72 +210,6 @@ impl FlowModel {
         })
     }
 
-    /// The flows of classes `range` as a model of their own: new tensors without gradient
-    /// tracking (`A` and `A_inv` shared).
-    pub fn select_classes(&self, range: Range<usize>) -> Result<FlowModel> {
-        let c = self.meta.num_classes;
-        let pick = |t: &Tensor| class_rows::select(t, c, range.clone());
-        let couplings = self
-            .couplings
-            .iter()
-            .map(|p| Ok(CouplingParams::from_tensors(try_map(p.tensors(), pick)?)))
-            .collect::<Result<_>>()?;
-        let frozen = self
-            .frozen
-            .iter()
-            .map(|f| Ok(CouplingFrozen::from_tensors(try_map(f.tensors(), pick)?)))
-            .collect::<Result<_>>()?;
-        let len = (range.end - range.start) as i64;
-        let perms = self.perms.narrow(1, range.start as i64, len).contiguous();
-        let meta = FlowMeta {
-            num_classes: range.len(),
-            ..self.meta.clone()
-        };
-        FlowModel::from_parts(
-            meta,
-            self.a.shallow_clone(),
-            self.a_inv.shallow_clone(),
-            perms,
-            couplings,
-            frozen,
-        )
-    }
-
-    /// Joins models of consecutive class ranges of one layer (as from
-    /// [`FlowModel::select_classes`]) into the model of all their classes, without gradient
-    /// tracking (`A` and `A_inv` are the first part's).
-    pub fn join_classes(parts: &[&FlowModel]) -> Result<FlowModel> {
-        let first = parts
-            .first()
-            .ok_or_else(|| Error::Invalid("no flows to join".into()))?;
-        let counts: Vec<usize> = parts.iter().map(|p| p.meta.num_classes).collect();
-        let couplings = (0..NUM_COUPLINGS)
-            .map(|i| {
-                let tensors = join_each(parts, &counts, |p| p.couplings[i].tensors())?;
-                Ok(CouplingParams::from_tensors(tensors))
-            })
-            .collect::<Result<_>>()?;
-        let frozen = (0..NUM_COUPLINGS)
-            .map(|i| {
-                let tensors = join_each(parts, &counts, |p| p.frozen[i].tensors())?;
-                Ok(CouplingFrozen::from_tensors(tensors))
-            })
-            .collect::<Result<_>>()?;
-        let perms: Vec<&Tensor> = parts.iter().map(|p| &p.perms).collect();
-        let meta = FlowMeta {
-            num_classes: counts.iter().sum(),
-            ..first.meta.clone()
-        };
-        FlowModel::from_parts(
-            meta,
-            first.a.shallow_clone(),
-            first.a_inv.shallow_clone(),
-            Tensor::cat(&perms, 1),
-            couplings,
-            frozen,
-        )
-    }
-
     /// The floating-point kind of the parameters.
     pub fn kind(&self) -> Kind {
         self.kind
@@ -475,7 +222,7 @@ impl FlowModel {
 
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
-        self.meta.num_classes
+        self.meta.spec.num_classes
     }
 
     /// All trainable tensors, coupling by coupling in [`PARAM_NAMES`] order.
@@ -521,7 +268,7 @@ impl FlowModel {
     /// `log p_c(features - means_c)` for every sample and class: `features` `[N, d]`, `means`
     /// `[C, d]`; returns `[N, C]` in the model's kind, differentiable in `features`.
     pub fn log_prob(&self, features: &Tensor, means: &Tensor) -> Result<Tensor> {
-        let c = self.meta.num_classes as i64;
+        let c = self.meta.spec.num_classes as i64;
         let d = self.meta.dim as i64;
         if features.dim() != 2 || features.size()[1] != d || means.size() != [c, d] {
             return Err(Error::Invalid(format!(
@@ -552,7 +299,7 @@ impl FlowModel {
                 .collect::<Result<Vec<_>>>()?;
             if parts.is_empty() {
                 return Ok(Tensor::zeros(
-                    [0, self.meta.num_classes as i64],
+                    [0, self.meta.spec.num_classes as i64],
                     (self.kind, self.device),
                 ));
             }
@@ -592,7 +339,7 @@ impl FlowModel {
     ///   `x W^T` gave transposed gradients that the optimizer had to copy (about 10% of a
     ///   training step at k = 512); a permutation gathers whole rows.
     pub fn latent(&self, centred: &Tensor, classes: Option<&[i64]>) -> Result<(Tensor, Tensor)> {
-        let c = self.meta.num_classes as i64;
+        let c = self.meta.spec.num_classes as i64;
         let sel = match classes {
             None => None,
             Some(list) => {

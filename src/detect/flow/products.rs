@@ -4,6 +4,7 @@
 //! libtorch multiplies float32 matrices with MKL, which runs its AVX2 kernels on AMD processors;
 //! `gemm` picks AVX-512 kernels at run time wherever the CPU has them (AVX2 or SSE elsewhere) and
 //! multiplies the flow's products 25-40% faster on an AMD Zen 4 (README "Performance").
+use super::memory_spans::{overlaps, span};
 use crate::error::{Error, Result};
 use gemm::{gemm, Parallelism};
 use tch::{Device, Kind, Tensor};
@@ -55,7 +56,6 @@ pub fn batched_product(
         ));
     }
     let (span_dst, span_lhs, span_rhs) = (span(dst), span(lhs), span(rhs));
-    let overlaps = |a: (usize, usize), b: (usize, usize)| a.0 < b.1 && b.0 < a.1;
     if overlaps(span_dst, span_lhs) || overlaps(span_dst, span_rhs) {
         return Err(Error::Invalid(
             "batched product: the destination overlaps a factor".into(),
@@ -71,19 +71,6 @@ pub fn batched_product(
         }
     }
     Ok(())
-}
-
-/// The bytes `[first, end)` a tensor's elements lie in (libtorch's strides are never negative).
-fn span(t: &Tensor) -> (usize, usize) {
-    let first = t.data_ptr() as usize;
-    let last: i64 = t
-        .size()
-        .iter()
-        .zip(t.stride())
-        .map(|(&n, s)| (n - 1).max(0) * s)
-        .sum();
-    let bytes = t.kind().elt_size_in_bytes();
-    (first, first + last as usize * bytes + bytes)
 }
 
 /// [`batched_product`] on element type `T` (checked by the caller).
