@@ -1,10 +1,11 @@
 """What a user runs today: flow training structured like the reference's Residual_flow_train.py.
 
-Written from SPEC sections 4-5: one RealNVP module per class (the tests' transcription of the
-reference's module, tests/it/flow_ref/realnvp.py: full k x h products with multiplicative masks,
-weight-normalised rescale; initialised as SPEC 4 says, last layers zero), one torch.optim.Adam
-per class (lr 1e-5), one shuffled DataLoader per class (batch 256), loss = -sum of log p over the
-batch, one iteration = every class's train pass then its validation pass.
+Written from `docs/method.md#the-residual-flow` and `docs/method.md#flow-training`: one RealNVP
+module per class (the tests' transcription of the reference's module, tests/it/flow_ref/realnvp.py:
+full k x h products with multiplicative masks, weight-normalised rescale; initialised as
+`docs/method.md#initialisation` says, last layers zero), one torch.optim.Adam per class (lr 1e-5),
+one shuffled DataLoader per class (batch 256), loss = -sum of log p over the batch, one iteration =
+every class's train pass then its validation pass.
 
 Usage: reference_flow_train.py K ITERATIONS THREADS [CLASSES TRAIN VALIDATION]
 Prints one JSON line: {"k": K, "seconds": [per timed iteration], "threads": N}. The first iteration
@@ -25,8 +26,9 @@ from realnvp import RealNVP  # noqa: E402
 
 
 def new_flow(a_inv, perms):
-    """A flow at the reference's initialisation (SPEC 4): masks right, left, ...; the given
-    permutations and whitening; last layers zero, rescale g = sqrt(k), v = ones."""
+    """A flow at the reference's initialisation (`docs/method.md#initialisation`): masks right,
+    left, ...; the given permutations and whitening; last layers zero, rescale g = sqrt(k),
+    v = ones."""
     k = a_inv.shape[0]
     flow = RealNVP({"k": k, "length_hidden": 1.0, "log_abs_det_a_inv": 0.0, "dim": k})
     half = k // 2

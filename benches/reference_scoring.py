@@ -1,8 +1,9 @@
 """What a user runs today: scoring with input pre-processing structured like the reference's code.
 
-Written from SPEC sections 6-7 and the reference's loops: `lib_generation.get_resflow_score`
-(driven by `Residual_flow_test_processing.py`: for each layer, for each magnitude, for each batch)
-and `lib_generation.get_Mahalanobis_score` (driven by `OOD_Generate_Mahalanobis.py`: for each
+Written from `docs/method.md#input-pre-processing`, `docs/method.md#the-mahalanobis-detector` and
+the reference's loops: `lib_generation.get_resflow_score` (driven by
+`Residual_flow_test_processing.py`: for each layer, for each magnitude, for each batch) and
+`lib_generation.get_Mahalanobis_score` (driven by `OOD_Generate_Mahalanobis.py`: for each
 magnitude, for each layer, for each batch). Per batch, as the reference does for every magnitude
 (0 included): `intermediate_forward` up to the layer on an input that requires grad, mean-pool,
 the class scores, the loss of the best class, `loss.backward()` (the network's and the flows'

@@ -1,5 +1,6 @@
-//! Scoring with input pre-processing (SPEC sections 6 and 7), `rf-score` and `rf-mahalanobis`,
-//! against what a user runs today: Python loops structured like the reference's
+//! Scoring with input pre-processing (`docs/method.md#input-pre-processing` and
+//! `docs/method.md#the-mahalanobis-detector`), `rf-score` and `rf-mahalanobis`, against what a user
+//! runs today: Python loops structured like the reference's
 //! `get_resflow_score` and `get_Mahalanobis_score` (`benches/reference_scoring.py`: a gradient
 //! for every magnitude, zero included, with `loss.backward()` also computing the parameters'
 //! gradients as the reference's does; one RealNVP module per class, scored class by class; the

@@ -11,10 +11,11 @@ checked against the reference module definition (scripts/reference_models.py) wi
 `load_state_dict`, then written as float32 safetensors plus the JSON sidecar that resflow reads
 (architecture, width, classes, the reference's input normalisation of that network, dataset).
 
-Flows (`flow`): the per-class flow state dicts of one layer (SPEC section 4 names), one `.pth` per
-class in class order, written as a flow folder that rf-score reads: `flow_<c>.safetensors` (names
-and dtypes unchanged) plus `flow.json` (classes, k, length_hidden, layer, network, data set; resflow
-derives log |det A_inv| from `A_`). Put it at output/<net>_<dataset>/flow/layer_<L>.
+Flows (`flow`): the per-class flow state dicts of one layer (names in
+`docs/method.md#flow-checkpoints`), one `.pth` per class in class order, written as a flow folder
+that rf-score reads: `flow_<c>.safetensors` (names and dtypes unchanged) plus `flow.json` (classes,
+k, length_hidden, layer, network, data set; resflow derives log |det A_inv| from `A_`). Put it at
+output/<net>_<dataset>/flow/layer_<L>.
 
 Usage:
   convert_weights.py classifier --net-type resnet --dataset cifar10 IN.pth OUT.safetensors

@@ -1,5 +1,6 @@
-//! rf-fgsm: clean, noisy and FGSM adversarial versions of the in-distribution test split (SPEC
-//! section 9), kept where clean and noisy are classified right and adversarial wrong, saved under
+//! rf-fgsm: clean, noisy and FGSM adversarial versions of the in-distribution test split
+//! (`docs/method.md#fgsm-samples`), kept where clean and noisy are classified right and adversarial
+//! wrong, saved under
 //! `{outf}/{net}_{dataset}/fgsm/` (layout in `resflow::store::fgsm`).
 use resflow::cli;
 

@@ -1,5 +1,6 @@
 //! rf-prepare: per-layer features of the train, test and OOD sets, class means, whitening and
-//! tied precision (SPEC section 3), under `{outf}/{net}_{dataset}/features/`.
+//! tied precision (`docs/method.md#class-statistics-and-whitening`), under
+//! `{outf}/{net}_{dataset}/features/`.
 use resflow::cli;
 
 use std::path::PathBuf;

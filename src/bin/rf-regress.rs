@@ -1,6 +1,7 @@
-//! rf-regress: the regression detector of SPEC section 8 on the score files of one detector,
-//! for every in-distribution set and OOD set found (or named), with the reference's printed
-//! table, `results.json`, `results.md` and plots in each run folder (see `resflow::report`).
+//! rf-regress: the regression detector of `docs/method.md#the-regression-detector` on the score
+//! files of one detector, for every in-distribution set and OOD set found (or named), with the
+//! reference's printed table, `results.json`, `results.md` and plots in each run folder (see
+//! `resflow::report`).
 use resflow::cli;
 
 use anyhow::Result;

@@ -1,5 +1,6 @@
-//! rf-train: trains the residual flows of one layer, all classes at once (SPEC section 5).
-//! Checkpoints go to `{outf}/{net}_{dataset}/flow/layer_{L}/`, the history to `.../history/`.
+//! rf-train: trains the residual flows of one layer, all classes at once
+//! (`docs/method.md#flow-training`). Checkpoints go to `{outf}/{net}_{dataset}/flow/layer_{L}/`,
+//! the history to `.../history/`.
 use resflow::cli;
 
 use anyhow::Result;

@@ -1,11 +1,11 @@
-//! FGSM adversarial samples for validation without OOD data (SPEC section 9).
+//! FGSM adversarial samples for validation without OOD data (`docs/method.md#fgsm-samples`).
 //!
 //! For the in-distribution test split, batch by batch: `noisy = clamp(x + sigma * N(0, 1))` and
 //! `adv = clamp(x + 0.05 * sign_step(d CE(model(x), y) / d x))`, where `x` is the normalised input,
-//! `sign_step` is that of SPEC section 6 (+1 where the gradient is >= 0, else -1, channel j
-//! divided by std_j) and the clamp is to `[min_j (0 - mean_j) / std_j, max_j (1 - mean_j) / std_j]`
-//! (one range for all channels, as in the reference). Only samples whose clean and noisy versions
-//! are classified correctly and whose adversarial version is not are kept.
+//! `sign_step` is that of `docs/method.md#sign-step` (+1 where the gradient is >= 0, else -1,
+//! channel j divided by std_j) and the clamp is to `[min_j (0 - mean_j) / std_j, max_j (1 - mean_j)
+//! / std_j]` (one range for all channels, as in the reference). Only samples whose clean and noisy
+//! versions are classified correctly and whose adversarial version is not are kept.
 //!
 //! The samples' folder on disk: [`crate::store::fgsm`]; the stage: [`crate::pipeline::fgsm`].
 use rand::SeedableRng;
@@ -123,8 +123,9 @@ pub struct FgsmOptions {
     pub device: Device,
 }
 
-/// Computes the noisy and adversarial version of every image of `set` (SPEC 9), batch by batch in
-/// stored order; the noise is drawn from a ChaCha8 generator seeded with `options.seed`.
+/// Computes the noisy and adversarial version of every image of `set`
+/// (`docs/method.md#fgsm-samples`), batch by batch in stored order; the noise is drawn from a
+/// ChaCha8 generator seeded with `options.seed`.
 pub fn attack(
     classifier: &LoadedClassifier,
     set: &ImageSet,

@@ -1,4 +1,5 @@
-//! Class statistics and the linear (Gaussian) part of the model (SPEC sections 3 and 7).
+//! Class statistics and the linear (Gaussian) part of the model
+//! (`docs/method.md#class-statistics-and-whitening` and `docs/method.md#the-mahalanobis-detector`).
 //!
 //! Everything here works in float64 internally: class means, the whitening SVD with the rank rule of
 //! the reference, the tied covariance and its pseudo-inverse. Mahalanobis class scores are computed
@@ -6,7 +7,7 @@
 use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
 
-/// Singular values at or below this are dropped from the whitening (SPEC section 3).
+/// Singular values at or below this are dropped from the whitening (`docs/method.md#whitening`).
 pub const SINGULAR_VALUE_CUTOFF: f64 = 1e-5;
 
 /// The whitening of class-centred features: `z = A_inv x` has identity covariance on the kept subspace.
@@ -98,7 +99,7 @@ pub fn centre_by_class(features: &Tensor, labels: &Tensor, means: &Tensor) -> Re
     Ok(features.to_kind(Kind::Double) - means.to_kind(Kind::Double).index_select(0, &labels))
 }
 
-/// The whitening of class-centred features `centred` (`[N, d]`, SPEC section 3): SVD of
+/// The whitening of class-centred features `centred` (`[N, d]`, `docs/method.md#whitening`): SVD of
 /// `centred / sqrt(N)` in float64, keeping singular values above [`SINGULAR_VALUE_CUTOFF`] and
 /// dropping the last kept one when their number is odd. Fails on NaN/inf input or when nothing is kept.
 pub fn whitening(centred: &Tensor) -> Result<Whitening> {
@@ -171,7 +172,8 @@ pub fn pinv_symmetric(matrix: &Tensor) -> Result<Tensor> {
     Ok((&eigvecs * inv.unsqueeze(0)).matmul(&eigvecs.transpose(0, 1)))
 }
 
-/// The tied-covariance Gaussian model of the Mahalanobis detector (SPEC section 7).
+/// The tied-covariance Gaussian model of the Mahalanobis detector
+/// (`docs/method.md#the-mahalanobis-detector`).
 #[derive(Debug)]
 pub struct TiedGaussian {
     /// Class means, `[C, d]`, float64.

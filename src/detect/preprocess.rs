@@ -1,5 +1,6 @@
-//! Class scores with input pre-processing (SPEC sections 6 and 7), shared by the residual flow and
-//! the Mahalanobis detector: one gradient per (batch, layer), reused for every magnitude.
+//! Class scores with input pre-processing (`docs/method.md#input-pre-processing` and
+//! `docs/method.md#the-mahalanobis-detector`), shared by the residual flow and the Mahalanobis
+//! detector: one gradient per (batch, layer), reused for every magnitude.
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{BatchSource, Normalization};
@@ -9,8 +10,8 @@ use crate::models::{mean_pool, Classifier};
 /// A differentiable map from mean-pooled layer features `[N, d]` to class scores `[N, C]`.
 pub type ScoreFn<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
 
-/// The sign step of SPEC section 6: +1 where `grad >= 0` (zero included), else -1, each channel
-/// divided by the normalisation std of that channel.
+/// The sign step of `docs/method.md#sign-step`: +1 where `grad >= 0` (zero included), else -1, each
+/// channel divided by the normalisation std of that channel.
 pub fn sign_step(grad: &Tensor, std: [f64; 3]) -> Tensor {
     let sign = grad.ge(0.0).to_kind(Kind::Float) * 2.0 - 1.0;
     let std = Tensor::from_slice(&std.map(|s| s as f32))
@@ -69,7 +70,8 @@ pub fn preprocessed_scores(
         .collect())
 }
 
-/// The sign step of the pre-processing loss at `x` (SPEC 6 steps 1-3).
+/// The sign step of the pre-processing loss at `x` (`docs/method.md#input-pre-processing` steps
+/// 1-3).
 pub fn gradient_step(
     net: &dyn Classifier,
     x: &Tensor,
@@ -92,9 +94,9 @@ fn gradient_step_and_scores(
     Ok((sign_step(&grad, std), scores))
 }
 
-/// The gradient with respect to the normalised input `x` of the pre-processing loss (SPEC 6
-/// steps 1-2: the batch mean of `-score_{c*}`, `c*` the best class of each row), and the clean
-/// scores `[N, C]`.
+/// The gradient with respect to the normalised input `x` of the pre-processing loss
+/// (`docs/method.md#input-pre-processing` steps 1-2: the batch mean of `-score_{c*}`, `c*` the best
+/// class of each row), and the clean scores `[N, C]`.
 pub fn input_gradient(
     net: &dyn Classifier,
     x: &Tensor,

@@ -1,12 +1,13 @@
-//! The regression detector end to end (SPEC section 8) for one in-distribution set, one OOD set
-//! and one detector.
+//! The regression detector end to end (`docs/method.md#the-regression-detector`) for one
+//! in-distribution set, one OOD set and one detector.
 //!
 //! Per magnitude the score files become a feature matrix with one column per layer
 //! ([`build_features`]: the Mahalanobis per-layer columns as they are, the flow's per-class
 //! matrices reduced by the max over classes). A logistic regression
 //! ([`LogisticRegressionCv`], scikit-learn's defaults) is fitted on the fit block, the magnitude
 //! with the highest TNR at TPR 95% on the selection block wins (the first on ties), and the
-//! metrics of SPEC section 10 are computed on the test rows with confidence `-P(OOD)`.
+//! metrics of `docs/method.md#paper-metrics` are computed on the test rows with confidence
+//! `-P(OOD)`.
 //!
 //! Validation ([`Validation`]): `Ood` ("IO") fits and selects on the first 1000 rows of each kind
 //! of the OOD set's own file ([`splits::io_split`]); `Fgsm` fits and selects on the FGSM file
@@ -28,7 +29,8 @@ use crate::error::{Error, Result};
 pub enum Validation {
     /// On the OOD set itself (the reference's default, "IO").
     Ood,
-    /// On FGSM adversarial samples, no OOD data (SPEC 8, 9).
+    /// On FGSM adversarial samples, no OOD data (`docs/method.md#the-regression-detector` and
+    /// `docs/method.md#fgsm-samples`).
     Fgsm,
 }
 
@@ -253,10 +255,11 @@ fn column_by_label(f: &LayerFeatures, column: usize, idx: &[usize]) -> (Vec<f64>
     split_by_label(&values, &labels_of(&f.labels, idx))
 }
 
-/// SPEC 12 on in-memory scores of a detector without regression (a baseline): each column of
-/// the score matrices is a candidate score (ODIN: one per temperature), the (magnitude, column)
-/// with the highest TNR at TPR 95% on the selection rows wins (the first on ties), and its
-/// scores on the IO test rows are the confidences. A single candidate wins unopposed.
+/// `docs/method.md#baseline-evaluation` on in-memory scores of a detector without regression (a
+/// baseline): each column of the score matrices is a candidate score (ODIN: one per temperature),
+/// the (magnitude, column) with the highest TNR at TPR 95% on the selection rows wins (the first on
+/// ties), and its scores on the IO test rows are the confidences. A single candidate wins
+/// unopposed.
 /// `temperatures` names the temperature of each column for detectors whose variants are
 /// temperatures (recorded with the result).
 pub fn evaluate_direct(
@@ -323,8 +326,9 @@ pub fn evaluate_direct(
     })
 }
 
-/// Runs SPEC 8 on in-memory features: per magnitude, fit on the fit block, TNR on the
-/// selection block; the best magnitude (first on ties) is evaluated on the IO test split.
+/// Runs `docs/method.md#the-regression-detector` on in-memory features: per magnitude, fit on the
+/// fit block, TNR on the selection block; the best magnitude (first on ties) is evaluated on the IO
+/// test split.
 pub fn evaluate_detector(
     detector: DetectorKind,
     ood: &str,

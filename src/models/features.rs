@@ -1,6 +1,6 @@
-//! Features of a classifier (SPEC section 1): the mean-pooled activation of every feature layer
-//! over an image set, extracted in one eval pass per batch, and the train features grouped by class.
-//! Where they are stored: [`crate::store::features`].
+//! Features of a classifier (`docs/method.md#feature-layers`): the mean-pooled activation of every
+//! feature layer over an image set, extracted in one eval pass per batch, and the train features
+//! grouped by class. Where they are stored: [`crate::store::features`].
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{BatchSource, Normalization};

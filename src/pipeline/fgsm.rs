@@ -1,5 +1,5 @@
-//! The FGSM stage (`rf-fgsm`, SPEC section 9): attacks the test split, keeps the usable samples
-//! and writes the FGSM folder ([`crate::store::fgsm`]).
+//! The FGSM stage (`rf-fgsm`, `docs/method.md#fgsm-samples`): attacks the test split, keeps the
+//! usable samples and writes the FGSM folder ([`crate::store::fgsm`]).
 use std::path::{Path, PathBuf};
 
 use super::Common;

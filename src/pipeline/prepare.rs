@@ -1,5 +1,5 @@
-//! The prepare stage (`rf-prepare`, SPEC section 3): features of the train, test and OOD sets,
-//! and per-layer statistics, written to the run's [`FeatureDir`].
+//! The prepare stage (`rf-prepare`, `docs/method.md#class-statistics-and-whitening`): features of
+//! the train, test and OOD sets, and per-layer statistics, written to the run's [`FeatureDir`].
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
-//! The regression stage (`rf-regress`, SPEC section 8) for one run folder: reads a detector's
-//! score files into per-magnitude feature matrices, fits and evaluates the regression detector
-//! ([`crate::fit::detector`]) on each OOD set, and writes `results.json`, `results.md`, the test
-//! outputs and the plots.
+//! The regression stage (`rf-regress`, `docs/method.md#the-regression-detector`) for one run
+//! folder: reads a detector's score files into per-magnitude feature matrices, fits and evaluates
+//! the regression detector ([`crate::fit::detector`]) on each OOD set, and writes `results.json`,
+//! `results.md`, the test outputs and the plots.
 use std::path::PathBuf;
 
 use super::train_flow::MONITOR_ROWS;

@@ -1,6 +1,6 @@
-//! The flow-training stage (`rf-train`, SPEC section 5) for one layer: data from the feature
-//! folder, the batched trainer, monitoring AUROC on test vs OOD features, checkpoints, history
-//! files.
+//! The flow-training stage (`rf-train`, `docs/method.md#flow-training`) for one layer: data from
+//! the feature folder, the batched trainer, monitoring AUROC on test vs OOD features, checkpoints,
+//! history files.
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
@@ -21,8 +21,8 @@ use crate::store::{lock, RunDir};
 
 /// The reference's number of held-out validation samples (divided evenly over the classes).
 pub const VALIDATION_TOTAL: usize = 10_000;
-/// Rows per kind that the AUROC monitoring uses (SPEC 5): the first 2000 in-distribution test
-/// rows and the first 2000 OOD rows.
+/// Rows per kind that the AUROC monitoring uses (`docs/method.md#monitoring-and-checkpoints`): the
+/// first 2000 in-distribution test rows and the first 2000 OOD rows.
 pub const MONITOR_ROWS: usize = 2000;
 
 /// The stage's options; [`Default`] is the reference's training of layer 0 (1000 iterations).

@@ -1,4 +1,5 @@
-//! Score files: what every scoring stage writes and `rf-regress` reads (SPEC sections 6-9).
+//! Score files: what every scoring stage writes and `rf-regress` reads
+//! (`docs/method.md#score-files`).
 //!
 //! Every file is a numpy `.npz` archive (read it with `numpy.load(path)`), written to a temporary
 //! file beside its destination and renamed into place, so a file that exists is complete.
@@ -7,15 +8,15 @@
 //!
 //! ```text
 //! {outf}/{net}_{dataset}/                         one "run": a classifier and its in-distribution set
-//!   mahalanobis/{ood}/eps_{eps}.npz               Mahalanobis scores (SPEC 7)
-//!     scores  f64 [N, L]   one column per feature layer: max_c score_c of that layer
-//!     labels  u8  [N]      1 = OOD, 0 = in-distribution
-//!     n_out   i64 []       number of OOD rows (scalar array)
-//!   resflow/{ood}/layer_{l}/eps_{eps}.npz         residual-flow scores of layer l (SPEC 6)
-//!     scores  f64 [N, C]   log p_c of every class c
-//!     labels, n_out        as above
-//!   {mahalanobis,resflow}/fgsm/...                FGSM validation sets (SPEC 8, 9), same names, plus
-//!     group   u8  [N]      0 = clean, 1 = noisy, 2 = adversarial (labels = 1 exactly for group 2)
+//! mahalanobis/{ood}/eps_{eps}.npz               Mahalanobis scores
+//! (`docs/method.md#the-mahalanobis-detector`) scores  f64 [N, L]   one column per feature layer:
+//! max_c score_c of that layer labels  u8  [N]      1 = OOD, 0 = in-distribution n_out   i64 []
+//! number of OOD rows (scalar array) resflow/{ood}/layer_{l}/eps_{eps}.npz         residual-flow
+//! scores of layer l (`docs/method.md#input-pre-processing`) scores  f64 [N, C]   log p_c of every
+//! class c labels, n_out        as above {mahalanobis,resflow}/fgsm/...                FGSM
+//! validation sets (`docs/method.md#the-regression-detector` and `docs/method.md#fgsm-samples`),
+//! same names, plus group   u8  [N]      0 = clean, 1 = noisy, 2 = adversarial (labels = 1 exactly
+//! for group 2)
 //! ```
 //!
 //! The layout of each detector is its [`crate::detect::ScoreLayout`].

@@ -1,7 +1,8 @@
-//! The post-hoc baselines (SPEC 12) against independent transcriptions of their papers' formulas:
-//! MSP, Energy, MaxLogit and ODIN against PyTorch code on the reference's network, KNN against a
-//! brute-force nearest-neighbour search, ViM against numpy (OpenOOD's computation); and the
-//! baselines through `rf-baselines` and `rf-regress` into one comparison table.
+//! The post-hoc baselines (`docs/method.md#baseline-detectors`) against independent transcriptions
+//! of their papers' formulas: MSP, Energy, MaxLogit and ODIN against PyTorch code on the
+//! reference's network, KNN against a brute-force nearest-neighbour search, ViM against numpy
+//! (OpenOOD's computation); and the baselines through `rf-baselines` and `rf-regress` into one
+//! comparison table.
 use crate::common;
 use crate::common::{max_abs_diff, resnet_width4 as resnet};
 

@@ -1,4 +1,5 @@
-//! The regression detector (SPEC 8) on synthetic score files whose answer is known.
+//! The regression detector (`docs/method.md#the-regression-detector`) on synthetic score files
+//! whose answer is known.
 use crate::common;
 use crate::synth;
 

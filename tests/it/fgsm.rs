@@ -1,6 +1,7 @@
-//! FGSM samples (SPEC 9): the adversarial step equals the reference's PyTorch code on the same
-//! weights and inputs, the selection keeps exactly the samples satisfying the rule, samples stay
-//! in the pixel range, and rf-fgsm feeds the FGSM validation of rf-regress end to end.
+//! FGSM samples (`docs/method.md#fgsm-samples`): the adversarial step equals the reference's
+//! PyTorch code on the same weights and inputs, the selection keeps exactly the samples satisfying
+//! the rule, samples stay in the pixel range, and rf-fgsm feeds the FGSM validation of rf-regress
+//! end to end.
 use crate::common;
 use crate::common::max_abs_diff;
 

@@ -13,6 +13,7 @@ mod cuda_link;
 mod data_formats;
 mod data_registry;
 mod detector;
+mod docs;
 mod fgsm;
 mod flow_model;
 mod flow_train;

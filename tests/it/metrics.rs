@@ -351,7 +351,8 @@ fn rejects_empty_and_nan_inputs() {
     assert!((got.auroc - 0.75).abs() < 1e-15, "{got:?}");
 }
 
-/// OpenOOD v1.5's OOD-positive metrics with scikit-learn (SPEC 12), per case
+/// OpenOOD v1.5's OOD-positive metrics with scikit-learn (`docs/method.md#openood-metrics`), per
+/// case
 /// `[FPR@95, AUROC, AUPR-in, AUPR-out]`.
 const OPENOOD: &str = r#"
 import json, sys

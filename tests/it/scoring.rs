@@ -1,6 +1,7 @@
-//! Input pre-processing (SPEC 6, 7): for the Mahalanobis scores and the residual flow, the
-//! reused-gradient scores equal a direct per-magnitude computation, and the gradient sign step and
-//! scores equal PyTorch code (the reference's, transcribed) on the same weights.
+//! Input pre-processing (`docs/method.md#input-pre-processing` and
+//! `docs/method.md#the-mahalanobis-detector`): for the Mahalanobis scores and the residual flow,
+//! the reused-gradient scores equal a direct per-magnitude computation, and the gradient sign step
+//! and scores equal PyTorch code (the reference's, transcribed) on the same weights.
 use crate::common;
 use crate::common::{max_abs_diff, resnet_width4 as resnet};
 use crate::flow_ref;
@@ -173,8 +174,9 @@ fn sign_step_counts_zero_as_positive_and_divides_by_std() {
     assert!(step.equal(&expected), "{step:?}");
 }
 
-/// The residual flow's pre-processing (SPEC 6) in PyTorch: the ResNet and the reference's RealNVP
-/// flows of one layer in float64, gradient sign step and class-max scores after each magnitude.
+/// The residual flow's pre-processing (`docs/method.md#input-pre-processing`) in PyTorch: the
+/// ResNet and the reference's RealNVP flows of one layer in float64, gradient sign step and
+/// class-max scores after each magnitude.
 const FLOW_SCRIPT: &str = r#"
 import sys, json, numpy as np, torch
 sys.path.insert(0, sys.argv[1] + "/scripts")

@@ -1,4 +1,4 @@
-//! The IO validation split of the regression stage (SPEC section 8).
+//! The IO validation split of the regression stage (`docs/method.md#io-validation-split`).
 use resflow::fit::splits::{io_split, ood_label, IoSplitRule, IO_VALIDATION_PER_CLASS};
 
 #[test]

@@ -1,5 +1,5 @@
 //! The cross-validation folds of the logistic regression: scikit-learn's `StratifiedKFold`
-//! without shuffling (SPEC section 8).
+//! without shuffling (`docs/method.md#logistic-regression`).
 use crate::{Error, Result};
 
 /// scikit-learn's `StratifiedKFold(n_splits).split` without shuffling, as the test fold of each

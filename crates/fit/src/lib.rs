@@ -1,8 +1,8 @@
-//! The numeric core of fitting and judging a detector from its scores (SPEC sections 8 and 10),
-//! on in-memory matrices and score lists: scikit-learn's cross-validated logistic regression
-//! ([`regression`], its folds in [`folds`]), the row splits ([`splits`]), the metrics of the
-//! paper ([`metrics`]) and of OpenOOD ([`openood`]), and their bootstrap intervals
-//! ([`bootstrap`]). No libtorch, no files.
+//! The numeric core of fitting and judging a detector from its scores
+//! (`docs/method.md#the-regression-detector` and `docs/method.md#paper-metrics`), on in-memory
+//! matrices and score lists: scikit-learn's cross-validated logistic regression ([`regression`],
+//! its folds in [`folds`]), the row splits ([`splits`]), the metrics of the paper ([`metrics`]) and
+//! of OpenOOD ([`openood`]), and their bootstrap intervals ([`bootstrap`]). No libtorch, no files.
 //!
 //! `resflow` re-exports these modules as `resflow::fit::*`; the regression detector that uses them
 //! (magnitude selection, validation rules) is `resflow::fit::detector`.

@@ -1,4 +1,5 @@
-//! OOD detection metrics (SPEC section 10), computed exactly as the reference's `calMetric.py`.
+//! OOD detection metrics (`docs/method.md#paper-metrics`), computed exactly as the reference's
+//! `calMetric.py`.
 //!
 //! In-distribution samples are the positive class and a higher confidence means "more
 //! in-distribution". The reference sweeps a threshold over both sorted score lists (ties count as
@@ -56,7 +57,7 @@ pub fn compute(in_dist: &[f64], ood: &[f64]) -> Result<Metrics> {
     Ok(from_sweep(&sweep))
 }
 
-/// TNR at TPR 95% only (what the eps selection of SPEC section 8 needs).
+/// TNR at TPR 95% only (what the eps selection of `docs/method.md#magnitude-selection` needs).
 ///
 /// Errors if either slice is empty or holds a NaN.
 pub fn tnr_at_tpr95(in_dist: &[f64], ood: &[f64]) -> Result<f64> {

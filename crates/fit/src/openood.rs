@@ -1,4 +1,5 @@
-//! OOD-positive detection metrics as OpenOOD v1.5 computes them with scikit-learn (SPEC 12).
+//! OOD-positive detection metrics as OpenOOD v1.5 computes them with scikit-learn
+//! (`docs/method.md#openood-metrics`).
 //!
 //! OOD rows are the positive class and the detector's confidence `conf` (higher = more
 //! in-distribution) is negated into an OOD score:

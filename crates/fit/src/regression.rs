@@ -1,5 +1,5 @@
-//! The detector's logistic regression (SPEC section 8): scikit-learn's `LogisticRegressionCV`
-//! with its defaults, built on `linfa-logistic`.
+//! The detector's logistic regression (`docs/method.md#logistic-regression`): scikit-learn's
+//! `LogisticRegressionCV` with its defaults, built on `linfa-logistic`.
 //!
 //! scikit-learn minimises `C * sum_i logloss_i + 0.5 * ||w||^2` (intercept not penalised) for each
 //! `C` in `logspace(-4, 4, 10)`, scores each `C` by accuracy over a 5-fold stratified split

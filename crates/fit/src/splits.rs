@@ -1,4 +1,4 @@
-//! Row splits of the regression stage (SPEC section 8).
+//! Row splits of the regression stage (`docs/method.md#the-regression-detector`).
 //!
 //! Score files hold the OOD rows first (`n_out` of them), then the in-distribution rows. For the
 //! "IO" validation the first [`IO_VALIDATION_PER_CLASS`] rows of each kind form the validation
@@ -115,9 +115,10 @@ pub const GROUP_NOISY: u8 = 1;
 /// FGSM group code of adversarial samples (label 1).
 pub const GROUP_ADVERSARIAL: u8 = 2;
 
-/// The FGSM validation rows (SPEC 8): for each group in the order clean, noisy, adversarial, its
-/// first `n_g / 10` rows (`int(0.1 * n_g)`) form the validation block; of those the first half
-/// (rounded down) fit, the rest select. Rows are taken in file order within each group.
+/// The FGSM validation rows (`docs/method.md#fgsm-validation-split`): for each group in the order
+/// clean, noisy, adversarial, its first `n_g / 10` rows (`int(0.1 * n_g)`) form the validation
+/// block; of those the first half (rounded down) fit, the rest select. Rows are taken in file order
+/// within each group.
 ///
 /// Identical to the reference for equal group sizes and an even validation count (the
 /// reference slices the concatenated block in sixths, which mixes groups otherwise). `test` is

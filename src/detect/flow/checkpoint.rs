@@ -1,4 +1,5 @@
-//! Saving and loading a layer's flows per class in the reference's state-dict names (SPEC section 4).
+//! Saving and loading a layer's flows per class in the reference's state-dict names
+//! (`docs/method.md#flow-checkpoints`).
 //!
 //! A checkpoint directory holds `flow.json` (the [`FlowMeta`]) and `flow_{c}.safetensors` per class
 //! with the tensors `mask`, `{s,t}.{i}.fc{1,2,3}.{weight,bias}`, `s.{i}.rescale.weight_{g,v}`,

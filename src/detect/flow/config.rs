@@ -7,7 +7,7 @@ pub const NUM_COUPLINGS: usize = 10;
 pub const NUM_PERMUTATIONS: usize = NUM_COUPLINGS / 2;
 
 /// The reference's `length_hidden` for a (network, data set, layer), lowered where it ran out of
-/// memory on an 11 GB GPU (SPEC section 4); 1 elsewhere.
+/// memory on an 11 GB GPU (`docs/method.md#hidden-width`); 1 elsewhere.
 pub fn default_length_hidden(net: &str, dataset: &str, layer: usize) -> f64 {
     match (net, dataset, layer) {
         ("densenet", "cifar100", 3) => 0.5,

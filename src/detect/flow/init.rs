@@ -1,5 +1,6 @@
 //! A new layer's flows: every class's couplings and permutations drawn from a seeded RNG in the
-//! reference's order, on the linear part of the layer's whitening (SPEC section 4).
+//! reference's order, on the linear part of the layer's whitening
+//! (`docs/method.md#initialisation`).
 use super::config::{hidden_size, FlowMeta, FlowSpec, NUM_COUPLINGS, NUM_PERMUTATIONS};
 use super::model::{coupling_halves, CouplingFrozen, CouplingParams, FlowModel};
 use crate::detect::gaussian::Whitening;
@@ -10,10 +11,10 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 impl FlowModel {
-    /// A new flow for every class, initialised as SPEC section 4 with a seeded RNG: PyTorch's
-    /// default Linear init (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases) for fc1 and
-    /// fc2, zero fc3, rescale `v = 1`, `g = sqrt(k)`, random permutations per class. The linear
-    /// part is `whitening` (`A` `[d, k]`, `A_inv` `[k, d]`, converted to `kind`).
+    /// A new flow for every class, initialised as `docs/method.md#initialisation` with a seeded
+    /// RNG: PyTorch's default Linear init (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and
+    /// biases) for fc1 and fc2, zero fc3, rescale `v = 1`, `g = sqrt(k)`, random permutations per
+    /// class. The linear part is `whitening` (`A` `[d, k]`, `A_inv` `[k, d]`, converted to `kind`).
     pub fn init(
         spec: &FlowSpec,
         whitening: &Whitening,

@@ -1,5 +1,6 @@
-//! The residual flow (SPEC sections 4 and 5): one batched model per layer holding every class's flow,
-//! its checkpoints in the reference's names, and its trainer.
+//! The residual flow (`docs/method.md#the-residual-flow` and `docs/method.md#flow-training`): one
+//! batched model per layer holding every class's flow, its checkpoints in the reference's names,
+//! and its trainer.
 pub mod adam;
 mod adam_config;
 mod adam_cpu;

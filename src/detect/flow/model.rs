@@ -1,4 +1,5 @@
-//! The residual flows of all classes of one layer as one batched model (SPEC section 4).
+//! The residual flows of all classes of one layer as one batched model
+//! (`docs/method.md#the-residual-flow`).
 //!
 //! Every coupling parameter is stacked with a leading class dimension and evaluated with batched
 //! matrix products. The s- and t-nets of a coupling are stacked too (rows `0..C` are the s-nets,

@@ -1,4 +1,4 @@
-//! Training all class flows of one layer at once (SPEC section 5).
+//! Training all class flows of one layer at once (`docs/method.md#flow-training`).
 //!
 //! One iteration is, for every class, one pass over its shuffled training batches (one Adam step
 //! per batch) followed by the validation loss over its held-out features. The classes are trained

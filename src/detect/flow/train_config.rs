@@ -1,5 +1,6 @@
 //! What training a layer's flows is set up with and what it logs: the settings, the validation
-//! hold-out, every pass's data order and the per-iteration records (SPEC section 5).
+//! hold-out, every pass's data order and the per-iteration records
+//! (`docs/method.md#flow-training`).
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -52,8 +53,8 @@ impl FlowTrainConfig {
 }
 
 /// Splits each class's centred train features into (validation, train): the first
-/// `floor(num_validation / C)` rows are held out (SPEC section 5). Fails when a class would have
-/// no training rows left.
+/// `floor(num_validation / C)` rows are held out (`docs/method.md#validation-hold-out`). Fails when
+/// a class would have no training rows left.
 pub fn split_validation(
     per_class: &[Tensor],
     num_validation: usize,
