@@ -43,7 +43,19 @@ fn temporary_sibling(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+    path.with_file_name(format!(".{name}{TEMPORARY_MARK}{}", std::process::id()))
+}
+
+/// What [`write_atomically`]'s temporary file names carry before the writer's process id.
+const TEMPORARY_MARK: &str = ".tmp";
+
+/// Whether `file_name` is a temporary file of [`write_atomically`] (`.{name}.tmp{pid}`), which a
+/// killed process leaves behind.
+pub fn is_temporary_name(file_name: &str) -> bool {
+    file_name.starts_with('.')
+        && file_name
+            .rsplit_once(TEMPORARY_MARK)
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `{path}.{suffix}`: a sibling named after `path` (e.g. a folder's lock file or previous version).

@@ -16,6 +16,7 @@ pub mod features;
 pub mod fgsm;
 pub mod history;
 pub mod lock;
+pub mod provenance;
 pub mod results;
 pub mod score_sets;
 pub mod scores;

@@ -1,0 +1,371 @@
+//! The provenance chain of a run folder, one mechanism for every stage: each stage's output folder
+//! ends with a manifest whose [`Provenance`] records what the output was made from (the
+//! classifier's SHA-256, the digests of the upstream manifests it read, the options that change
+//! its content) and what it holds (every file's SHA-256 and size), as build systems key an output
+//! by the digests of its inputs. A stage writes through a [`StageOutput`]: it takes the folder's
+//! lock, marks the output incomplete (its manifest removed), clears the temporary files of a
+//! killed run, records each file it writes, and writes the manifest last. A reader checks the
+//! files against the manifest ([`Provenance::verify_files`]) and the recorded inputs against
+//! what it has ([`Provenance::check_input`]), and refuses a mismatch with [`Error::Provenance`],
+//! naming the file, what differs and the stage to rerun. `docs/artefacts.md` lists each
+//! artefact's fields.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::lock::{exclusive, ExclusiveLock};
+use crate::error::{Error, Result};
+use crate::models::checkpoint::file_sha256;
+
+/// A file's content digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// SHA-256 of its bytes, lowercase hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+impl FileDigest {
+    /// The digest of the file at `path`.
+    pub fn of(path: &Path) -> Result<FileDigest> {
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        Ok(FileDigest {
+            sha256: file_sha256(path)?,
+            bytes,
+        })
+    }
+}
+
+/// What an artefact was made from and what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The stage (binary) that wrote it.
+    pub stage: String,
+    /// SHA-256 of the classifier's weights file it comes from.
+    pub classifier_sha256: String,
+    /// The upstream manifests it was made from: a name (their path relative to the run folder,
+    /// e.g. `features/manifest.json`) and the SHA-256 of their bytes.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    /// The options that change its content, as given.
+    #[serde(default)]
+    pub options: BTreeMap<String, serde_json::Value>,
+    /// Every file of the output (path relative to the output folder) and its digest.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileDigest>,
+    /// Version of resflow that wrote it.
+    pub library_version: String,
+}
+
+impl Provenance {
+    /// An empty record for `stage` on the classifier whose weights have `classifier_sha256`.
+    pub fn new(stage: &str, classifier_sha256: &str) -> Provenance {
+        Provenance {
+            stage: stage.to_string(),
+            classifier_sha256: classifier_sha256.to_string(),
+            inputs: BTreeMap::new(),
+            options: BTreeMap::new(),
+            files: BTreeMap::new(),
+            library_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Records option `name` with `value`.
+    pub fn option(&mut self, name: &str, value: impl Serialize) -> Result<()> {
+        let value = serde_json::to_value(value)
+            .map_err(|e| Error::BadData(format!("option `{name}`: {e}")))?;
+        self.options.insert(name.to_string(), value);
+        Ok(())
+    }
+
+    /// Records the upstream manifest at `path` under `name`.
+    pub fn input(&mut self, name: &str, path: &Path) -> Result<()> {
+        self.inputs.insert(name.to_string(), file_sha256(path)?);
+        Ok(())
+    }
+
+    /// Checks the files of output folder `dir` listed under `names` (every listed file when
+    /// `names` is `None`) against their recorded digests. `manifest` names the manifest in the
+    /// error, `stage` the stage to rerun.
+    pub fn verify_files(
+        &self,
+        dir: &Path,
+        names: Option<&[&str]>,
+        manifest: &Path,
+        stage: &str,
+    ) -> Result<()> {
+        let listed: Vec<&str> = match names {
+            Some(names) => names.to_vec(),
+            None => self.files.keys().map(String::as_str).collect(),
+        };
+        for name in listed {
+            let path = dir.join(name);
+            let Some(expected) = self.files.get(name) else {
+                return Err(Error::provenance(
+                    &path,
+                    format!(
+                        "not listed in {} (the output of another run?); rerun {stage}",
+                        manifest.display()
+                    ),
+                ));
+            };
+            if !path.exists() {
+                return Err(Error::missing(
+                    &path,
+                    format!(
+                        "listed in {} but missing; rerun {stage}",
+                        manifest.display()
+                    ),
+                ));
+            }
+            let found = FileDigest::of(&path)?;
+            if &found != expected {
+                let what = if found.bytes != expected.bytes {
+                    format!(
+                        "{} bytes where {} records {} (truncated, or another run's file)",
+                        found.bytes,
+                        manifest.display(),
+                        expected.bytes
+                    )
+                } else {
+                    format!(
+                        "its SHA-256 differs from the one {} records (changed, or another run's \
+                         file)",
+                        manifest.display()
+                    )
+                };
+                return Err(Error::provenance(&path, format!("{what}; rerun {stage}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the upstream manifest recorded as `name` is the one at `path` now: an error
+    /// naming `artefact` (this output's manifest), what changed and the stage that remakes it.
+    pub fn check_input(&self, name: &str, path: &Path, artefact: &Path, stage: &str) -> Result<()> {
+        let Some(recorded) = self.inputs.get(name) else {
+            return Err(Error::provenance(
+                artefact,
+                format!("records no `{name}` among its inputs; rerun {stage}"),
+            ));
+        };
+        if !path.exists() {
+            return Err(Error::missing(
+                path,
+                format!(
+                    "{} was made from it, but it is gone; rerun the stage that writes it, then \
+                     {stage}",
+                    artefact.display()
+                ),
+            ));
+        }
+        if &file_sha256(path)? != recorded {
+            return Err(Error::provenance(
+                artefact,
+                format!(
+                    "made from another {} than the one there now (it was rewritten since); \
+                     rerun {stage}",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the artefact comes from the classifier whose weights have `sha256`.
+    pub fn check_classifier(&self, sha256: &str, artefact: &Path, stage: &str) -> Result<()> {
+        if self.classifier_sha256 != sha256 {
+            return Err(Error::provenance(
+                artefact,
+                format!(
+                    "made from other classifier weights than those in use (their SHA-256 \
+                     differs: the classifier was retrained or replaced since); rerun {stage}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A stage writing its output folder: holds the folder's lock, and the provenance that the
+/// manifest records at [`StageOutput::finish`].
+#[derive(Debug)]
+pub struct StageOutput {
+    dir: PathBuf,
+    manifest: PathBuf,
+    /// What the output is made from and holds, filled while the stage runs.
+    pub provenance: Provenance,
+    _lock: ExclusiveLock,
+}
+
+impl StageOutput {
+    /// Starts writing folder `dir` whose manifest is `manifest` (inside `dir`): takes the lock
+    /// `{dir}.lock` (a second writer stops at once), removes the manifest (the folder is
+    /// incomplete until [`StageOutput::finish`]) and the temporary files a killed run left in
+    /// `dir`. `doing` says what the stage does, for the lock's message.
+    pub fn begin(
+        dir: &Path,
+        manifest: &Path,
+        provenance: Provenance,
+        doing: &str,
+    ) -> Result<StageOutput> {
+        let lock = exclusive(&crate::io::sibling(dir, "lock"), doing)?;
+        match std::fs::remove_file(manifest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(manifest, e)),
+        }
+        remove_temporary_files(dir)?;
+        Ok(StageOutput {
+            dir: dir.to_path_buf(),
+            manifest: manifest.to_path_buf(),
+            provenance,
+            _lock: lock,
+        })
+    }
+
+    /// The output folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records the file at `path` (inside the output folder) as part of the output.
+    pub fn record(&mut self, path: &Path) -> Result<()> {
+        let name = path
+            .strip_prefix(&self.dir)
+            .map_err(|_| {
+                Error::BadData(format!(
+                    "{} is not inside the output folder {}",
+                    path.display(),
+                    self.dir.display()
+                ))
+            })?
+            .to_string_lossy()
+            .into_owned();
+        self.provenance.files.insert(name, FileDigest::of(path)?);
+        Ok(())
+    }
+
+    /// Writes the manifest (`manifest` is its content, holding the provenance the caller takes
+    /// from [`StageOutput::provenance`]) last: the output is complete. Releases the lock.
+    pub fn finish<T: Serialize>(self, manifest: &T) -> Result<()> {
+        crate::io::write_json(&self.manifest, manifest)
+    }
+}
+
+/// Removes the temporary files of interrupted atomic writes (`.{name}.tmp{pid}`, see
+/// [`crate::io::write_atomically`]) under `dir`, which may not exist yet.
+pub fn remove_temporary_files(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            remove_temporary_files(&path)?;
+        } else if crate::io::is_temporary_name(&name) {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(dir: &Path) -> StageOutput {
+        StageOutput::begin(
+            dir,
+            &dir.join("manifest.json"),
+            Provenance::new("rf-test", "abc"),
+            "rf-test is writing here",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stage_output_is_locked_incomplete_until_finished_and_cleans_up_temporary_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("manifest.json"), "{}").unwrap();
+        std::fs::write(dir.join("sub/.a.npy.tmp123"), "x").unwrap();
+        std::fs::write(dir.join("keep.npy"), "y").unwrap();
+        let mut out = output(&dir);
+        assert!(!dir.join("manifest.json").exists());
+        assert!(!dir.join("sub/.a.npy.tmp123").exists());
+        let second = StageOutput::begin(
+            &dir,
+            &dir.join("manifest.json"),
+            Provenance::new("rf-test", "abc"),
+            "rf-test is writing here",
+        );
+        assert!(second.unwrap_err().to_string().contains("out.lock"));
+        out.record(&dir.join("keep.npy")).unwrap();
+        let provenance = out.provenance.clone();
+        out.finish(&provenance).unwrap();
+        let read: Provenance = crate::io::read_json(&dir.join("manifest.json")).unwrap();
+        assert_eq!(read.files["keep.npy"].bytes, 1);
+        read.verify_files(&dir, None, &dir.join("manifest.json"), "rf-test")
+            .unwrap();
+        output(&dir); // the lock was released
+    }
+
+    #[test]
+    fn changed_truncated_missing_and_unlisted_files_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("a.npy"), "abcd").unwrap();
+        std::fs::write(dir.join("b.npy"), "efgh").unwrap();
+        let mut p = Provenance::new("rf-test", "abc");
+        for name in ["a.npy", "b.npy"] {
+            p.files
+                .insert(name.into(), FileDigest::of(&dir.join(name)).unwrap());
+        }
+        let manifest = dir.join("manifest.json");
+        let check = |names: Option<&[&str]>| {
+            p.verify_files(dir, names, &manifest, "rf-test")
+                .unwrap_err()
+                .to_string()
+        };
+        std::fs::write(dir.join("a.npy"), "abcx").unwrap();
+        assert!(check(None).contains("SHA-256 differs"), "{}", check(None));
+        std::fs::write(dir.join("a.npy"), "ab").unwrap();
+        assert!(check(None).contains("2 bytes"), "{}", check(None));
+        std::fs::remove_file(dir.join("a.npy")).unwrap();
+        assert!(check(None).contains("missing; rerun rf-test"));
+        assert!(check(Some(&["c.npy"])).contains("not listed"));
+        p.verify_files(dir, Some(&["b.npy"]), &manifest, "rf-test")
+            .unwrap();
+    }
+
+    #[test]
+    fn inputs_and_classifier_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let upstream = tmp.path().join("manifest.json");
+        std::fs::write(&upstream, "one").unwrap();
+        let mut p = Provenance::new("rf-test", "abc");
+        p.input("features/manifest.json", &upstream).unwrap();
+        let me = tmp.path().join("scores.json");
+        p.check_input("features/manifest.json", &upstream, &me, "rf-score")
+            .unwrap();
+        std::fs::write(&upstream, "two").unwrap();
+        let e = p
+            .check_input("features/manifest.json", &upstream, &me, "rf-score")
+            .unwrap_err();
+        assert!(matches!(e, Error::Provenance { .. }), "{e}");
+        assert!(e.to_string().contains("rerun rf-score"), "{e}");
+        assert!(p.check_classifier("abc", &me, "rf-score").is_ok());
+        let e = p.check_classifier("abd", &me, "rf-score").unwrap_err();
+        assert!(e.to_string().contains("SHA-256 differs"), "{e}");
+    }
+}
