@@ -298,11 +298,14 @@ fn train_layer(
     let manifest = features.manifest()?;
     let l = options.layer;
     if l >= manifest.layer_channels.len() {
-        return Err(Error::Invalid(format!(
-            "--layer {l}: the {} has feature layers 0 to {}",
-            manifest.net_type.name(),
-            manifest.layer_channels.len() - 1
-        )));
+        return Err(Error::bad_option(
+            "--layer",
+            format!(
+                "{l} is out of range: the {} has feature layers 0 to {}",
+                manifest.net_type.name(),
+                manifest.layer_channels.len() - 1
+            ),
+        ));
     }
     let stats = LayerStats::load(&features.stats_path(l))?;
     let per_class = centred_per_class(&features, l, &stats)?;
@@ -318,7 +321,10 @@ fn train_layer(
     let ood = match &options.monitor_ood {
         Some(name) => name.clone(),
         None => manifest.ood_names().into_iter().next().ok_or_else(|| {
-            Error::Invalid("no OOD features prepared to monitor; run rf-prepare with --ood".into())
+            Error::missing(
+                features.manifest_path(),
+                "no OOD features prepared to monitor; run rf-prepare with --ood",
+            )
         })?,
     };
     let take = |set: &str| -> Result<Tensor> {

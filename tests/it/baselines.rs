@@ -22,6 +22,7 @@ use resflow::models::checkpoint::read_tensors;
 use resflow::models::mean_pool;
 use resflow::store::results::read_results;
 use resflow::store::RunDir;
+use resflow::Error;
 use tch::{Device, Kind, Tensor};
 
 const STD: [f64; 3] = [0.2023, 0.1994, 0.2010];
@@ -173,7 +174,12 @@ fn knn_finds_the_brute_force_neighbours() {
             dist[k - 1].0
         );
     }
-    assert!(Knn::fit(&tensor(&train, m, d), 4, m + 1, Device::Cpu).is_err());
+    let Err(Error::BadOption { option, .. }) =
+        Knn::fit(&tensor(&train, m, d), 4, m + 1, Device::Cpu)
+    else {
+        panic!("k larger than the training rows accepted");
+    };
+    assert_eq!(option, "--knn-k");
 }
 
 /// OpenOOD v1.5's ViM postprocessor in numpy, on features and a linear head given as .npy files.

@@ -84,7 +84,7 @@ impl Trainer {
                 .map(|(name, t)| {
                     let t = if name == STEPS {
                         if t.size() != [c as i64] {
-                            return Err(Error::Invalid(format!(
+                            return Err(Error::Shape(format!(
                                 "optimizer state is for {:?} classes, not {c}",
                                 t.size()
                             )));
