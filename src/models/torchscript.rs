@@ -55,13 +55,15 @@ impl TorchScriptMeta {
     /// Reads and checks a sidecar.
     pub fn read(path: &Path) -> Result<TorchScriptMeta> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::format(
-                path,
-                format!(
-                    "cannot read the TorchScript model's sidecar ({e}); write it with \
-                     scripts/export_torchscript.py"
-                ),
-            )
+            let message = format!(
+                "cannot read the TorchScript model's sidecar ({e}); write it with \
+                 scripts/export_torchscript.py"
+            );
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::missing(path, message)
+            } else {
+                Error::format(path, message)
+            }
         })?;
         let meta: TorchScriptMeta = serde_json::from_str(&text)
             .map_err(|e| Error::format(path, format!("not a TorchScript model sidecar: {e}")))?;

@@ -166,7 +166,7 @@ impl ScoringStage {
         let classifier = load_checkpoint(classifier_path, common.device)?;
         if let Some(expected) = &manifest.classifier_sha256 {
             if &file_sha256(classifier_path)? != expected {
-                return Err(Error::format(
+                return Err(Error::provenance(
                     classifier_path,
                     format!(
                         "not the weights rf-prepare used for {} (their SHA-256 differs); pass the \
@@ -416,7 +416,7 @@ fn check_classifier(
         || manifest.layer_channels != channels
         || manifest.num_classes != classifier.meta.num_classes as usize
     {
-        return Err(Error::format(
+        return Err(Error::provenance(
             features.manifest_path(),
             format!(
                 "features of a {} with layers {:?} and {} classes, but the classifier is a {} with layers {:?} and {} classes; rerun rf-prepare with this classifier",

@@ -263,7 +263,7 @@ fn check_resumable(
     dir: &Path,
 ) -> Result<()> {
     if !same_whitening(&trainer.model().a_inv, &stats.whitening.a_inv) {
-        return Err(Error::format(
+        return Err(Error::provenance(
             dir,
             "this flow was trained on other features (the layer's whitening differs, e.g. after a new \
              classifier or rf-prepare run); train without --resume to start afresh"
@@ -273,7 +273,7 @@ fn check_resumable(
     let saved = trainer.config();
     let weights_of = |c: &FlowTrainConfig| (c.lr, c.batch_size, c.seed);
     if weights_of(saved) != weights_of(config) {
-        return Err(Error::format(
+        return Err(Error::provenance(
             dir,
             format!(
                 "this flow was trained with lr {}, batch size {}, seed {}, not the requested lr {}, \

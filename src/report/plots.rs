@@ -269,7 +269,10 @@ pub fn plot_histogram(
     let lo = finite().fold(f64::INFINITY, f64::min);
     let hi = finite().fold(f64::NEG_INFINITY, f64::max);
     if !lo.is_finite() || !hi.is_finite() {
-        return Err(Error::format(path, "histogram: no finite scores"));
+        return Err(Error::BadData(format!(
+            "{}: histogram: no finite scores",
+            path.display()
+        )));
     }
     let (lo, hi) = if hi > lo {
         (lo, hi)
@@ -343,7 +346,10 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
         (a.min(v), b.max(v))
     });
     if !lo.is_finite() {
-        return Err(Error::format(path, "AUROC history: no values"));
+        return Err(Error::BadData(format!(
+            "{}: AUROC history: no values",
+            path.display()
+        )));
     }
     let pad = ((hi - lo) * 0.1).max(0.01);
     let (y0, y1) = ((lo - pad).max(0.0) * 100.0, (hi + pad).min(1.0) * 100.0);

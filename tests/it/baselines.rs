@@ -20,6 +20,8 @@ use resflow::detect::vim::{self, Vim};
 use resflow::detect::{DetectorKind, FittedDetector, BASELINES_STAGE};
 use resflow::models::checkpoint::read_tensors;
 use resflow::models::mean_pool;
+use resflow::pipeline::score::{self, ScoringStage};
+use resflow::pipeline::Common;
 use resflow::store::results::read_results;
 use resflow::store::RunDir;
 use resflow::Error;
@@ -302,6 +304,30 @@ fn baselines_score_and_compare_end_to_end() {
     assert!(
         err.contains("SHA-256 differs") && err.contains("other_fashion-mnist"),
         "{err}"
+    );
+    // The same refusal from the library is a provenance error; a run without features is a
+    // missing artefact.
+    let open = |outf: &Path, classifier: Option<&Path>| {
+        let common = Common {
+            dataroot: root.clone(),
+            outf: outf.to_path_buf(),
+            ..Common::default()
+        };
+        let options = score::Options {
+            classifier: classifier.map(Path::to_path_buf),
+            ..score::Options::for_kinds(common, &[DetectorKind::Msp])
+        };
+        match ScoringStage::open(&options) {
+            Ok(_) => panic!("scoring stage opened"),
+            Err(e) => e,
+        }
+    };
+    let e = open(&outf, Some(&other));
+    assert!(matches!(e, Error::Provenance { .. }), "{e}");
+    let e = open(&dir.path().join("no_output"), None);
+    assert!(
+        matches!(e, Error::MissingArtefact { .. }) && e.to_string().contains("run rf-prepare"),
+        "{e}"
     );
 
     let mut table = String::new();

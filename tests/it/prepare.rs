@@ -182,8 +182,12 @@ fn a_classifier_with_the_wrong_number_of_classes_is_rejected() {
         "{err}"
     );
     assert!(!fdir.path.exists(), "nothing is written");
-    let err = fdir.manifest().unwrap_err().to_string();
-    assert!(err.contains("run rf-prepare"), "{err}");
+    let err = fdir.manifest().unwrap_err();
+    assert!(
+        matches!(err, resflow::Error::MissingArtefact { .. })
+            && err.to_string().contains("run rf-prepare"),
+        "{err}"
+    );
 }
 
 #[test]

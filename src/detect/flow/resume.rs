@@ -133,7 +133,7 @@ impl Trainer {
         if let Some(saved) = &state.validation_rows {
             let now = rows_per_class(&validation);
             if saved != &now {
-                return Err(Error::format(
+                return Err(Error::provenance(
                     dir,
                     format!(
                         "this checkpoint held out {} validation rows ({saved:?} per class), the \

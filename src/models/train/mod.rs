@@ -411,7 +411,7 @@ fn load_resume(
     let state: ResumeState = serde_json::from_str(&text)
         .map_err(|e| Error::format(json, format!("not a resume state: {e}")))?;
     if &state.config != config {
-        return Err(Error::format(
+        return Err(Error::provenance(
             json,
             format!(
                 "the interrupted run used different settings; rerun with the same flags or without --resume.\nstored: {:?}\ngiven:  {:?}",
