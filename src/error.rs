@@ -25,9 +25,6 @@ pub enum Error {
     /// A dataset name the registry does not know.
     #[error("unknown dataset `{name}`; known datasets: {known}")]
     UnknownDataset { name: String, known: String },
-    /// A request that cannot be satisfied (bad argument combination).
-    #[error("{0}")]
-    Invalid(String),
     /// An artefact a stage needs is not there: the stage that makes it has not run, or its
     /// output was removed. The message says which stage writes it.
     #[error("{}: {message}", path.display())]

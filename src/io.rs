@@ -216,7 +216,7 @@ mod tests {
         // A failed write leaves the folder as it was and no partial one.
         let failed = write_folder_atomically(&dir, |to: &Path| {
             write("three")(to)?;
-            Err(Error::Invalid("disk full".into()))
+            Err(Error::io(to, std::io::Error::other("disk full")))
         });
         assert!(failed.is_err());
         assert_eq!(read(&dir), "two");

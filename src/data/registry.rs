@@ -152,9 +152,10 @@ fn locate(info: &DatasetInfo, root: &Path, candidates: &[&str]) -> Result<PathBu
 pub fn load(name: &str, root: &Path, split: Split) -> Result<ImageSet> {
     let info = info(name)?;
     if info.role == Role::OutOfDistribution && split == Split::Train {
-        return Err(Error::Invalid(format!(
-            "`{name}` is an out-of-distribution set and has no train split"
-        )));
+        return Err(Error::bad_option(
+            "--dataset",
+            format!("`{name}` is an out-of-distribution set and has no train split"),
+        ));
     }
     let train = split == Split::Train;
     let (source, images, labels) = match name {

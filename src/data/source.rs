@@ -66,16 +66,21 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// The options that take data set specs, as [`Error::BadOption`] names them.
+const DATA_SET_OPTIONS: &str = "--dataset/--ood";
+
 impl DataSource {
     /// Parses a spec (see the module's table). Folder specs must name an existing folder.
     pub fn parse(spec: &str) -> Result<DataSource> {
         let (name, folder) = split(spec);
         let Some(path) = folder else {
             // Not a folder, so a registry name; the registry's error lists the known ones.
-            registry::info(spec).map_err(|e| {
-                Error::Invalid(format!(
-                    "{e}; or give an image folder as folder:PATH or NAME=PATH"
-                ))
+            registry::info(spec).map_err(|e| match e {
+                Error::UnknownDataset { name, known } => Error::UnknownDataset {
+                    name,
+                    known: format!("{known}; or give an image folder as folder:PATH or NAME=PATH"),
+                },
+                other => other,
             })?;
             return Ok(DataSource { name, folder: None });
         };
@@ -87,16 +92,22 @@ impl DataSource {
             ));
         }
         if !valid_name(&name) {
-            return Err(Error::Invalid(format!(
-                "`{name}` cannot name a data set (use letters, digits, `.`, `_` and `-`); give the \
-                 folder a name with NAME={path}"
-            )));
+            return Err(Error::bad_option(
+                DATA_SET_OPTIONS,
+                format!(
+                    "`{name}` cannot name a data set (use letters, digits, `.`, `_` and `-`); \
+                     give the folder a name with NAME={path}"
+                ),
+            ));
         }
         if registry::info(&name).is_ok() {
-            return Err(Error::Invalid(format!(
-                "`{name}` is the name of a registry data set; name the folder {path} otherwise, \
-                 e.g. my-{name}={path}"
-            )));
+            return Err(Error::bad_option(
+                DATA_SET_OPTIONS,
+                format!(
+                    "`{name}` is the name of a registry data set; name the folder {path} \
+                     otherwise, e.g. my-{name}={path}"
+                ),
+            ));
         }
         Ok(DataSource {
             name,
@@ -158,10 +169,12 @@ impl DataSource {
 }
 
 fn side_u32(side: i64) -> Result<u32> {
-    u32::try_from(side)
-        .ok()
-        .filter(|&s| s > 0)
-        .ok_or_else(|| Error::Invalid(format!("input side must be positive, got {side}")))
+    u32::try_from(side).ok().filter(|&s| s > 0).ok_or_else(|| {
+        Error::bad_option(
+            "side",
+            format!("the input side must be positive, got {side}"),
+        )
+    })
 }
 
 /// A registry set (32x32) brought to `side` ([`transform::to_side`]).

@@ -64,7 +64,7 @@ pub fn adversarial(
         .cross_entropy_for_logits(labels);
     let grad = Tensor::run_backward(&[loss], &[&input], false, false)
         .pop()
-        .ok_or_else(|| Error::Invalid("FGSM: no gradient with respect to the input".into()))?;
+        .ok_or_else(|| Error::Shape("FGSM: no gradient with respect to the input".into()))?;
     let (lo, hi) = clamp_range(norm);
     Ok((x.detach() + sign_step(&grad, norm.std) * ADVERSARIAL_STEP).clamp(lo, hi))
 }

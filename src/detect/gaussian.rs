@@ -23,11 +23,11 @@ pub struct Whitening {
     pub k: usize,
 }
 
-/// Fails with [`Error::Invalid`] when `features` holds a NaN or an infinity; `what` names the data.
+/// Fails with [`Error::BadData`] when `features` holds a NaN or an infinity; `what` names the data.
 pub fn check_finite(features: &Tensor, what: &str) -> Result<()> {
     let bad = i64::try_from(features.isfinite().logical_not().sum(Kind::Int64))?;
     if bad > 0 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadData(format!(
             "{what}: {bad} NaN or infinite value(s)"
         )));
     }
@@ -50,7 +50,7 @@ pub fn same_whitening(saved: &Tensor, current: &Tensor) -> bool {
 fn check_matrix(features: &Tensor, what: &str) -> Result<(i64, i64)> {
     match features.size().as_slice() {
         [n, d] => Ok((*n, *d)),
-        other => Err(Error::Invalid(format!(
+        other => Err(Error::Shape(format!(
             "{what}: expected a [N, d] matrix, got shape {other:?}"
         ))),
     }
@@ -63,7 +63,7 @@ pub fn class_means(features: &Tensor, labels: &Tensor, num_classes: usize) -> Re
     let (n, d) = check_matrix(features, "class_means features")?;
     check_finite(features, "class_means features")?;
     if labels.size() != [n] {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "labels have shape {:?}, expected [{n}]",
             labels.size()
         )));
@@ -72,7 +72,7 @@ pub fn class_means(features: &Tensor, labels: &Tensor, num_classes: usize) -> Re
     if n > 0 {
         let (lo, hi) = (i64::try_from(labels.min())?, i64::try_from(labels.max())?);
         if lo < 0 || hi >= num_classes as i64 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "labels span {lo}..={hi}, outside 0..{num_classes}"
             )));
         }
@@ -82,7 +82,7 @@ pub fn class_means(features: &Tensor, labels: &Tensor, num_classes: usize) -> Re
         .to_kind(Kind::Double);
     let counts_vec = Vec::<f64>::try_from(&counts)?;
     if let Some(c) = counts_vec.iter().position(|&k| k == 0.0) {
-        return Err(Error::Invalid(format!("class {c} has no samples")));
+        return Err(Error::BadData(format!("class {c} has no samples")));
     }
     let sums = Tensor::zeros([num_classes as i64, d], (Kind::Double, features.device())).index_add(
         0,
@@ -106,7 +106,7 @@ pub fn whitening(centred: &Tensor) -> Result<Whitening> {
     let (n, d) = check_matrix(centred, "whitening input")?;
     check_finite(centred, "whitening input")?;
     if n == 0 {
-        return Err(Error::Invalid(
+        return Err(Error::BadData(
             "whitening of an empty feature matrix".into(),
         ));
     }
@@ -117,7 +117,7 @@ pub fn whitening(centred: &Tensor) -> Result<Whitening> {
     let mut k = s_vec.iter().filter(|&&x| x > SINGULAR_VALUE_CUTOFF).count();
     k -= k % 2;
     if k == 0 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadData(format!(
             "whitening: fewer than two singular values above {SINGULAR_VALUE_CUTOFF} (d = {d})"
         )));
     }
@@ -141,7 +141,7 @@ pub fn tied_covariance(centred: &Tensor) -> Result<Tensor> {
     let (n, _) = check_matrix(centred, "tied_covariance input")?;
     check_finite(centred, "tied_covariance input")?;
     if n == 0 {
-        return Err(Error::Invalid(
+        return Err(Error::BadData(
             "covariance of an empty feature matrix".into(),
         ));
     }
@@ -155,7 +155,7 @@ pub fn tied_covariance(centred: &Tensor) -> Result<Tensor> {
 pub fn pinv_symmetric(matrix: &Tensor) -> Result<Tensor> {
     let (n, d) = check_matrix(matrix, "pinv_symmetric input")?;
     if n != d {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "pinv_symmetric: matrix is {n} x {d}, not square"
         )));
     }
@@ -204,7 +204,7 @@ pub fn mahalanobis_scores(features: &Tensor, means: &Tensor, precision: &Tensor)
     let (_, d) = check_matrix(features, "mahalanobis features")?;
     let (c, dm) = check_matrix(means, "mahalanobis means")?;
     if dm != d || precision.size() != [d, d] {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "mahalanobis: features have {d} columns, means {:?}, precision {:?}",
             means.size(),
             precision.size()

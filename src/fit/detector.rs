@@ -224,7 +224,7 @@ fn validation_rows<'a>(
         ),
         Validation::Fgsm => {
             let f = input.fgsm.as_ref().ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::BadData(format!(
                     "FGSM validation of {} vs {ood} at eps {}: no FGSM features",
                     detector.label(),
                     eps_name(input.io.eps)
@@ -233,12 +233,12 @@ fn validation_rows<'a>(
             let group = f
                 .group
                 .as_deref()
-                .ok_or_else(|| Error::Invalid("FGSM features without groups".to_string()))?;
+                .ok_or_else(|| Error::BadData("FGSM features without groups".to_string()))?;
             (f, fgsm_split(group)?)
         }
     };
     if val.x.ncols() != input.io.x.ncols() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "{} at eps {}: FGSM features have {} columns but the {ood} features {}",
             detector.label(),
             eps_name(input.io.eps),
@@ -289,7 +289,7 @@ pub fn evaluate_direct(
         }
     }
     let Some((k, column, _, n_select)) = best else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadData(format!(
             "{} vs {ood}: no scores to evaluate",
             detector.label()
         )));
@@ -337,7 +337,7 @@ pub fn evaluate_detector(
     regression: &LogisticRegressionCv,
 ) -> Result<DetectorResult> {
     if inputs.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadData(format!(
             "{} vs {ood}: no magnitudes to evaluate",
             detector.label()
         )));
@@ -363,7 +363,7 @@ pub fn evaluate_detector(
         }
     }
     let Some((k, _, model, (n_fit, n_select))) = best else {
-        return Err(Error::Invalid("no magnitude evaluated".into()));
+        return Err(Error::BadData("no magnitude evaluated".into()));
     };
     let io = &inputs[k].io;
     let test = splits::io_split(io.x.nrows(), io.n_out)?.test;

@@ -111,7 +111,7 @@ pub fn save_checkpoint(weights: &Path, vs: &VarStore, meta: &CheckpointMeta) -> 
 pub fn load_checkpoint(weights: &Path, device: Device) -> Result<LoadedClassifier> {
     // The weights first: a missing checkpoint is named as such, not by its sidecar.
     if !weights.is_file() {
-        return Err(Error::format(
+        return Err(Error::missing(
             weights,
             "no classifier checkpoint here; train one with `rf-classifier train`, export your own \
              model with scripts/export_torchscript.py, or pass --classifier PATH",

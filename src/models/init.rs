@@ -53,12 +53,12 @@ fn init_bound(name: &str, variables: &HashMap<String, Tensor>) -> Result<Option<
         let weight_size = variables
             .get(&weight)
             .map(|w| w.size())
-            .ok_or_else(|| Error::Invalid(format!("bias `{name}` without `{weight}`")))?;
+            .ok_or_else(|| Error::Shape(format!("bias `{name}` without `{weight}`")))?;
         return Ok(match weight_size.len() {
             2 => Some((1.0 / (weight_size[1] as f64).sqrt()) as f32), // Linear
             1 => None,                                                // BatchNorm shift
             _ => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Shape(format!(
                     "convolution bias `{name}`: the classifiers use bias-free convolutions"
                 )))
             }

@@ -103,16 +103,19 @@ impl NetConfig {
     /// Checks that width and number of classes are usable.
     pub fn validate(&self) -> Result<()> {
         if self.width < 1 {
-            return Err(Error::Invalid(format!(
-                "network width must be positive, got {}",
-                self.width
-            )));
+            return Err(Error::bad_option(
+                "--width",
+                format!("the network width must be positive, got {}", self.width),
+            ));
         }
         if self.num_classes < 1 {
-            return Err(Error::Invalid(format!(
-                "number of classes must be positive, got {}",
-                self.num_classes
-            )));
+            return Err(Error::bad_option(
+                "num_classes",
+                format!(
+                    "the number of classes must be positive, got {}",
+                    self.num_classes
+                ),
+            ));
         }
         Ok(())
     }
@@ -132,10 +135,10 @@ impl NetConfig {
             NetType::Resnet => Box::new(ResNet::new(p, self.width, self.num_classes)),
             NetType::Densenet => Box::new(DenseNet::new(p, self.width, self.num_classes)),
             NetType::TorchScript => {
-                return Err(Error::Invalid(
+                return Err(Error::bad_option(
+                    "--net-type",
                     "a TorchScript model is loaded from its file (--classifier model.pt), not \
-                     built or trained here"
-                        .into(),
+                     built or trained here",
                 ))
             }
         })
@@ -153,9 +156,12 @@ pub fn default_width(net_type: NetType) -> i64 {
 
 /// The error for a feature-layer index out of range.
 fn layer_error(net: NetType, layer: usize, num_layers: usize) -> Error {
-    Error::Invalid(format!(
-        "{} has feature layers 0 to {}, layer {layer} requested",
-        net.name(),
-        num_layers.saturating_sub(1)
-    ))
+    Error::bad_option(
+        "layer",
+        format!(
+            "{} has feature layers 0 to {}, layer {layer} requested",
+            net.name(),
+            num_layers.saturating_sub(1)
+        ),
+    )
 }

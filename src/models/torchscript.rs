@@ -55,13 +55,15 @@ impl TorchScriptMeta {
     /// Reads and checks a sidecar.
     pub fn read(path: &Path) -> Result<TorchScriptMeta> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::format(
-                path,
-                format!(
-                    "cannot read the TorchScript model's sidecar ({e}); write it with \
-                     scripts/export_torchscript.py"
-                ),
-            )
+            let message = format!(
+                "cannot read the TorchScript model's sidecar ({e}); write it with \
+                 scripts/export_torchscript.py"
+            );
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::missing(path, message)
+            } else {
+                Error::format(path, message)
+            }
         })?;
         let meta: TorchScriptMeta = serde_json::from_str(&text)
             .map_err(|e| Error::format(path, format!("not a TorchScript model sidecar: {e}")))?;
@@ -226,7 +228,7 @@ impl TorchScriptClassifier {
             .method_is("feature_list", &[IValue::Tensor(x.shallow_clone())])
             .map_err(|e| {
                 let message = first_line(&e.to_string());
-                Error::Invalid(if message.contains("feature_list") {
+                Error::Shape(if message.contains("feature_list") {
                     format!(
                         "the model has no usable `feature_list` method ({message}); export it \
                          with scripts/export_torchscript.py"
@@ -236,7 +238,7 @@ impl TorchScriptClassifier {
                 })
             })?;
         let contract = || {
-            Error::Invalid(
+            Error::Shape(
                 "feature_list must return (logits, list of feature tensors); export the model \
                  with scripts/export_torchscript.py"
                     .to_string(),
@@ -267,7 +269,7 @@ impl TorchScriptClassifier {
             .map(|f| match f.dim() {
                 4 => Ok(f),
                 2 => Ok(f.unsqueeze(-1).unsqueeze(-1)),
-                d => Err(Error::Invalid(format!(
+                d => Err(Error::Shape(format!(
                     "feature_list returned a {d}-dimensional feature {:?}; each must be \
                      [N,C,H,W] or [N,C]",
                     f.size()
@@ -323,11 +325,11 @@ impl Classifier for TorchScriptClassifier {
             .as_ref()
             .map(|(w, b)| (w.shallow_clone(), b.shallow_clone()))
             .ok_or_else(|| {
-                Error::Invalid(
-                    "this TorchScript model's sidecar names no linear_head, which MSP, ODIN, \
-                     Energy, MaxLogit and ViM need; add the module path of the final linear \
-                     layer (e.g. \"fc\") or re-export with scripts/export_torchscript.py"
-                        .to_string(),
+                Error::bad_option(
+                    "linear_head",
+                    "this TorchScript model's sidecar names none, which MSP, ODIN, Energy, \
+                     MaxLogit and ViM need; add the module path of the final linear layer (e.g. \
+                     \"fc\") or re-export with scripts/export_torchscript.py",
                 )
             })
     }

@@ -163,7 +163,7 @@ pub fn evaluate(common: &Common, checkpoint: Option<&std::path::Path>) -> Result
         .dataset_source()?
         .load(&common.dataroot, Split::Test, side)?;
     if test_set.num_classes as i64 != loaded.meta.num_classes {
-        return Err(Error::format(
+        return Err(Error::provenance(
             &path,
             format!(
                 "the network has {} classes, dataset `{}` {}",

@@ -85,10 +85,13 @@ pub fn generate(
     progress: &mut dyn Progress,
 ) -> Result<FgsmSummary> {
     if set.num_classes != classifier.meta.num_classes as usize {
-        return Err(Error::Invalid(format!(
-            "the classifier has {} classes but `{dataset}` has {}; pass the classifier trained on `{dataset}`",
-            classifier.meta.num_classes, set.num_classes
-        )));
+        return Err(Error::provenance(
+            classifier_path,
+            format!(
+                "the classifier has {} classes but `{dataset}` has {}; pass the classifier trained on `{dataset}`",
+                classifier.meta.num_classes, set.num_classes
+            ),
+        ));
     }
     let attacked = attack(classifier, set, options, progress)?;
     let (sets, counts) = attacked.select();

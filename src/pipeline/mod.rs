@@ -121,7 +121,7 @@ impl Common {
         let classifier = load_checkpoint(&path, self.device)?;
         let meta = &classifier.meta;
         if meta.architecture != self.net_type {
-            return Err(Error::format(
+            return Err(Error::provenance(
                 &path,
                 format!(
                     "a {} classifier, but --net-type {} was given; pass --net-type {} (outputs go \
@@ -135,7 +135,7 @@ impl Common {
             ));
         }
         if !meta.dataset.is_empty() && meta.dataset != dataset {
-            return Err(Error::format(
+            return Err(Error::provenance(
                 &path,
                 format!(
                     "a classifier trained on `{}`, but --dataset {} was given; pass the classifier \

@@ -77,11 +77,14 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         None => common.dataset_source()?.default_ood_sets()?,
     };
     if ood_sets.is_empty() {
-        return Err(Error::Invalid(format!(
-            "no OOD sets for `{}`: an image-folder data set has no default ones; pass --ood \
-             NAME=PATH (several, comma-separated) or registry names",
-            common.dataset_name()
-        )));
+        return Err(Error::bad_option(
+            "--ood",
+            format!(
+                "no OOD sets for `{}`: an image-folder data set has no default ones; pass --ood \
+                 NAME=PATH (several, comma-separated) or registry names",
+                common.dataset_name()
+            ),
+        ));
     }
     let run_dir = common.run_dir();
     let sets = FeatureOptions {
@@ -173,10 +176,13 @@ pub fn prepare(
         options.max_train,
     );
     if train_set.num_classes != num_classes {
-        return Err(Error::Invalid(format!(
-            "the classifier has {num_classes} classes but `{}` has {}; pass the classifier trained on `{}`",
-            source.name, train_set.num_classes, source.name
-        )));
+        return Err(Error::provenance(
+            classifier_path,
+            format!(
+                "the classifier has {num_classes} classes but `{}` has {}; pass the classifier trained on `{}`",
+                source.name, train_set.num_classes, source.name
+            ),
+        ));
     }
     let test_set = limit(
         source.load(&options.dataroot, Split::Test, side)?,
@@ -193,10 +199,13 @@ pub fn prepare(
         .collect::<Result<Vec<_>>>()?;
     for (i, a) in ood_sources.iter().enumerate() {
         if a.name == source.name || ood_sources[..i].iter().any(|b| b.name == a.name) {
-            return Err(Error::Invalid(format!(
-                "two sets are named `{}`; name each folder with NAME=PATH",
-                a.name
-            )));
+            return Err(Error::bad_option(
+                "--ood",
+                format!(
+                    "two sets are named `{}`; name each folder with NAME=PATH",
+                    a.name
+                ),
+            ));
         }
     }
     let oods = ood_sources
@@ -216,7 +225,7 @@ pub fn prepare(
     let ood_named = oods.iter().map(|o| (o.name.as_str(), o, "--max-ood"));
     for (name, set, flag) in named.into_iter().chain(ood_named) {
         if set.is_empty() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadData(format!(
                 "`{name}` has no images to use (under {}, or {flag} 0); every set needs at least one",
                 options.dataroot.display()
             )));
@@ -240,7 +249,7 @@ pub fn prepare(
     progress.start("statistics", train.layers.len());
     for (l, layer) in train.layers.iter().enumerate() {
         let stats = LayerStats::fit(layer, &train.labels, num_classes)
-            .map_err(|e| Error::Invalid(format!("layer {l} of the train features: {e}")))?;
+            .map_err(|e| Error::BadData(format!("layer {l} of the train features: {e}")))?;
         stats.save(&dir.stats_path(l))?;
         layer_ranks.push(stats.whitening.k);
         progress.advance(1);

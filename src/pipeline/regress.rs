@@ -116,11 +116,14 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
             .collect()
     };
     if datasets.is_empty() {
-        return Err(Error::Invalid(format!(
-            "no {net}_{{dataset}} run folders with {} score files under {}; run the scoring stages first or pass --outf",
-            options.detector.name(),
-            options.outf.display()
-        )));
+        return Err(Error::missing(
+            &options.outf,
+            format!(
+                "no {net}_{{dataset}} run folders with {} score files under {}; run the scoring stages first or pass --outf",
+                options.detector.name(),
+                options.outf.display()
+            ),
+        ));
     }
     let mut runs = Vec::new();
     for dataset in datasets {
@@ -167,7 +170,7 @@ pub fn regress_dataset(
     progress.finish();
     if results_by_ood.is_empty() {
         let reasons: Vec<String> = failed.iter().map(|(o, e)| format!("{o}: {e}")).collect();
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadData(format!(
             "{} regression of {}: no OOD set could be evaluated:\n  {}",
             detector.label(),
             run.path().display(),

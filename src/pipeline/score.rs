@@ -166,7 +166,7 @@ impl ScoringStage {
         let classifier = load_checkpoint(classifier_path, common.device)?;
         if let Some(expected) = &manifest.classifier_sha256 {
             if &file_sha256(classifier_path)? != expected {
-                return Err(Error::format(
+                return Err(Error::provenance(
                     classifier_path,
                     format!(
                         "not the weights rf-prepare used for {} (their SHA-256 differs); pass the \
@@ -179,7 +179,7 @@ impl ScoringStage {
         }
         let fgsm = if options.validation == Validation::Fgsm {
             let sets = FgsmSets::load_for(&run.fgsm_dir(), &classifier)
-                .map_err(|e| Error::Invalid(format!("{e}\n(run rf-fgsm first)")))?;
+                .map_err(|e| with_hint(e, "(run rf-fgsm first)"))?;
             Some(sets)
         } else {
             None
@@ -200,7 +200,7 @@ impl ScoringStage {
     pub fn inputs(&self) -> Result<ScoredInputs> {
         check_classifier(&self.classifier, &self.manifest, &self.features)?;
         let side = self.classifier.net.input_side();
-        let (test, oods) = scored_sets(&self.manifest, &self.dataroot, side)?;
+        let (test, oods) = scored_sets(&self.features, &self.manifest, &self.dataroot, side)?;
         Ok(ScoredInputs { test, oods })
     }
 
@@ -356,8 +356,9 @@ fn to_array2(t: &Tensor) -> Result<Array2<f64>> {
 }
 
 /// The image sets a scoring stage evaluates: the test split and the OOD sets of the feature
-/// folder, each cut to the size that `rf-prepare` used.
+/// folder `features`, each cut to the size that `rf-prepare` used.
 fn scored_sets(
+    features: &FeatureDir,
     manifest: &FeatureManifest,
     dataroot: &Path,
     side: i64,
@@ -365,12 +366,15 @@ fn scored_sets(
     let cut = |set: ImageSet, key: &str| -> Result<ImageSet> {
         let rows = manifest.sets[key];
         if set.len() < rows {
-            return Err(Error::Invalid(format!(
-                "`{}` (under {}) has {} images but the features were prepared from {rows}; rerun rf-prepare",
-                set.name,
-                dataroot.display(),
-                set.len()
-            )));
+            return Err(Error::provenance(
+                features.manifest_path(),
+                format!(
+                    "`{}` (under {}) has {} images but the features were prepared from {rows}; rerun rf-prepare",
+                    set.name,
+                    dataroot.display(),
+                    set.len()
+                ),
+            ));
         }
         Ok(set.take(rows))
     };
@@ -389,6 +393,18 @@ fn scored_sets(
     Ok((test, oods))
 }
 
+/// `e` with `hint` on a line of its own after its message (for the kinds of error that carry one;
+/// others are returned as they are).
+fn with_hint(e: Error, hint: &str) -> Error {
+    let add = |message: String| format!("{message}\n{hint}");
+    match e {
+        Error::MissingArtefact { path, message } => Error::missing(path, add(message)),
+        Error::Provenance { path, message } => Error::provenance(path, add(message)),
+        Error::Format { path, message } => Error::format(path, add(message)),
+        other => other,
+    }
+}
+
 /// Fails when the feature folder was prepared with another network than `classifier`.
 fn check_classifier(
     classifier: &LoadedClassifier,
@@ -400,7 +416,7 @@ fn check_classifier(
         || manifest.layer_channels != channels
         || manifest.num_classes != classifier.meta.num_classes as usize
     {
-        return Err(Error::format(
+        return Err(Error::provenance(
             features.manifest_path(),
             format!(
                 "features of a {} with layers {:?} and {} classes, but the classifier is a {} with layers {:?} and {} classes; rerun rf-prepare with this classifier",

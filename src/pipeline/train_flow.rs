@@ -263,7 +263,7 @@ fn check_resumable(
     dir: &Path,
 ) -> Result<()> {
     if !same_whitening(&trainer.model().a_inv, &stats.whitening.a_inv) {
-        return Err(Error::format(
+        return Err(Error::provenance(
             dir,
             "this flow was trained on other features (the layer's whitening differs, e.g. after a new \
              classifier or rf-prepare run); train without --resume to start afresh"
@@ -273,7 +273,7 @@ fn check_resumable(
     let saved = trainer.config();
     let weights_of = |c: &FlowTrainConfig| (c.lr, c.batch_size, c.seed);
     if weights_of(saved) != weights_of(config) {
-        return Err(Error::format(
+        return Err(Error::provenance(
             dir,
             format!(
                 "this flow was trained with lr {}, batch size {}, seed {}, not the requested lr {}, \
@@ -298,11 +298,14 @@ fn train_layer(
     let manifest = features.manifest()?;
     let l = options.layer;
     if l >= manifest.layer_channels.len() {
-        return Err(Error::Invalid(format!(
-            "--layer {l}: the {} has feature layers 0 to {}",
-            manifest.net_type.name(),
-            manifest.layer_channels.len() - 1
-        )));
+        return Err(Error::bad_option(
+            "--layer",
+            format!(
+                "{l} is out of range: the {} has feature layers 0 to {}",
+                manifest.net_type.name(),
+                manifest.layer_channels.len() - 1
+            ),
+        ));
     }
     let stats = LayerStats::load(&features.stats_path(l))?;
     let per_class = centred_per_class(&features, l, &stats)?;
@@ -318,7 +321,10 @@ fn train_layer(
     let ood = match &options.monitor_ood {
         Some(name) => name.clone(),
         None => manifest.ood_names().into_iter().next().ok_or_else(|| {
-            Error::Invalid("no OOD features prepared to monitor; run rf-prepare with --ood".into())
+            Error::missing(
+                features.manifest_path(),
+                "no OOD features prepared to monitor; run rf-prepare with --ood",
+            )
         })?,
     };
     let take = |set: &str| -> Result<Tensor> {

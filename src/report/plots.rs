@@ -28,7 +28,8 @@ pub const FONT_CANDIDATES: [&str; 5] = [
 
 /// Loads and registers the plot font once (family `sans-serif`); errors say how to get one.
 pub fn ensure_font() -> Result<()> {
-    static FONT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    // On failure: the first font path tried and what to do.
+    static FONT: OnceLock<std::result::Result<PathBuf, (PathBuf, String)>> = OnceLock::new();
     let r = FONT.get_or_init(|| {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(p) = std::env::var_os("RESFLOW_FONT") {
@@ -43,19 +44,22 @@ pub fn ensure_font() -> Result<()> {
                 }
             }
         }
-        Err(format!(
-            "no TrueType font for plot text: set RESFLOW_FONT to a .ttf file or install one \
-             (Debian: apt-get install fonts-dejavu-core; scripts/setup.sh does); tried {}",
-            candidates
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+        Err((
+            candidates[0].clone(),
+            format!(
+                "no TrueType font for plot text: set RESFLOW_FONT to a .ttf file or install one \
+                 (Debian: apt-get install fonts-dejavu-core; scripts/setup.sh does); tried {}",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ))
     });
     r.as_ref()
         .map(|_| ())
-        .map_err(|m| Error::Invalid(m.clone()))
+        .map_err(|(path, m)| Error::missing(path, m.clone()))
 }
 
 /// Draws into an RGB buffer of [`PLOT_SIZE`] with `draw`, then writes it as PNG (atomically).
@@ -265,7 +269,10 @@ pub fn plot_histogram(
     let lo = finite().fold(f64::INFINITY, f64::min);
     let hi = finite().fold(f64::NEG_INFINITY, f64::max);
     if !lo.is_finite() || !hi.is_finite() {
-        return Err(Error::format(path, "histogram: no finite scores"));
+        return Err(Error::BadData(format!(
+            "{}: histogram: no finite scores",
+            path.display()
+        )));
     }
     let (lo, hi) = if hi > lo {
         (lo, hi)
@@ -339,7 +346,10 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
         (a.min(v), b.max(v))
     });
     if !lo.is_finite() {
-        return Err(Error::format(path, "AUROC history: no values"));
+        return Err(Error::BadData(format!(
+            "{}: AUROC history: no values",
+            path.display()
+        )));
     }
     let pad = ((hi - lo) * 0.1).max(0.01);
     let (y0, y1) = ((lo - pad).max(0.0) * 100.0, (hi + pad).min(1.0) * 100.0);

@@ -202,7 +202,7 @@ impl FeatureDir {
     pub fn manifest(&self) -> Result<FeatureManifest> {
         let path = self.manifest_path();
         if !path.exists() {
-            return Err(Error::format(
+            return Err(Error::missing(
                 &path,
                 "no feature manifest here; run rf-prepare for this network and data set first",
             ));
@@ -220,7 +220,7 @@ impl FeatureDir {
     ) -> Result<Tensor> {
         let path = self.layer_path(set, layer);
         let rows = *manifest.sets.get(set).ok_or_else(|| {
-            Error::format(
+            Error::missing(
                 self.manifest_path(),
                 format!(
                     "no set `{set}` (have: {:?})",
@@ -239,7 +239,7 @@ impl FeatureDir {
         })?;
         let features = io::read_npy_f32(&path)?;
         if features.size() != [rows as i64, channels] {
-            return Err(Error::format(
+            return Err(Error::provenance(
                 &path,
                 format!("expected features [{rows}, {channels}] as the manifest says, found {:?}; rerun rf-prepare", features.size()),
             ));
@@ -254,7 +254,7 @@ impl FeatureDir {
         let labels = io::read_npy_i64(&path)?;
         let rows = manifest.sets.get(set).copied().unwrap_or(0) as i64;
         if labels.size() != [rows] {
-            return Err(Error::format(
+            return Err(Error::provenance(
                 &path,
                 format!("expected {rows} labels, found shape {:?}", labels.size()),
             ));

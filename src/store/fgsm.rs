@@ -69,7 +69,7 @@ impl FgsmSets {
     pub fn load(dir: &Path) -> Result<(FgsmSets, FgsmSummary)> {
         let summary_path = dir.join("summary.json");
         if !summary_path.exists() {
-            return Err(Error::format(
+            return Err(Error::missing(
                 &summary_path,
                 "no FGSM summary here; run rf-fgsm for this network and data set first",
             ));
@@ -87,7 +87,7 @@ impl FgsmSets {
             let path = dir.join(name);
             let t = io::read_npy_f32(&path)?;
             if t.size() != [k, 3, side, side] {
-                return Err(Error::format(
+                return Err(Error::provenance(
                     &path,
                     format!(
                         "expected shape [{k}, 3, {side}, {side}] (summary.json), found {:?}",
@@ -105,7 +105,7 @@ impl FgsmSets {
         let labels_path = dir.join("labels.npy");
         let labels = io::read_npy_i64(&labels_path)?;
         if labels.size() != [k] {
-            return Err(Error::format(
+            return Err(Error::provenance(
                 &labels_path,
                 format!(
                     "expected {k} labels (summary.json), found shape {:?}",
@@ -124,7 +124,7 @@ impl FgsmSets {
             || summary.net_type != classifier.meta.architecture
             || summary.input_side != classifier.net.input_side()
         {
-            return Err(Error::format(
+            return Err(Error::provenance(
                 dir.join("summary.json"),
                 format!(
                     "FGSM samples of a {} with normalisation {:?} at side {}, but the classifier is a {} with {:?} at side {}; rerun rf-fgsm with this classifier",

@@ -80,7 +80,7 @@ impl ScoreFile {
         let n_out = ood.nrows();
         let scores = ndarray::concatenate(ndarray::Axis(0), &[ood.view(), in_dist.view()])
             .map_err(|e| {
-                Error::Invalid(format!(
+                Error::Shape(format!(
                     "score file: OOD scores have {} columns, in-distribution scores {}: {e}",
                     ood.ncols(),
                     in_dist.ncols()
@@ -93,7 +93,7 @@ impl ScoreFile {
             n_out,
             group: None,
         };
-        file.check().map_err(Error::Invalid)?;
+        file.check().map_err(Error::BadData)?;
         Ok(file)
     }
 
@@ -104,7 +104,7 @@ impl ScoreFile {
         noisy: Array2<f64>,
     ) -> Result<Self> {
         let in_dist = ndarray::concatenate(ndarray::Axis(0), &[clean.view(), noisy.view()])
-            .map_err(|e| Error::Invalid(format!("FGSM score file: clean vs noisy: {e}")))?;
+            .map_err(|e| Error::Shape(format!("FGSM score file: clean vs noisy: {e}")))?;
         let mut file = Self::from_parts(adversarial, in_dist)?;
         let (na, nc) = (file.n_out, clean.nrows());
         file.group = Some(
@@ -120,7 +120,7 @@ impl ScoreFile {
                 })
                 .collect(),
         );
-        file.check().map_err(Error::Invalid)?;
+        file.check().map_err(Error::BadData)?;
         Ok(file)
     }
 

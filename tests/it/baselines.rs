@@ -20,8 +20,11 @@ use resflow::detect::vim::{self, Vim};
 use resflow::detect::{DetectorKind, FittedDetector, BASELINES_STAGE};
 use resflow::models::checkpoint::read_tensors;
 use resflow::models::mean_pool;
+use resflow::pipeline::score::{self, ScoringStage};
+use resflow::pipeline::Common;
 use resflow::store::results::read_results;
 use resflow::store::RunDir;
+use resflow::Error;
 use tch::{Device, Kind, Tensor};
 
 const STD: [f64; 3] = [0.2023, 0.1994, 0.2010];
@@ -173,7 +176,12 @@ fn knn_finds_the_brute_force_neighbours() {
             dist[k - 1].0
         );
     }
-    assert!(Knn::fit(&tensor(&train, m, d), 4, m + 1, Device::Cpu).is_err());
+    let Err(Error::BadOption { option, .. }) =
+        Knn::fit(&tensor(&train, m, d), 4, m + 1, Device::Cpu)
+    else {
+        panic!("k larger than the training rows accepted");
+    };
+    assert_eq!(option, "--knn-k");
 }
 
 /// OpenOOD v1.5's ViM postprocessor in numpy, on features and a linear head given as .npy files.
@@ -296,6 +304,30 @@ fn baselines_score_and_compare_end_to_end() {
     assert!(
         err.contains("SHA-256 differs") && err.contains("other_fashion-mnist"),
         "{err}"
+    );
+    // The same refusal from the library is a provenance error; a run without features is a
+    // missing artefact.
+    let open = |outf: &Path, classifier: Option<&Path>| {
+        let common = Common {
+            dataroot: root.clone(),
+            outf: outf.to_path_buf(),
+            ..Common::default()
+        };
+        let options = score::Options {
+            classifier: classifier.map(Path::to_path_buf),
+            ..score::Options::for_kinds(common, &[DetectorKind::Msp])
+        };
+        match ScoringStage::open(&options) {
+            Ok(_) => panic!("scoring stage opened"),
+            Err(e) => e,
+        }
+    };
+    let e = open(&outf, Some(&other));
+    assert!(matches!(e, Error::Provenance { .. }), "{e}");
+    let e = open(&dir.path().join("no_output"), None);
+    assert!(
+        matches!(e, Error::MissingArtefact { .. }) && e.to_string().contains("run rf-prepare"),
+        "{e}"
     );
 
     let mut table = String::new();

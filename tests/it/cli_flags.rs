@@ -75,8 +75,16 @@ fn flow_training_settings_are_checked_up_front() {
             lr,
             ..Default::default()
         };
-        let e = c.check().unwrap_err().to_string();
-        assert!(e.contains("--lr must be a finite positive number"), "{e}");
+        let e = c.check().unwrap_err();
+        assert!(
+            matches!(&e, resflow::Error::BadOption { option, .. } if option == "--lr"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("--lr: must be a finite positive number"),
+            "{e}"
+        );
     }
     let c = FlowTrainConfig {
         monitor_every: 0,

@@ -443,6 +443,10 @@ fn the_validation_size_error_names_its_flag() {
     let Err(e) = resflow::detect::flow::split_validation(&per_class, 40) else {
         panic!("5 rows cannot hold out 10");
     };
+    assert!(
+        matches!(&e, Error::BadOption { option, .. } if option == "--validation-total"),
+        "{e}"
+    );
     let e = e.to_string();
     assert!(e.contains("--validation-total 40 over 4 classes"), "{e}");
     assert!(resflow::detect::flow::split_validation(&per_class, 16).is_ok());

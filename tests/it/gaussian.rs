@@ -6,6 +6,7 @@ use resflow::detect::gaussian::{
     centre_by_class, class_means, mahalanobis_scores, pinv_symmetric, tied_covariance, whitening,
     TiedGaussian,
 };
+use resflow::Error;
 use tch::{Kind, Tensor};
 
 /// Features `[n, d]` of rank `rank` (plus per-class offsets), labels cycling over `classes`.
@@ -135,16 +136,24 @@ fn bad_inputs_are_errors() {
     let (f, y) = data(30, 4, 4, 3, 1);
     let bad = f.copy();
     let _ = bad.get(3).get(2).fill_(f64::NAN);
-    assert!(class_means(&bad, &y, 3)
-        .unwrap_err()
-        .to_string()
-        .contains("NaN"));
+    let err = class_means(&bad, &y, 3).unwrap_err();
+    assert!(
+        matches!(err, Error::BadData(_)) && err.to_string().contains("NaN"),
+        "{err}"
+    );
     assert!(whitening(&bad).is_err());
     let _ = bad.get(3).get(2).fill_(f64::INFINITY);
     assert!(tied_covariance(&bad).is_err());
     // Class 3 of 4 has no samples.
-    let err = class_means(&f, &y, 4).unwrap_err().to_string();
-    assert!(err.contains("class 3 has no samples"), "{err}");
+    let err = class_means(&f, &y, 4).unwrap_err();
+    assert!(
+        matches!(err, Error::BadData(_)) && err.to_string().contains("class 3 has no samples"),
+        "{err}"
+    );
     // Labels out of range.
     assert!(class_means(&f, &(&y + 5), 3).is_err());
+    // Means of other features than the precision's.
+    let g = TiedGaussian::fit(&f, &y, 3).unwrap();
+    let err = mahalanobis_scores(&f.narrow(1, 0, 3), &g.means, &g.precision).unwrap_err();
+    assert!(matches!(err, Error::Shape(_)), "{err}");
 }

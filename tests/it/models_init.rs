@@ -110,7 +110,12 @@ fn layer_errors_name_the_valid_range_and_the_head_gives_the_logits() {
         let vs = VarStore::new(Device::Cpu);
         let net = config(net_type).build_seeded(&vs, 1).unwrap();
         let x = tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu));
-        let e = net.intermediate_forward(&x, 9).unwrap_err().to_string();
+        let e = net.intermediate_forward(&x, 9).unwrap_err();
+        assert!(
+            matches!(&e, resflow::Error::BadOption { option, .. } if option == "layer"),
+            "{e}"
+        );
+        let e = e.to_string();
         assert!(
             e.contains(&format!("feature layers 0 to {last}, layer 9")),
             "{e}"

@@ -175,13 +175,19 @@ fn a_classifier_with_the_wrong_number_of_classes_is_rejected() {
     )
     .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("7 classes but `fashion-mnist` has 10"),
+        matches!(err, resflow::Error::Provenance { .. })
+            && err
+                .to_string()
+                .contains("7 classes but `fashion-mnist` has 10"),
         "{err}"
     );
     assert!(!fdir.path.exists(), "nothing is written");
-    let err = fdir.manifest().unwrap_err().to_string();
-    assert!(err.contains("run rf-prepare"), "{err}");
+    let err = fdir.manifest().unwrap_err();
+    assert!(
+        matches!(err, resflow::Error::MissingArtefact { .. })
+            && err.to_string().contains("run rf-prepare"),
+        "{err}"
+    );
 }
 
 #[test]

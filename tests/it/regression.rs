@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use resflow::fit::folds;
 use resflow::fit::regression::{self, LogisticRegressionCv, SolverOptions};
+use resflow_fit::Error as FitError;
 use std::path::Path;
 
 /// Fits scikit-learn on `X.npy`, `y.npy` and prints JSON: the default `LogisticRegressionCV`
@@ -261,7 +262,9 @@ fn predict_proba_is_the_sigmoid_of_the_decision_function() {
 #[test]
 fn rejects_bad_input() {
     let (x, y) = detector_like(20, 20, 14);
-    let err = regression::fit(x.view(), &y[..39]).unwrap_err().to_string();
+    let err = regression::fit(x.view(), &y[..39]).unwrap_err();
+    assert!(matches!(err, FitError::Shape(_)), "{err}");
+    let err = err.to_string();
     assert!(err.contains("40 feature rows but 39 labels"), "{err}");
     let mut bad = y.clone();
     bad[3] = 2;
@@ -271,7 +274,9 @@ fn rejects_bad_input() {
     assert!(err.contains("both 0 and 1"), "{err}");
     let mut nan = x.clone();
     nan[[5, 2]] = f64::NAN;
-    let err = regression::fit(nan.view(), &y).unwrap_err().to_string();
+    let err = regression::fit(nan.view(), &y).unwrap_err();
+    assert!(matches!(err, FitError::BadData(_)), "{err}");
+    let err = err.to_string();
     assert!(err.contains("row 5, column 2 is not finite"), "{err}");
     let few: Vec<u8> = (0..40).map(|i| u8::from(i < 3)).collect();
     let err = regression::fit(x.view(), &few).unwrap_err().to_string();
@@ -280,7 +285,10 @@ fn rejects_bad_input() {
         cs: vec![1.0, -1.0],
         ..LogisticRegressionCv::default()
     };
-    assert!(settings.fit(x.view(), &y).is_err());
+    let Err(FitError::BadOption { option, .. }) = settings.fit(x.view(), &y) else {
+        panic!("a negative C accepted");
+    };
+    assert_eq!(option, "regression.cs");
     let model = regression::fit(x.view(), &y).unwrap();
     let err = model
         .predict_proba(x.slice(ndarray::s![.., ..3]))

@@ -40,16 +40,19 @@ impl BootstrapParams {
     /// Errors unless there are at least 2 resamples and the level lies strictly between 0 and 1.
     pub fn check(&self) -> Result<()> {
         if self.resamples < 2 {
-            return Err(Error::Invalid(format!(
-                "bootstrap: need at least 2 resamples, got {}",
-                self.resamples
-            )));
+            return Err(Error::bad_option(
+                "bootstrap.resamples",
+                format!("need at least 2 resamples, got {}", self.resamples),
+            ));
         }
         if !(self.level > 0.0 && self.level < 1.0) {
-            return Err(Error::Invalid(format!(
-                "bootstrap: the interval's level must lie strictly between 0 and 1, got {}",
-                self.level
-            )));
+            return Err(Error::bad_option(
+                "bootstrap.level",
+                format!(
+                    "the interval's level must lie strictly between 0 and 1, got {}",
+                    self.level
+                ),
+            ));
         }
         Ok(())
     }

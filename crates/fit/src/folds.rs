@@ -10,8 +10,14 @@ use crate::{Error, Result};
 /// Errors if `n_splits < 2`, there are fewer rows than folds, or every class is smaller than
 /// `n_splits` (scikit-learn's errors).
 pub fn stratified_kfold(y: &[u8], n_splits: usize) -> Result<Vec<usize>> {
-    if n_splits < 2 || y.len() < n_splits {
-        return Err(Error::Invalid(format!(
+    if n_splits < 2 {
+        return Err(Error::bad_option(
+            "n_splits",
+            format!("stratified k-fold needs at least 2 folds, got {n_splits}"),
+        ));
+    }
+    if y.len() < n_splits {
+        return Err(Error::BadData(format!(
             "stratified k-fold: need 2 <= n_splits <= number of rows, got n_splits = {n_splits} \
              for {} rows",
             y.len()
@@ -23,7 +29,7 @@ pub fn stratified_kfold(y: &[u8], n_splits: usize) -> Result<Vec<usize>> {
         counts[k] += 1;
     }
     if counts.iter().all(|&c| c < n_splits) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadData(format!(
             "stratified k-fold: n_splits = {n_splits} is larger than every class (sizes {counts:?})"
         )));
     }

@@ -17,9 +17,27 @@ pub mod splits;
 /// What the fitting code reports: input that cannot be fitted or judged, with the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Data or settings that cannot be used (wrong shapes, non-finite values, one label only...).
+    /// A setting with a value it cannot take; `option` names the parameter (`n_splits`,
+    /// `bootstrap.resamples`, ...).
+    #[error("{option}: {message}")]
+    BadOption { option: String, message: String },
+    /// Arrays whose sizes do not fit together (rows and labels, columns and coefficients).
     #[error("{0}")]
-    Invalid(String),
+    Shape(String),
+    /// Values that cannot be fitted or judged: NaN or infinite values, too few rows, one label
+    /// only, no scores.
+    #[error("{0}")]
+    BadData(String),
+}
+
+impl Error {
+    /// An [`Error::BadOption`] for `option`.
+    pub fn bad_option(option: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::BadOption {
+            option: option.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -20,7 +20,7 @@ impl FittedLogistic {
     /// The linear score `x . coef + intercept` per row (positive means label 1 is predicted).
     pub fn decision_function(&self, x: ArrayView2<f64>) -> Result<Array1<f64>> {
         if x.ncols() != self.coef.len() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "logistic regression: the model has {} features but the data has {} columns",
                 self.coef.len(),
                 x.ncols()

@@ -111,12 +111,12 @@ fn from_sweep(sweep: &Sweep) -> Metrics {
 /// Checks the scores and returns them sorted ascending.
 fn sorted_scores(scores: &[f64], what: &str) -> Result<Vec<f64>> {
     if scores.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadData(format!(
             "metrics: no {what} scores (need at least one)"
         )));
     }
     if let Some(i) = scores.iter().position(|s| s.is_nan()) {
-        return Err(Error::Invalid(format!("metrics: {what} score {i} is NaN")));
+        return Err(Error::BadData(format!("metrics: {what} score {i} is NaN")));
     }
     let mut sorted = scores.to_vec();
     sorted.sort_by(f64::total_cmp);

@@ -42,12 +42,12 @@ impl OodMetrics {
 pub fn compute(in_dist: &[f64], ood: &[f64]) -> Result<OodMetrics> {
     for (scores, what) in [(in_dist, "in-distribution"), (ood, "OOD")] {
         if scores.is_empty() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadData(format!(
                 "OOD-positive metrics: no {what} scores (need at least one)"
             )));
         }
         if let Some(i) = scores.iter().position(|s| s.is_nan()) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadData(format!(
                 "OOD-positive metrics: {what} score {i} is NaN"
             )));
         }

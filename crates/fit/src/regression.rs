@@ -114,7 +114,7 @@ impl LogisticRegressionCv {
         check_data(x, y)?;
         let counts = [0u8, 1].map(|label| y.iter().filter(|&&v| v == label).count());
         if counts.iter().any(|&n| n < self.n_folds) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadData(format!(
                 "logistic regression: {}-fold stratified CV needs at least {} rows of each label, \
                  got {} of label 0 and {} of label 1",
                 self.n_folds, self.n_folds, counts[0], counts[1]
@@ -163,16 +163,16 @@ impl LogisticRegressionCv {
     /// Rejects settings scikit-learn would reject.
     fn check_settings(&self) -> Result<()> {
         if self.cs.is_empty() || self.cs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
-            return Err(Error::Invalid(format!(
-                "logistic regression: Cs must be positive and finite, got {:?}",
-                self.cs
-            )));
+            return Err(Error::bad_option(
+                "regression.cs",
+                format!("must be positive and finite, got {:?}", self.cs),
+            ));
         }
         if self.n_folds < 2 {
-            return Err(Error::Invalid(format!(
-                "logistic regression: need at least 2 folds, got {}",
-                self.n_folds
-            )));
+            return Err(Error::bad_option(
+                "regression.n_folds",
+                format!("need at least 2 folds, got {}", self.n_folds),
+            ));
         }
         Ok(())
     }
@@ -228,9 +228,13 @@ pub fn fit_l2(
 ) -> Result<FittedLogistic> {
     check_data(x, y)?;
     if !(c.is_finite() && c > 0.0) {
-        return Err(Error::Invalid(format!(
-            "logistic regression: C must be positive and finite, got {c}"
-        )));
+        return Err(Error::bad_option(
+            "c",
+            format!(
+                "the inverse regularisation strength of a logistic regression must be positive \
+                 and finite, got {c}"
+            ),
+        ));
     }
     fit_l2_from(x, y, c, solver, None)
 }
@@ -262,7 +266,7 @@ fn fit_l2_from(
     let dataset = DatasetBase::new(x, Array1::from(y.to_vec()));
     let fitted = params
         .fit(&dataset)
-        .map_err(|e| Error::Invalid(format!("logistic regression (C = {c}): {e}")))?;
+        .map_err(|e| Error::BadData(format!("logistic regression (C = {c}): {e}")))?;
     let sign = if fitted.labels().pos.class == 1 {
         1.0
     } else {
@@ -381,31 +385,31 @@ fn linfa_positive_label(y: &[u8]) -> u8 {
 /// Checks shapes, finiteness and 0/1 labels with both labels present.
 fn check_data(x: ArrayView2<f64>, y: &[u8]) -> Result<()> {
     if x.nrows() != y.len() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "logistic regression: {} feature rows but {} labels",
             x.nrows(),
             y.len()
         )));
     }
     if x.ncols() == 0 {
-        return Err(Error::Invalid(
+        return Err(Error::Shape(
             "logistic regression: the feature matrix has no columns".into(),
         ));
     }
     if let Some((i, _)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadData(format!(
             "logistic regression: feature at row {}, column {} is not finite",
             i.0, i.1
         )));
     }
     if let Some(i) = y.iter().position(|&v| v > 1) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadData(format!(
             "logistic regression: label at row {i} is {} (labels must be 0 or 1)",
             y[i]
         )));
     }
     if !(y.contains(&0) && y.contains(&1)) {
-        return Err(Error::Invalid(
+        return Err(Error::BadData(
             "logistic regression: the labels must contain both 0 and 1".into(),
         ));
     }
@@ -421,7 +425,7 @@ pub fn objective_gradient(
 ) -> Result<Array1<f64>> {
     check_data(x, y)?;
     if x.ncols() != model.coef.len() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "logistic regression: the model has {} features but the data has {} columns",
             model.coef.len(),
             x.ncols()

@@ -80,13 +80,13 @@ impl IoSplitRule {
 /// [`MIN_ROWS_PER_KIND`] rows.
 pub fn io_split(n_rows: usize, n_out: usize) -> Result<RowSplit> {
     if n_out > n_rows {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "io split: {n_out} OOD rows claimed but the scores have only {n_rows} rows"
         )));
     }
     let n_in = n_rows - n_out;
     if n_in.min(n_out) < MIN_ROWS_PER_KIND {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadData(format!(
             "io split: need at least {MIN_ROWS_PER_KIND} OOD and {MIN_ROWS_PER_KIND} in-distribution \
              rows (a quarter of the smaller kind fits the regression with 5-fold CV), got {n_out} OOD \
              and {n_in} in-distribution"
@@ -132,7 +132,7 @@ pub fn fgsm_split(group: &[u8]) -> Result<RowSplit> {
         let n_val = rows.len() / 10;
         let half = n_val / 2;
         if half == 0 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadData(format!(
                 "FGSM split: group {g} has {} rows; need at least 20 (10% for validation, halved)",
                 rows.len()
             )));

@@ -141,7 +141,7 @@ impl ClassAdam {
         for p in params {
             let rows = p.size().first().copied().unwrap_or(0);
             if num_classes == 0 || rows % num_classes as i64 != 0 {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Shape(format!(
                     "parameter with {rows} rows cannot be split over {num_classes} classes"
                 )));
             }
@@ -177,14 +177,14 @@ impl ClassAdam {
         for (i, p) in params.iter().enumerate() {
             let expected = flat.data_ptr() as i64 + offset * elem;
             if !p.is_contiguous() || p.kind() != flat.kind() || p.data_ptr() as i64 != expected {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Shape(format!(
                     "parameter {i} is not the view of the flat buffer at element {offset}"
                 )));
             }
             offset += p.numel() as i64;
         }
         if flat.dim() != 1 || flat.numel() as i64 != total || params.len() != self.m.len() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "flat buffer of shape {:?} for {} parameters of {total} elements",
                 flat.size(),
                 params.len()
@@ -218,7 +218,7 @@ impl ClassAdam {
     pub fn step(&mut self, params: &[&Tensor], grads: &[Tensor], active: &[usize]) -> Result<()> {
         let c = self.num_classes();
         if params.len() != self.m.len() || grads.len() != params.len() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "Adam state has {} tensors, got {} parameters and {} gradients",
                 self.m.len(),
                 params.len(),
@@ -226,7 +226,7 @@ impl ClassAdam {
             )));
         }
         if active.iter().any(|&a| a >= c) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "active classes {active:?} out of range 0..{c}"
             )));
         }
@@ -353,11 +353,11 @@ impl ClassAdam {
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, t)| t.shallow_clone())
-                .ok_or_else(|| Error::Invalid(format!("optimizer state lacks `{name}`")))
+                .ok_or_else(|| Error::Shape(format!("optimizer state lacks `{name}`")))
         };
         let steps = Vec::<i64>::try_from(&find(STEPS)?.to_kind(Kind::Int64))?;
         if steps.len() != self.steps.len() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "optimizer state is for {} classes, not {}",
                 steps.len(),
                 self.steps.len()
@@ -370,7 +370,7 @@ impl ClassAdam {
             ] {
                 let t = find(&name)?;
                 if t.size() != slot.size() {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Shape(format!(
                         "optimizer `{name}` has shape {:?}",
                         t.size()
                     )));

@@ -107,7 +107,7 @@ pub(super) fn step(
     config: AdamConfig,
 ) -> Result<()> {
     if !cpu_loop_applies(params, m, v, grads) {
-        return Err(Error::Invalid(
+        return Err(Error::Shape(
             "Adam's CPU loop needs defined, contiguous CPU tensors of one kind, float32 or float64"
                 .into(),
         ));
@@ -124,7 +124,7 @@ pub(super) fn step(
     for (((p, g), m), v) in params.iter().zip(&grads).zip(m).zip(v) {
         let n = p.numel();
         if g.numel() != n || m.numel() != n || v.numel() != n {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "Adam: gradient of {} elements for a parameter of {n}",
                 g.numel()
             )));
@@ -179,7 +179,7 @@ fn check_apart(params: &[&Tensor], m: &[Tensor], v: &[Tensor], grads: &[Tensor])
     let (mut end_any, mut end_written) = (0, 0);
     for &((start, end), writes) in &spans {
         if start < end_written || (writes && start < end_any) {
-            return Err(Error::Invalid(
+            return Err(Error::Shape(
                 "Adam's CPU loop: a parameter or moment shares memory with another tensor of the \
                  step"
                     .into(),

@@ -30,7 +30,7 @@ pub fn class_losses_and_gradients(
     check_model(model)?;
     let kind = model.kind();
     if model.parameters().iter().any(|p| !p.requires_grad()) {
-        return Err(Error::Invalid(
+        return Err(Error::Shape(
             "explicit flow pass: the model's trainable tensors do not track gradients".into(),
         ));
     }
@@ -105,7 +105,7 @@ pub fn default_backward(device: Device, kind: Kind) -> Backward {
 pub(super) fn check_model(model: &FlowModel) -> Result<()> {
     let kind = model.kind();
     if !explicit_pass_applies(model.device(), kind) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "explicit flow pass: needs a float32 or float64 model on the CPU, got {kind:?} on {:?}",
             model.device()
         )));
@@ -165,7 +165,7 @@ fn backward(
             let t = taped
                 .next()
                 .filter(|t| t.coupling == i)
-                .ok_or_else(|| Error::Invalid(format!("tape out of order at coupling {i}")))?;
+                .ok_or_else(|| Error::Shape(format!("tape out of order at coupling {i}")))?;
             let p = &model.couplings[i];
             let out_half = usize::from(coupling_halves(i, model.meta.k).1 != 0);
             // new = u * e with u = z_out - t_out and e = exp(-s); logdet += sum(-s).

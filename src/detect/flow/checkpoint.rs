@@ -53,9 +53,7 @@ impl FlowModel {
     pub fn class_state_dict(&self, c: usize) -> Result<Vec<(String, Tensor)>> {
         let classes = self.meta.spec.num_classes;
         if c >= classes {
-            return Err(Error::Invalid(format!(
-                "class {c} out of range 0..{classes}"
-            )));
+            return Err(Error::Shape(format!("class {c} out of range 0..{classes}")));
         }
         let (k, h) = (self.meta.k, self.meta.hidden as i64);
         let half = (k / 2) as i64;
@@ -157,7 +155,7 @@ fn from_class_state_dicts(
 ) -> Result<FlowModel> {
     let (first_path, first) = dicts
         .first()
-        .ok_or_else(|| Error::Invalid("a flow checkpoint needs at least one class".into()))?;
+        .ok_or_else(|| Error::Shape("a flow checkpoint needs at least one class".into()))?;
     let get = |path: &Path, dict: &HashMap<String, Tensor>, name: &str| -> Result<Tensor> {
         dict.get(name)
             .map(|t| t.shallow_clone())

@@ -16,7 +16,7 @@ fn layout(t: &Tensor, num_classes: usize) -> Result<(i64, Vec<i64>)> {
     let rows = size.first().copied().unwrap_or(0);
     let c = num_classes as i64;
     if c == 0 || rows == 0 || rows % c != 0 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "a tensor of shape {size:?} is not stacked by {num_classes} classes"
         )));
     }
@@ -27,7 +27,7 @@ fn layout(t: &Tensor, num_classes: usize) -> Result<(i64, Vec<i64>)> {
 /// without gradient tracking.
 pub fn select(t: &Tensor, num_classes: usize, range: Range<usize>) -> Result<Tensor> {
     if range.start >= range.end || range.end > num_classes {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "class range {range:?} is empty or not within 0..{num_classes}"
         )));
     }
@@ -51,7 +51,7 @@ pub fn select(t: &Tensor, num_classes: usize, range: Range<usize>) -> Result<Ten
 /// their classes (the inverse of [`select`] over consecutive ranges), without gradient tracking.
 pub fn join(parts: &[&Tensor], counts: &[usize]) -> Result<Tensor> {
     if parts.is_empty() || parts.len() != counts.len() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "{} parts for {} class counts",
             parts.len(),
             counts.len()
@@ -63,7 +63,7 @@ pub fn join(parts: &[&Tensor], counts: &[usize]) -> Result<Tensor> {
         let (reps, rest) = layout(t, c)?;
         match &shape {
             Some(s) if *s != (reps, rest.clone()) => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Shape(format!(
                     "class-stacked parts of shapes {:?} and {:?} do not join",
                     parts[0].size(),
                     t.size()
@@ -146,7 +146,7 @@ impl FlowModel {
     pub fn join_classes(parts: &[&FlowModel]) -> Result<FlowModel> {
         let first = parts
             .first()
-            .ok_or_else(|| Error::Invalid("no flows to join".into()))?;
+            .ok_or_else(|| Error::Shape("no flows to join".into()))?;
         let counts: Vec<usize> = parts.iter().map(|p| p.meta.spec.num_classes).collect();
         let couplings = (0..NUM_COUPLINGS)
             .map(|i| {
@@ -182,7 +182,7 @@ fn try_map<T, const N: usize>(
         out.push(f(item)?);
     }
     out.try_into()
-        .map_err(|_| Error::Invalid("array length changed".into()))
+        .map_err(|_| Error::Shape("array length changed".into()))
 }
 
 /// For each of the `N` tensors `get` gives of a model, the parts' tensors joined by

@@ -24,11 +24,20 @@ impl FlowModel {
     ) -> Result<Self> {
         let (k, d) = whitened_sizes(whitening)?;
         let h = hidden_size(spec.length_hidden, k);
-        if h == 0 || spec.num_classes == 0 {
-            return Err(Error::Invalid(format!(
+        if spec.num_classes == 0 {
+            return Err(Error::Shape(format!(
                 "empty flow: hidden width {h}, {} classes",
                 spec.num_classes
             )));
+        }
+        if h == 0 {
+            return Err(Error::bad_option(
+                "--length-hidden",
+                format!(
+                    "{} gives an empty flow: hidden width {h}, {} classes",
+                    spec.length_hidden, spec.num_classes
+                ),
+            ));
         }
         let c = spec.num_classes;
         let meta = FlowMeta {
@@ -63,20 +72,16 @@ fn whitened_sizes(whitening: &Whitening) -> Result<(usize, usize)> {
     let (a, a_inv) = (&whitening.a, &whitening.a_inv);
     let (k, d) = match a_inv.size().as_slice() {
         [k, d] => (*k as usize, *d as usize),
-        other => {
-            return Err(Error::Invalid(format!(
-                "A_inv must be [k, d], got {other:?}"
-            )))
-        }
+        other => return Err(Error::Shape(format!("A_inv must be [k, d], got {other:?}"))),
     };
     if a.size() != [d as i64, k as i64] {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "A is {:?}, expected [{d}, {k}]",
             a.size()
         )));
     }
     if k == 0 || k % 2 != 0 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "the whitened dimension k = {k} must be even and positive"
         )));
     }

@@ -165,7 +165,7 @@ impl FlowModel {
         let half = k / 2;
         let bad = |what: &str, t: &Tensor, want: &[i64]| -> Result<()> {
             if t.size() != want {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Shape(format!(
                     "flow {what} has shape {:?}, expected {want:?}",
                     t.size()
                 )));
@@ -176,7 +176,7 @@ impl FlowModel {
         bad("A_inv", &a_inv, &[k, d])?;
         bad("permutations", &perms, &[NUM_PERMUTATIONS as i64, c, k])?;
         if couplings.len() != NUM_COUPLINGS || frozen.len() != NUM_COUPLINGS {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "a flow needs {NUM_COUPLINGS} couplings"
             )));
         }
@@ -272,7 +272,7 @@ impl FlowModel {
         let c = self.meta.spec.num_classes as i64;
         let d = self.meta.dim as i64;
         if features.dim() != 2 || features.size()[1] != d || means.size() != [c, d] {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "log_prob: features {:?} and means {:?} do not fit a flow of {c} classes in dimension {d}",
                 features.size(),
                 means.size()
@@ -345,7 +345,7 @@ impl FlowModel {
             None => None,
             Some(list) => {
                 if let Some(bad) = list.iter().find(|&&x| x < 0 || x >= c) {
-                    return Err(Error::Invalid(format!("class {bad} out of range 0..{c}")));
+                    return Err(Error::Shape(format!("class {bad} out of range 0..{c}")));
                 }
                 let idx = Tensor::from_slice(list).to_device(self.device);
                 let rows = Tensor::cat(&[&idx, &(&idx + c)], 0);
@@ -383,7 +383,7 @@ impl FlowModel {
     pub(super) fn latent_start(&self, centred: &Tensor, cc: i64) -> Result<(Tensor, Tensor)> {
         let size = centred.size();
         if size.len() != 3 || size[0] != cc || size[2] != self.meta.dim as i64 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "centred features have shape {size:?}, expected [{cc}, B, {}]",
                 self.meta.dim
             )));

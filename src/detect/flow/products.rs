@@ -36,14 +36,14 @@ pub fn batched_product(
         && rs[2] == ds[2]
         && ls[2] == rs[1];
     if !fits {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "batched product: {ls:?} x {rs:?} does not fit into {ds:?}"
         )));
     }
     let kind = dst.kind();
     let on_cpu = [dst, lhs, rhs].iter().all(|t| t.device() == Device::Cpu);
     if !on_cpu || lhs.kind() != kind || rhs.kind() != kind {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "batched product: needs CPU tensors of one kind, got {:?}, {:?}, {:?}",
             dst.kind(),
             lhs.kind(),
@@ -51,13 +51,13 @@ pub fn batched_product(
         )));
     }
     if dst.stride().iter().zip(&ds).any(|(&s, &n)| s == 0 && n > 1) {
-        return Err(Error::Invalid(
+        return Err(Error::Shape(
             "batched product: the destination has an expanded dimension".into(),
         ));
     }
     let (span_dst, span_lhs, span_rhs) = (span(dst), span(lhs), span(rhs));
     if overlaps(span_dst, span_lhs) || overlaps(span_dst, span_rhs) {
-        return Err(Error::Invalid(
+        return Err(Error::Shape(
             "batched product: the destination overlaps a factor".into(),
         ));
     }
@@ -65,7 +65,7 @@ pub fn batched_product(
         Kind::Float => run::<f32>(dst, lhs, rhs, accumulate, threads),
         Kind::Double => run::<f64>(dst, lhs, rhs, accumulate, threads),
         other => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "batched product: {other:?} tensors, expected float32 or float64"
             )))
         }

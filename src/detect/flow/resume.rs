@@ -84,7 +84,7 @@ impl Trainer {
                 .map(|(name, t)| {
                     let t = if name == STEPS {
                         if t.size() != [c as i64] {
-                            return Err(Error::Invalid(format!(
+                            return Err(Error::Shape(format!(
                                 "optimizer state is for {:?} classes, not {c}",
                                 t.size()
                             )));
@@ -133,7 +133,7 @@ impl Trainer {
         if let Some(saved) = &state.validation_rows {
             let now = rows_per_class(&validation);
             if saved != &now {
-                return Err(Error::format(
+                return Err(Error::provenance(
                     dir,
                     format!(
                         "this checkpoint held out {} validation rows ({saved:?} per class), the \

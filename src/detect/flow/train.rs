@@ -57,17 +57,20 @@ impl Trainer {
     ) -> Result<Self> {
         let c = model.num_classes();
         if train.len() != c || validation.len() != c {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Shape(format!(
                 "{} train and {} validation sets for {c} classes",
                 train.len(),
                 validation.len()
             )));
         }
         if config.batch_size == 0 {
-            return Err(Error::Invalid("batch size must be positive".into()));
+            return Err(Error::bad_option("--batch-size", "must be positive"));
         }
         if lanes == 0 {
-            return Err(Error::Invalid("a trainer needs at least one lane".into()));
+            return Err(Error::bad_option(
+                "lanes",
+                "a trainer needs at least one lane",
+            ));
         }
         let d = model.meta.dim as i64;
         let prep = |sets: Vec<Tensor>, what: &str| -> Result<Vec<Tensor>> {
@@ -75,7 +78,7 @@ impl Trainer {
                 .enumerate()
                 .map(|(cls, x)| {
                     if x.dim() != 2 || x.size()[1] != d {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::Shape(format!(
                             "{what} features of class {cls} have shape {:?}, expected [n, {d}]",
                             x.size()
                         )));
@@ -89,7 +92,7 @@ impl Trainer {
         let mut train = prep(train, "train")?;
         let mut validation = prep(validation, "validation")?;
         if let Some(cls) = train.iter().position(|x| x.size()[0] == 0) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadData(format!(
                 "class {cls} has no training features"
             )));
         }

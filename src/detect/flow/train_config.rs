@@ -37,16 +37,16 @@ impl FlowTrainConfig {
     /// and the monitoring period at least 1.
     pub fn check(&self) -> Result<()> {
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::Invalid(format!(
-                "--lr must be a finite positive number, got {}",
-                self.lr
-            )));
+            return Err(Error::bad_option(
+                "--lr",
+                format!("must be a finite positive number, got {}", self.lr),
+            ));
         }
         if self.batch_size == 0 {
-            return Err(Error::Invalid("--batch-size must be at least 1".into()));
+            return Err(Error::bad_option("--batch-size", "must be at least 1"));
         }
         if self.monitor_every == 0 {
-            return Err(Error::Invalid("--monitor-every must be at least 1".into()));
+            return Err(Error::bad_option("--monitor-every", "must be at least 1"));
         }
         Ok(())
     }
@@ -60,7 +60,7 @@ pub fn split_validation(
     num_validation: usize,
 ) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
     if per_class.is_empty() {
-        return Err(Error::Invalid("no classes to train".into()));
+        return Err(Error::BadData("no classes to train".into()));
     }
     let per = (num_validation / per_class.len()) as i64;
     let mut validation = Vec::new();
@@ -68,12 +68,15 @@ pub fn split_validation(
     for (c, x) in per_class.iter().enumerate() {
         let n = x.size()[0];
         if n <= per {
-            return Err(Error::Invalid(format!(
-                "class {c} has {n} train samples, not more than the {per} held out for \
+            return Err(Error::bad_option(
+                "--validation-total",
+                format!(
+                    "class {c} has {n} train samples, not more than the {per} held out for \
                  validation (--validation-total {num_validation} over {} classes); lower \
                  --validation-total or prepare more train images",
-                per_class.len()
-            )));
+                    per_class.len()
+                ),
+            ));
         }
         validation.push(x.narrow(0, 0, per));
         train.push(x.narrow(0, per, n - per));

@@ -82,20 +82,31 @@ impl ClassifierTrainConfig {
     /// Checks the numeric settings.
     pub fn validate(&self) -> Result<()> {
         self.net.validate()?;
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err(Error::Invalid(
-                "epochs and batch size must be positive".into(),
+        if self.epochs == 0 {
+            return Err(Error::bad_option("--epochs", "must be positive"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::bad_option("--batch-size", "must be positive"));
+        }
+        if self.lr.is_nan() || self.lr <= 0.0 {
+            return Err(Error::bad_option(
+                "--lr",
+                format!("must be positive, got {}", self.lr),
             ));
         }
-        if self.lr.is_nan()
-            || self.lr <= 0.0
-            || self.momentum < 0.0
-            || self.weight_decay < 0.0
-            || self.crop_padding < 0
-        {
-            return Err(Error::Invalid(
-                "learning rate must be positive; momentum, weight decay and padding non-negative"
-                    .into(),
+        let non_negative = [
+            ("--momentum", self.momentum < 0.0, self.momentum),
+            ("--weight-decay", self.weight_decay < 0.0, self.weight_decay),
+            (
+                "--crop-padding",
+                self.crop_padding < 0,
+                self.crop_padding as f64,
+            ),
+        ];
+        if let Some((option, _, value)) = non_negative.into_iter().find(|(_, bad, _)| *bad) {
+            return Err(Error::bad_option(
+                option,
+                format!("must not be negative, got {value}"),
             ));
         }
         Ok(())
@@ -190,7 +201,7 @@ pub fn train_classifier(
 ) -> Result<TrainReport> {
     config.validate()?;
     if train.num_classes as i64 != config.net.num_classes {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "dataset `{}` has {} classes, the network {}",
             train.name, train.num_classes, config.net.num_classes
         )));
@@ -400,7 +411,7 @@ fn load_resume(
     let state: ResumeState = serde_json::from_str(&text)
         .map_err(|e| Error::format(json, format!("not a resume state: {e}")))?;
     if &state.config != config {
-        return Err(Error::format(
+        return Err(Error::provenance(
             json,
             format!(
                 "the interrupted run used different settings; rerun with the same flags or without --resume.\nstored: {:?}\ngiven:  {:?}",
