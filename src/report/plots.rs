@@ -90,7 +90,8 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::format(path, format!("plot: {e}"))
 }
 
-fn s<E: std::fmt::Display>(e: E) -> String {
+/// A drawing error as text (plotters' errors are generic over the backend).
+fn drawing_error<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
@@ -129,7 +130,7 @@ fn render_chart(
             .x_label_area_size(45)
             .y_label_area_size(frame.y_label_area)
             .build_cartesian_2d(frame.x.clone(), frame.y.clone())
-            .map_err(s)?;
+            .map_err(drawing_error)?;
         let whole = |v: &f64| format!("{v:.0}");
         let mut mesh = chart.configure_mesh();
         mesh.x_desc(frame.x_desc)
@@ -149,7 +150,7 @@ fn render_chart(
         } else if frame.integer_x {
             mesh.x_label_formatter(&whole);
         }
-        mesh.draw().map_err(s)?;
+        mesh.draw().map_err(drawing_error)?;
         draw(&mut chart)?;
         chart
             .configure_series_labels()
@@ -158,7 +159,7 @@ fn render_chart(
             .border_style(BLACK)
             .label_font(("sans-serif", frame.legend_font))
             .draw()
-            .map_err(s)
+            .map_err(drawing_error)
     })
 }
 
@@ -222,12 +223,12 @@ pub fn plot_roc(path: &Path, title: &str, curves: &[(String, &TestScores)]) -> R
                 4,
                 ShapeStyle::from(&RGBColor(150, 150, 150)),
             ))
-            .map_err(s)?;
+            .map_err(drawing_error)?;
         for (i, (label, pts)) in series.iter().enumerate() {
             let c = PALETTE[i % PALETTE.len()];
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
-                .map_err(s)?
+                .map_err(drawing_error)?
                 .label(label.as_str())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
@@ -309,7 +310,7 @@ pub fn plot_histogram(
                     let x0 = lo + b as f64 * width;
                     Rectangle::new([(x0, 0.0), (x0 + width, f)], c.mix(0.45).filled())
                 }))
-                .map_err(s)?
+                .map_err(drawing_error)?
                 .label(format!("{label} ({n})"))
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.mix(0.45).filled())
@@ -377,7 +378,7 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
                 .collect();
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))
-                .map_err(s)?
+                .map_err(drawing_error)?
                 .label(format!("layer {} residual flow", l.layer))
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
@@ -390,7 +391,7 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
                         5,
                         c.stroke_width(1),
                     ))
-                    .map_err(s)?
+                    .map_err(drawing_error)?
                     .label(format!("layer {} Mahalanobis", l.layer))
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
@@ -444,7 +445,7 @@ pub fn plot_comparison(
             for &(x, (_, lo, hi)) in &located {
                 chart
                     .draw_series(LineSeries::new(vec![(x, lo), (x, hi)], c.stroke_width(2)))
-                    .map_err(s)?;
+                    .map_err(drawing_error)?;
             }
             chart
                 .draw_series(
@@ -452,7 +453,7 @@ pub fn plot_comparison(
                         .iter()
                         .map(|&(x, (v, _, _))| Circle::new((x, v), 4, c.filled())),
                 )
-                .map_err(s)?
+                .map_err(drawing_error)?
                 .label(label.as_str())
                 .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
         }

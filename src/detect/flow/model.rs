@@ -352,8 +352,8 @@ impl FlowModel {
                 Some((idx, rows))
             }
         };
-        let cc = classes.map_or(c, |l| l.len() as i64);
-        let (z, logdet) = self.latent_start(centred, cc)?;
+        let selected_classes = classes.map_or(c, |l| l.len() as i64);
+        let (z, logdet) = self.latent_start(centred, selected_classes)?;
         let pick = |t: &Tensor, class_dim: i64, per_class: bool| match &sel {
             None => t.shallow_clone(),
             Some((idx, rows)) => t.index_select(class_dim, if per_class { idx } else { rows }),
@@ -364,7 +364,7 @@ impl FlowModel {
         // input is shared by the s- and t-nets: [C', k/2, B].
         let layer = |bias: &Tensor, input: &Tensor, weight: &Tensor| {
             let weight = pick(weight, 0, false);
-            let input = if input.size()[0] == cc {
+            let input = if input.size()[0] == selected_classes {
                 input.repeat([2, 1, 1])
             } else {
                 input.shallow_clone()
@@ -380,18 +380,22 @@ impl FlowModel {
 
     /// The whitened features `z = A_inv x` of centred features `[C', B, d]`, feature-major
     /// (`[C', k, B]`), and the log-determinant they start with (`[C', B]`).
-    pub(super) fn latent_start(&self, centred: &Tensor, cc: i64) -> Result<(Tensor, Tensor)> {
+    pub(super) fn latent_start(
+        &self,
+        centred: &Tensor,
+        selected_classes: i64,
+    ) -> Result<(Tensor, Tensor)> {
         let size = centred.size();
-        if size.len() != 3 || size[0] != cc || size[2] != self.meta.dim as i64 {
+        if size.len() != 3 || size[0] != selected_classes || size[2] != self.meta.dim as i64 {
             return Err(Error::Shape(format!(
-                "centred features have shape {size:?}, expected [{cc}, B, {}]",
+                "centred features have shape {size:?}, expected [{selected_classes}, B, {}]",
                 self.meta.dim
             )));
         }
         let centred = centred.to_kind(self.kind).to_device(self.device);
         let z = self.a_inv.matmul(&centred.transpose(1, 2));
         let logdet = Tensor::full(
-            [cc, size[1]],
+            [selected_classes, size[1]],
             self.meta.log_abs_det_a_inv,
             (self.kind, self.device),
         );
@@ -408,14 +412,14 @@ impl FlowModel {
             pick(&Tensor::stack(&all, 0))
         };
         let v = stacked(|p| &p.v);
-        let cc = v.size()[1];
+        let selected_classes = v.size()[1];
         let half = self.meta.k as i64 / 2;
         let pairs = NUM_PERMUTATIONS as i64;
         let v_used = v
-            .view([pairs, 2, cc, 1, 2, half])
+            .view([pairs, 2, selected_classes, 1, 2, half])
             .diagonal(0, 1, 4)
             .permute([0, 4, 1, 2, 3])
-            .reshape([2 * pairs, cc, 1, half]);
+            .reshape([2 * pairs, selected_classes, 1, half]);
         let neg_scales =
             -(stacked(|p| &p.g) * v_used / v.norm_scalaropt_dim(2.0, [3i64].as_slice(), true));
         neg_scales.transpose(2, 3).unbind(0)
@@ -436,7 +440,7 @@ impl FlowModel {
         mut tape: Option<&mut Vec<CouplingTape>>,
     ) -> Result<(Tensor, Tensor)> {
         let size = z.size();
-        let (cc, k, b) = (size[0], size[1], size[2]);
+        let (selected_classes, k, b) = (size[0], size[1], size[2]);
         let half = k / 2;
         // Couplings 2j+1 and 2j, then permutation j, for j from the last down to 0.
         for j in (0..NUM_PERMUTATIONS).rev() {
@@ -450,7 +454,7 @@ impl FlowModel {
                 let h2 = layer(&p.b2, &h1, &p.w2)?.leaky_relu();
                 let out = layer(&p.b3, &h2, &p.w3)?;
                 // Rows 0..C' are the s-nets' outputs, C'..2C' the t-nets'.
-                let s_and_t = out.split(cc, 0);
+                let s_and_t = out.split(selected_classes, 0);
                 // -s = tanh(s_raw) * -(scale).
                 let th = s_and_t[0].tanh();
                 let neg_s = &th * &neg_scales[i];
@@ -473,7 +477,11 @@ impl FlowModel {
                 halves[out_half] = new_out;
             }
             let joined = Tensor::cat(&halves, 1);
-            z = joined.gather(1, &perm(j).unsqueeze(2).expand([cc, k, b], false), false);
+            z = joined.gather(
+                1,
+                &perm(j).unsqueeze(2).expand([selected_classes, k, b], false),
+                false,
+            );
         }
         Ok((z, logdet))
     }
