@@ -125,7 +125,29 @@ pub fn write_text(path: &Path, text: &str) -> Result<()> {
 /// Reads JSON into `T`, naming the file on failure.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))
+    serde_json::from_str(&text).map_err(|e| {
+        Error::format(
+            path,
+            format!("not the JSON expected ({e}): truncated, corrupt or of another version"),
+        )
+    })
+}
+
+/// Reads every tensor of a safetensors file. A missing file is a [`Error::MissingArtefact`], an
+/// unreadable one (truncated, corrupt, not safetensors) a [`Error::Format`]; both say `remedy`
+/// (e.g. "rerun rf-prepare").
+pub fn read_safetensors(path: &Path, remedy: &str) -> Result<Vec<(String, Tensor)>> {
+    if !path.is_file() {
+        return Err(Error::missing(path, format!("not here; {remedy}")));
+    }
+    Tensor::read_safetensors(path).map_err(|e| {
+        let cause = e.to_string();
+        let cause = cause.lines().next().unwrap_or_default();
+        Error::format(
+            path,
+            format!("not a complete safetensors file ({cause}): truncated or corrupt; {remedy}"),
+        )
+    })
 }
 
 /// Writes a float tensor as a float32 `.npy` file, atomically.

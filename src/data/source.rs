@@ -84,7 +84,21 @@ impl DataSource {
             })?;
             return Ok(DataSource { name, folder: None });
         };
-        let absolute = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+        if path.is_empty() {
+            return Err(Error::bad_option(
+                DATA_SET_OPTIONS,
+                format!(
+                    "`{spec}` names no folder; give an image folder as NAME=PATH or folder:PATH"
+                ),
+            ));
+        }
+        let absolute = std::fs::canonicalize(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::bad_option(
+                DATA_SET_OPTIONS,
+                format!("`{spec}`: no folder {path}; give an existing image folder"),
+            ),
+            _ => Error::io(path, e),
+        })?;
         if !absolute.is_dir() {
             return Err(Error::format(
                 &absolute,

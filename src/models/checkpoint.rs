@@ -173,15 +173,14 @@ pub fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<(
     })
 }
 
-/// Reads all tensors of a safetensors file.
+/// Reads all tensors of a safetensors file (a missing or unreadable file is an error that says
+/// to write it again).
 pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    if !path.exists() {
-        return Err(Error::io(
-            path,
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        ));
-    }
-    let list = Tensor::read_safetensors(path).map_err(|e| Error::format(path, e.to_string()))?;
+    let list = crate::io::read_safetensors(
+        path,
+        "write it again with the command that made it (rf-classifier train, \
+         scripts/convert_weights.py, a copy of the original)",
+    )?;
     Ok(list.into_iter().collect())
 }
 

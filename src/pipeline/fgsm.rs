@@ -8,9 +8,11 @@ use crate::detect::fgsm::{
     attack, clamp_range, noise_sigma, FgsmOptions, ADVERSARIAL_STEP, DEFAULT_BATCH_SIZE,
 };
 use crate::error::{Error, Result};
+use crate::models::checkpoint::file_sha256;
 use crate::models::LoadedClassifier;
 use crate::progress::Progress;
-use crate::store::fgsm::FgsmSummary;
+use crate::store::fgsm::{FgsmSummary, FGSM_STAGE, FGSM_SUMMARY};
+use crate::store::provenance::{Provenance, StageOutput};
 use crate::store::RunDir;
 
 /// The stage's options.
@@ -39,6 +41,18 @@ pub struct Summary {
 /// FGSM folder.
 pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     let common = &options.common;
+    if let Some(sigma) = options.sigma.filter(|s| !s.is_finite() || *s < 0.0) {
+        return Err(Error::bad_option(
+            "--sigma",
+            format!("{sigma} is not a noise standard deviation (a finite number >= 0)"),
+        ));
+    }
+    if options.max_test == Some(0) {
+        return Err(Error::bad_option(
+            "--max-test",
+            "0 test images leave nothing to attack; give at least 1",
+        ));
+    }
     let (classifier_path, classifier) = common.load_classifier(options.classifier.as_deref())?;
     let side = classifier.net.input_side();
     let source = common.dataset_source()?;
@@ -93,10 +107,26 @@ pub fn generate(
             ),
         ));
     }
+    let mut provenance = Provenance::new(FGSM_STAGE, &file_sha256(classifier_path)?);
+    provenance.option("dataset", dataset)?;
+    provenance.option("test_images", set.len())?;
+    provenance.option("sigma", options.sigma)?;
+    provenance.option("seed", options.seed)?;
+    provenance.option("batch_size", options.batch_size)?;
+    // From here on the folder is incomplete (no summary) until the end.
+    let mut out = StageOutput::begin(
+        dir,
+        &dir.join(FGSM_SUMMARY),
+        provenance,
+        "rf-fgsm is writing these samples",
+    )?;
     let attacked = attack(classifier, set, options, progress)?;
     let (sets, counts) = attacked.select();
     let (lo, hi) = clamp_range(&classifier.meta.normalization);
-    let summary = FgsmSummary {
+    for path in sets.save(dir)? {
+        out.record(&path)?;
+    }
+    out.finish(|provenance| FgsmSummary {
         net_type: classifier.meta.architecture,
         dataset: dataset.to_string(),
         classifier: classifier_path.to_path_buf(),
@@ -110,12 +140,6 @@ pub fn generate(
         clean_accuracy: counts.fraction(counts.clean_correct),
         adversarial_accuracy: counts.fraction(counts.adv_correct),
         noisy_accuracy: counts.fraction(counts.noisy_correct),
-        library_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    if dir.join("summary.json").exists() {
-        std::fs::remove_file(dir.join("summary.json"))
-            .map_err(|e| Error::io(dir.join("summary.json"), e))?;
-    }
-    sets.save(dir, &summary)?;
-    Ok(summary)
+        provenance,
+    })
 }

@@ -14,7 +14,9 @@ use crate::fit::Validation;
 use crate::models::checkpoint::file_sha256;
 use crate::models::{extract, Features, LoadedClassifier};
 use crate::progress::Progress;
-use crate::store::features::{FeatureDir, FeatureManifest};
+use crate::store::features::{FeatureDir, FeatureManifest, PREPARE_STAGE};
+use crate::store::fgsm::FGSM_SUMMARY;
+use crate::store::provenance::{Provenance, StageOutput};
 
 /// The stage's options.
 #[derive(Debug, Clone)]
@@ -169,6 +171,7 @@ pub fn prepare(
     progress: &mut dyn Progress,
 ) -> Result<FeatureManifest> {
     let source = DataSource::parse(dataset)?;
+    let classifier_sha256 = file_sha256(classifier_path)?;
     let side = classifier.net.input_side();
     let num_classes = classifier.meta.num_classes as usize;
     let train_set = limit(
@@ -189,7 +192,7 @@ pub fn prepare(
         options.max_test,
     );
     let fgsm = match &options.fgsm {
-        Some(dir) => Some(FgsmSets::load_for(dir, classifier)?),
+        Some(dir) => Some(FgsmSets::load_for(dir, classifier, &classifier_sha256)?),
         None => None,
     };
     let ood_sources = options
@@ -231,9 +234,23 @@ pub fn prepare(
             )));
         }
     }
-    if dir.manifest_path().exists() {
-        std::fs::remove_file(dir.manifest_path()).map_err(|e| Error::io(dir.manifest_path(), e))?;
+    let mut provenance = Provenance::new(PREPARE_STAGE, &classifier_sha256);
+    provenance.option("dataset", source.spec())?;
+    provenance.option("ood", &options.ood_sets)?;
+    provenance.option("max_train", options.max_train)?;
+    provenance.option("max_test", options.max_test)?;
+    provenance.option("max_ood", options.max_ood)?;
+    provenance.option("batch_size", options.batch_size)?;
+    if let Some(fgsm_dir) = &options.fgsm {
+        provenance.input("fgsm/summary.json", &fgsm_dir.join(FGSM_SUMMARY))?;
     }
+    // From here on the folder is incomplete (no manifest) until the end.
+    let mut out = StageOutput::begin(
+        &dir.path,
+        &dir.manifest_path(),
+        provenance,
+        "rf-prepare is writing these features",
+    )?;
 
     let train = run_set(
         classifier,
@@ -251,11 +268,12 @@ pub fn prepare(
         let stats = LayerStats::fit(layer, &train.labels, num_classes)
             .map_err(|e| Error::BadData(format!("layer {l} of the train features: {e}")))?;
         stats.save(&dir.stats_path(l))?;
+        out.record(&dir.stats_path(l))?;
         layer_ranks.push(stats.whitening.k);
         progress.advance(1);
     }
     progress.finish();
-    dir.write_set("train", &train)?;
+    record_all(&mut out, dir.write_set("train", &train)?)?;
     sets.insert("train".to_string(), train.len());
 
     let test = run_set(
@@ -266,20 +284,20 @@ pub fn prepare(
         progress,
         "test",
     );
-    dir.write_set("test", &test)?;
+    record_all(&mut out, dir.write_set("test", &test)?)?;
     sets.insert("test".to_string(), test.len());
     for set in &oods {
         let name = format!("ood_{}", set.name);
         let features = run_set(classifier, set.into(), options, device, progress, &set.name);
-        dir.write_set(&name, &features)?;
+        record_all(&mut out, dir.write_set(&name, &features)?)?;
         sets.insert(name, features.len());
     }
     for set in fgsm.iter().flat_map(|f| f.named()) {
         let features = run_set(classifier, set.into(), options, device, progress, &set.name);
-        dir.write_set(&set.name, &features)?;
+        record_all(&mut out, dir.write_set(&set.name, &features)?)?;
         sets.insert(set.name.clone(), features.len());
     }
-    let manifest = FeatureManifest {
+    out.finish(|provenance| FeatureManifest {
         net_type: classifier.meta.architecture,
         dataset: source.spec(),
         ood_sources: ood_sources
@@ -293,9 +311,11 @@ pub fn prepare(
         train_accuracy: train.accuracy(),
         test_accuracy: test.accuracy(),
         sets,
-        classifier_sha256: Some(file_sha256(classifier_path)?),
-        library_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    crate::io::write_json(&dir.manifest_path(), &manifest)?;
-    Ok(manifest)
+        provenance,
+    })
+}
+
+/// Records every file of `written` as part of the stage's output.
+fn record_all(out: &mut StageOutput, written: Vec<PathBuf>) -> Result<()> {
+    written.iter().try_for_each(|p| out.record(p))
 }

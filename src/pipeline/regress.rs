@@ -24,9 +24,9 @@ use crate::store::results::{
     read_results, read_test_scores, write_results, write_test_scores, ResultRecord, ResultsFile,
     OPENOOD_AUROC,
 };
-use crate::store::score_sets::{load_features, scored_files, scored_ood_sets};
+use crate::store::score_sets::ScoreFolder;
 use crate::store::scores::{read_scores, FGSM};
-use crate::store::{list_datasets, RunDir};
+use crate::store::{list_datasets, lock, RunDir};
 
 /// What [`regress_dataset`] did for one in-distribution set.
 #[derive(Debug, Clone)]
@@ -42,6 +42,26 @@ pub struct RegressOutcome {
     pub warnings: Vec<String>,
     /// OOD sets that could not be evaluated, with the reason; the other sets' results are written.
     pub failed: Vec<(String, String)>,
+}
+
+/// Whether an error of evaluating one OOD set lies in the run's artefacts (missing, corrupt,
+/// made from other inputs) rather than in the data (too few rows): the first stops the whole
+/// stage, unless partial results are allowed.
+fn is_artefact_problem(e: &Error) -> bool {
+    match e {
+        Error::MissingArtefact { .. }
+        | Error::Provenance { .. }
+        | Error::Format { .. }
+        | Error::Io { .. }
+        | Error::MissingDataset { .. } => true,
+        Error::UnknownDataset { .. }
+        | Error::Shape(_)
+        | Error::BadOption { .. }
+        | Error::BadData(_)
+        | Error::Fit(_)
+        | Error::NonFiniteLoss { .. }
+        | Error::Torch(_) => false,
+    }
 }
 
 /// The stage's options.
@@ -63,6 +83,10 @@ pub struct Options {
     pub plots: bool,
     /// Bootstrap intervals of the metrics; `None`: point estimates only.
     pub bootstrap: Option<BootstrapParams>,
+    /// Write the results of the sets that could be evaluated even when another set's score files
+    /// are missing, corrupt or from another run (they are reported as left out); by default
+    /// such a set stops the stage before anything is written.
+    pub allow_partial: bool,
 }
 
 impl Default for Options {
@@ -78,6 +102,7 @@ impl Default for Options {
             oods: Vec::new(),
             plots: true,
             bootstrap: Some(BootstrapParams::default()),
+            allow_partial: false,
         }
     }
 }
@@ -100,7 +125,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         let mut with_scores = Vec::new();
         for d in list_datasets(&options.outf, net)? {
             let run = RunDir::new(&options.outf, net, &d);
-            if run.list_ood_sets(options.detector)?.is_empty() {
+            if !run.detector_dir(options.detector).exists() {
                 skipped.push(run);
             } else {
                 with_scores.push(d);
@@ -135,7 +160,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
 }
 
 /// The whole regression stage for one run folder: evaluates the detector on each OOD set
-/// ([`scored_ood_sets`]), stores the test outputs, merges `results.json`, rewrites `results.md` and,
+/// ([`ScoreFolder::ood_sets`]), stores the test outputs, merges `results.json`, rewrites `results.md` and,
 /// with plots, draws the plots of [`crate::report`].
 pub fn regress_dataset(
     run: &RunDir,
@@ -145,7 +170,13 @@ pub fn regress_dataset(
     progress: &mut dyn Progress,
 ) -> Result<RegressOutcome> {
     let (detector, validation, plots) = (options.detector, options.validation, options.plots);
-    let oods = scored_ood_sets(run, detector, &options.oods)?;
+    let folder = ScoreFolder::open(run, detector)?;
+    let oods = folder.ood_sets(&options.oods)?;
+    // One writer of the run's results at a time.
+    let _lock = lock::exclusive(
+        &run.path().join("results.lock"),
+        "rf-regress is writing this run's results",
+    )?;
     let mut records = Vec::new();
     let mut results_by_ood = Vec::new();
     let mut warnings = Vec::new();
@@ -153,15 +184,20 @@ pub fn regress_dataset(
     progress.start(&format!("{dataset} regression"), oods.len());
     for ood in &oods {
         // One set that cannot be evaluated (too few rows, a missing file) does not block the others.
-        match evaluate_ood_set(run, detector, ood, validation) {
+        match evaluate_ood_set(&folder, ood, validation) {
             Ok(r) => {
                 if r.counts.split == IoSplitRule::Proportional {
                     warnings.push(small_set_warning(dataset, &r));
                 }
                 let record = ResultRecord::from_result(&r)
+                    .made_from(&folder)?
                     .with_uncertainty(&r.test, options.bootstrap.as_ref())?;
                 records.push(record);
                 results_by_ood.push(r);
+            }
+            Err(e) if is_artefact_problem(&e) && !options.allow_partial => {
+                progress.finish();
+                return Err(e);
             }
             Err(e) => failed.push((ood.clone(), e.to_string())),
         }
@@ -187,7 +223,7 @@ pub fn regress_dataset(
         dataset: dataset.to_string(),
         results: Vec::new(),
     });
-    results.merge(&records);
+    warnings.extend(results.merge(&records, &folder.manifest.sets));
     write_results(&path, &results)?;
     crate::io::write_text(&run.results_markdown_path(), &markdown(&results))?;
     let mut written = Vec::new();
@@ -348,25 +384,23 @@ pub fn history_curves(run: &RunDir) -> Result<Vec<LayerCurve>> {
     Ok(curves)
 }
 
-/// Loads the score files of `ood` (and of the FGSM sets for FGSM validation) from `run` and
+/// Loads the score files of `ood` (and of the FGSM sets for FGSM validation) from `folder` and
 /// evaluates them as the detector's [`Evaluation`] says: [`evaluate_detector`] with
 /// scikit-learn's default regression, or [`evaluate_direct`]. The layers, magnitudes and
-/// parameters are those the scoring stage recorded for `ood` ([`scored_files`]); every needed
-/// file must exist.
+/// parameters are those the scoring stage recorded; every file is checked against its manifest.
 pub fn evaluate_ood_set(
-    run: &RunDir,
-    detector: DetectorKind,
+    folder: &ScoreFolder,
     ood: &str,
     validation: Validation,
 ) -> Result<DetectorResult> {
-    let scored = scored_files(run, detector, ood)?;
-    let layers = &scored.layers;
+    let scored = &folder.manifest;
+    let detector = scored.params.kind();
     let mut inputs = Vec::with_capacity(scored.magnitudes.len());
     for &eps in &scored.magnitudes {
-        let io = load_features(run, detector, ood, layers, eps)?;
+        let io = folder.load_features(ood, eps)?;
         let fgsm = match validation {
             Validation::Ood => None,
-            Validation::Fgsm => Some(load_features(run, detector, FGSM, layers, eps)?),
+            Validation::Fgsm => Some(folder.load_features(FGSM, eps)?),
         };
         inputs.push(EpsInput { io, fgsm });
     }
@@ -381,7 +415,7 @@ pub fn evaluate_ood_set(
             )?;
             // The layers behind the regression's coefficients, in their order.
             r.layers = match detector.layout() {
-                ScoreLayout::ClassScoresPerLayer => scored.layers,
+                ScoreLayout::ClassScoresPerLayer => folder.file_layers(),
                 ScoreLayout::LayerColumns => (0..r.coef.len()).collect(),
             };
             Ok(r)

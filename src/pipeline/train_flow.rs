@@ -7,16 +7,18 @@ use tch::{Device, Kind, Tensor};
 
 use super::Common;
 use crate::detect::flow::{
-    checkpoint::META_FILE, default_backward, default_lanes, default_length_hidden,
-    split_validation, Backward, FlowModel, FlowSpec, FlowTrainConfig, IterationRecord, Trainer,
+    checkpoint::{FLOW_PROVENANCE, META_FILE},
+    default_backward, default_lanes, default_length_hidden, split_validation, Backward, FlowModel,
+    FlowSpec, FlowTrainConfig, IterationRecord, Trainer,
 };
 use crate::detect::gaussian::{same_whitening, LayerStats};
 use crate::error::{Error, Result};
 use crate::fit::metrics;
 use crate::io::{previous_folder, recover_folder_swap, sibling, write_folder_atomically};
 use crate::progress::Progress;
-use crate::store::features::FeatureDir;
+use crate::store::features::{FeatureDir, FeatureManifest};
 use crate::store::history::{write_history, AurocHistory};
+use crate::store::provenance::Provenance;
 use crate::store::{lock, RunDir};
 
 /// The reference's number of held-out validation samples (divided evenly over the classes).
@@ -72,6 +74,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     let (common, flow) = (&options.common, &options.flow);
     let config = options.train_config();
     config.check()?;
+    flow.check()?;
     let run_dir = common.run_dir();
     let dir = run_dir.flow_dir(flow.layer);
     let resume_found_nothing = flow.resume
@@ -146,6 +149,41 @@ pub struct FlowTrainOptions {
     pub monitor_ood: Option<String>,
 }
 
+impl FlowTrainOptions {
+    /// Checks the values that mean nothing (the learning rate, batch size and monitoring period
+    /// are [`FlowTrainConfig::check`]'s), naming the flag.
+    pub fn check(&self) -> Result<()> {
+        if self.num_iter == 0 {
+            return Err(Error::bad_option(
+                "--num-iter",
+                "0 iterations would save an untrained flow (which rf-score would then use); give \
+                 at least 1",
+            ));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(Error::bad_option(
+                "--checkpoint-every",
+                "must be at least 1",
+            ));
+        }
+        if self.validation_total == 0 {
+            return Err(Error::bad_option(
+                "--validation-total",
+                "must be at least 1 (the validation loss needs held-out rows)",
+            ));
+        }
+        if let Some(h) = self.length_hidden {
+            if !(h.is_finite() && h > 0.0) {
+                return Err(Error::bad_option(
+                    "--length-hidden",
+                    format!("must be a finite positive number, got {h}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for FlowTrainOptions {
     /// The reference's settings for layer 0: 1000 iterations, learning rate 1e-5, monitoring
     /// every 20 iterations, checkpoints every 500, 10,000 validation samples, the first prepared
@@ -191,10 +229,46 @@ fn centred_per_class(
         .collect()
 }
 
-/// Writes the trainer's checkpoint into the layer's flow folder `dir` through a swap, so that a
-/// crash never leaves a half-written checkpoint in place.
-fn save_checkpoint(trainer: &Trainer, dir: &Path) -> Result<()> {
-    write_folder_atomically(dir, |partial| trainer.save_checkpoint(partial))
+/// Writes the trainer's checkpoint and its provenance into the layer's flow folder `dir` through
+/// a swap, so that a crash never leaves a half-written checkpoint in place.
+fn save_checkpoint(trainer: &Trainer, provenance: &Provenance, dir: &Path) -> Result<()> {
+    write_folder_atomically(dir, |partial| {
+        trainer.save_checkpoint(partial)?;
+        crate::io::write_json(&partial.join(FLOW_PROVENANCE), provenance)
+    })
+}
+
+/// What the flow of `layer` is trained from: the classifier, the layer's statistics, train
+/// features and labels (their digests as the feature manifest records them) and the options.
+fn flow_provenance(
+    manifest: &FeatureManifest,
+    features: &FeatureDir,
+    layer: usize,
+    options: &FlowTrainOptions,
+    config: &FlowTrainConfig,
+) -> Result<Provenance> {
+    let mut provenance = Provenance::new("rf-train", &manifest.provenance.classifier_sha256);
+    for path in [
+        features.stats_path(layer),
+        features.layer_path("train", layer),
+        features.labels_path("train"),
+    ] {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(digest) = manifest.provenance.files.get(&name) {
+            provenance
+                .inputs
+                .insert(format!("features/{name}"), digest.sha256.clone());
+        }
+    }
+    provenance.option("lr", config.lr)?;
+    provenance.option("batch_size", config.batch_size)?;
+    provenance.option("seed", config.seed)?;
+    provenance.option("length_hidden", options.length_hidden)?;
+    provenance.option("validation_total", options.validation_total)?;
+    Ok(provenance)
 }
 
 /// Writes the monitoring AUROC history (for plots) and the loss history as `.npy`
@@ -228,30 +302,6 @@ fn write_histories(
         .collect();
     let losses = Tensor::from_slice(&rows).view([history.len() as i64, 3]);
     crate::io::write_npy_f64(&run.loss_history_path(layer), &losses)
-}
-
-/// `--num-iter 0` without `--resume` writes an untrained flow: refused where a trained one (its
-/// loss history reaching past iteration 0) would be replaced.
-fn refuse_untrained_replacement(run: &RunDir, layer: usize, dir: &Path) -> Result<()> {
-    let path = run.loss_history_path(layer);
-    if !path.exists() {
-        return Ok(());
-    }
-    // Rows [iteration, train loss, validation loss], one per iteration.
-    let losses: ndarray::Array2<f64> =
-        ndarray_npy::read_npy(&path).map_err(|e| Error::format(&path, e.to_string()))?;
-    let trained_to = losses.column(0).iter().copied().fold(0.0f64, f64::max);
-    if trained_to > 0.0 {
-        return Err(Error::format(
-            dir,
-            format!(
-                "--num-iter 0 would replace this flow, trained to iteration {trained_to}, with an \
-                 untrained one; delete the folder first if that is what you want, or pass \
-                 --resume --num-iter N to continue it"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Refuses to resume a checkpoint made from other features (another whitening of the layer) or
@@ -307,16 +357,14 @@ fn train_layer(
             ),
         ));
     }
-    let stats = LayerStats::load(&features.stats_path(l))?;
+    let stats = features.read_stats(&manifest, l)?;
     let per_class = centred_per_class(&features, l, &stats)?;
     let (validation, train) = split_validation(&per_class, options.validation_total)?;
     let dir = run.flow_dir(l);
     // A second rf-train on the same layer stops at once.
     let _lock = lock::exclusive(&sibling(&dir, "lock"), "rf-train is training this layer")?;
     recover_folder_swap(&dir, |old| old.join(META_FILE).exists())?;
-    if options.num_iter == 0 && !options.resume && dir.join(META_FILE).exists() {
-        refuse_untrained_replacement(run, l, &dir)?;
-    }
+    let provenance = flow_provenance(&manifest, &features, l, options, config)?;
 
     let ood = match &options.monitor_ood {
         Some(name) => name.clone(),
@@ -367,13 +415,13 @@ fn train_layer(
     let result = trainer.run(options.num_iter, auroc, |t, record| {
         on_iteration(record);
         if record.iteration % every == 0 {
-            save_checkpoint(t, &dir)?;
+            save_checkpoint(t, &provenance, &dir)?;
             write_histories(run, l, &ood, t.history())?;
         }
         Ok(())
     });
     result?;
-    save_checkpoint(&trainer, &dir)?;
+    save_checkpoint(&trainer, &provenance, &dir)?;
     write_histories(run, l, &ood, trainer.history())?;
     Ok(trainer.history().to_vec())
 }

@@ -1,7 +1,9 @@
 //! The feature folder, `{outf}/{net}_{dataset}/features/` ([`crate::store::RunDir::features`]),
 //! written by `rf-prepare` and read by every later stage:
 //! - `manifest.json` ([`FeatureManifest`]): network, data set, classifier, layer sizes, k per layer,
-//!   sets and their sizes. Written last, so a folder with a manifest is complete.
+//!   sets and their sizes, and the [`Provenance`] of the folder (the classifier's SHA-256, the
+//!   options, every file's digest). Written last, so a folder with a manifest is complete; every
+//!   read checks the file against the digest the manifest records.
 //! - `{set}_labels.npy` (int64 `[N]`) and `{set}_layer{l}.npy` (float32 `[N, C_l]`, mean-pooled
 //!   activations) for `set` = `train` (rows grouped by class: all class-0 rows in stored order,
 //!   then class 1, ...), `test`, `ood_{name}` for each OOD set, and with `--validation-src fgsm`
@@ -14,10 +16,14 @@ use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
+use super::provenance::{read_manifest, Provenance};
 use crate::detect::gaussian::{check_finite, LayerStats, Whitening};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::models::{Features, NetType};
+
+/// The stage that writes feature folders.
+pub const PREPARE_STAGE: &str = "rf-prepare";
 
 impl LayerStats {
     /// Writes the statistics as a safetensors file (names in the module documentation).
@@ -41,8 +47,7 @@ impl LayerStats {
 
     /// Reads statistics written by [`LayerStats::save`], checking every tensor's shape.
     pub fn load(path: &Path) -> Result<LayerStats> {
-        let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-            .map_err(|e| Error::format(path, format!("not a readable safetensors file: {e}")))?
+        let tensors: HashMap<String, Tensor> = io::read_safetensors(path, "rerun rf-prepare")?
             .into_iter()
             .collect();
         let get = |name: &str| {
@@ -124,12 +129,9 @@ pub struct FeatureManifest {
     pub test_accuracy: f64,
     /// Row count of every stored set (`train`, `test`, `ood_{name}`, `fgsm_{clean,noisy,adv}`).
     pub sets: BTreeMap<String, usize>,
-    /// SHA-256 of the classifier's weights file (absent in manifests of older versions): the
-    /// scoring stages refuse other weights of the same shape.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub classifier_sha256: Option<String>,
-    /// Version of resflow that wrote the folder.
-    pub library_version: String,
+    /// What the features were made from (the classifier's SHA-256: the later stages refuse
+    /// other weights of the same shape; the options) and every file's digest.
+    pub provenance: Provenance,
 }
 
 impl FeatureManifest {
@@ -189,25 +191,42 @@ impl FeatureDir {
         self.path.join(format!("stats_layer{layer}.safetensors"))
     }
 
-    /// Writes a set's labels and per-layer features.
-    pub fn write_set(&self, set: &str, features: &Features) -> Result<()> {
-        io::write_npy_i64(&self.labels_path(set), &features.labels)?;
+    /// Writes a set's labels and per-layer features; returns the files written.
+    pub fn write_set(&self, set: &str, features: &Features) -> Result<Vec<PathBuf>> {
+        let mut written = vec![self.labels_path(set)];
+        io::write_npy_i64(&written[0], &features.labels)?;
         for (l, layer) in features.layers.iter().enumerate() {
-            io::write_npy_f32(&self.layer_path(set, l), layer)?;
+            let path = self.layer_path(set, l);
+            io::write_npy_f32(&path, layer)?;
+            written.push(path);
         }
-        Ok(())
+        Ok(written)
     }
 
-    /// Reads the manifest, with a hint to run `rf-prepare` when it is missing.
+    /// Reads the manifest; a missing or unreadable one names `rf-prepare`.
     pub fn manifest(&self) -> Result<FeatureManifest> {
-        let path = self.manifest_path();
-        if !path.exists() {
-            return Err(Error::missing(
-                &path,
-                "no feature manifest here; run rf-prepare for this network and data set first",
-            ));
-        }
-        io::read_json(&path)
+        read_manifest(&self.manifest_path(), PREPARE_STAGE)
+    }
+
+    /// Checks the file at `path` in this folder against the digest `manifest` records.
+    fn verify(&self, manifest: &FeatureManifest, path: &Path) -> Result<()> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        manifest.provenance.verify_files(
+            &self.path,
+            Some(&[name.as_str()]),
+            &self.manifest_path(),
+            PREPARE_STAGE,
+        )
+    }
+
+    /// The statistics of `layer`, checked against the manifest's digest.
+    pub fn read_stats(&self, manifest: &FeatureManifest, layer: usize) -> Result<LayerStats> {
+        let path = self.stats_path(layer);
+        self.verify(manifest, &path)?;
+        LayerStats::load(&path)
     }
 
     /// Reads a set's features of one layer, checking them against the manifest (row count,
@@ -237,6 +256,7 @@ impl FeatureDir {
                 ),
             )
         })?;
+        self.verify(manifest, &path)?;
         let features = io::read_npy_f32(&path)?;
         if features.size() != [rows as i64, channels] {
             return Err(Error::provenance(
@@ -251,6 +271,7 @@ impl FeatureDir {
     /// Reads a set's labels, checking the row count against the manifest.
     pub fn read_labels(&self, manifest: &FeatureManifest, set: &str) -> Result<Tensor> {
         let path = self.labels_path(set);
+        self.verify(manifest, &path)?;
         let labels = io::read_npy_i64(&path)?;
         let rows = manifest.sets.get(set).copied().unwrap_or(0) as i64;
         if labels.size() != [rows] {

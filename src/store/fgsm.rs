@@ -3,17 +3,26 @@
 //! - `clean.npy`, `adv.npy`, `noisy.npy`: float32 `[K, 3, 32, 32]`, normalised inputs of the kept
 //!   samples, in test-split order;
 //! - `labels.npy`: int64 `[K]`;
-//! - `summary.json` ([`FgsmSummary`]): counts, accuracies, mean L-inf perturbation, settings.
+//! - `summary.json` ([`FgsmSummary`]): counts, accuracies, mean L-inf perturbation, settings, and
+//!   the folder's [`Provenance`] (the classifier's SHA-256, the options, every file's digest).
 //!   Written last, so a folder with a summary is complete.
 use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
+use super::provenance::{read_manifest, Provenance};
 use crate::data::Normalization;
 use crate::detect::fgsm::{FgsmCounts, FgsmSets};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::models::{LoadedClassifier, NetType};
+
+/// The stage that writes FGSM folders.
+pub const FGSM_STAGE: &str = "rf-fgsm";
+/// The FGSM folder's manifest.
+pub const FGSM_SUMMARY: &str = "summary.json";
+/// The FGSM folder's arrays.
+const FGSM_FILES: [&str; 4] = ["clean.npy", "adv.npy", "noisy.npy", "labels.npy"];
 
 fn paper_side() -> i64 {
     crate::data::IMAGE_SIDE
@@ -50,31 +59,31 @@ pub struct FgsmSummary {
     pub adversarial_accuracy: f64,
     /// Noisy accuracy in [0, 1].
     pub noisy_accuracy: f64,
-    /// Version of resflow that wrote the folder.
-    pub library_version: String,
+    /// What the samples were made from, and every file's digest.
+    pub provenance: Provenance,
 }
 
 impl FgsmSets {
-    /// Writes the `.npy` files, then `summary` (see the module documentation), each atomically.
-    pub fn save(&self, dir: &Path, summary: &FgsmSummary) -> Result<()> {
-        io::write_npy_f32(&dir.join("clean.npy"), &self.clean.images)?;
-        io::write_npy_f32(&dir.join("adv.npy"), &self.adv.images)?;
-        io::write_npy_f32(&dir.join("noisy.npy"), &self.noisy.images)?;
-        io::write_npy_i64(&dir.join("labels.npy"), &self.labels)?;
-        io::write_json(&dir.join("summary.json"), summary)
+    /// Writes the `.npy` files (see the module documentation), each atomically; returns their
+    /// paths. The summary is the stage's to write last.
+    pub fn save(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let arrays = [&self.clean.images, &self.adv.images, &self.noisy.images];
+        for (name, images) in FGSM_FILES.iter().zip(arrays) {
+            io::write_npy_f32(&dir.join(name), images)?;
+        }
+        io::write_npy_i64(&dir.join(FGSM_FILES[3]), &self.labels)?;
+        Ok(FGSM_FILES.iter().map(|n| dir.join(n)).collect())
     }
 
-    /// Reads a folder written by [`FgsmSets::save`], checking shapes against the summary. Errors
-    /// (naming the file) when it is incomplete, inconsistent or holds no sample.
+    /// Reads a folder written by `rf-fgsm`, checking every file against the summary's digests
+    /// and shapes. Errors (naming the file) when it is incomplete, inconsistent or holds no
+    /// sample.
     pub fn load(dir: &Path) -> Result<(FgsmSets, FgsmSummary)> {
-        let summary_path = dir.join("summary.json");
-        if !summary_path.exists() {
-            return Err(Error::missing(
-                &summary_path,
-                "no FGSM summary here; run rf-fgsm for this network and data set first",
-            ));
-        }
-        let summary: FgsmSummary = io::read_json(&summary_path)?;
+        let summary_path = dir.join(FGSM_SUMMARY);
+        let summary: FgsmSummary = read_manifest(&summary_path, FGSM_STAGE)?;
+        summary
+            .provenance
+            .verify_files(dir, Some(&FGSM_FILES), &summary_path, FGSM_STAGE)?;
         let k = summary.counts.kept as i64;
         if k == 0 {
             return Err(Error::format(
@@ -116,16 +125,25 @@ impl FgsmSets {
         Ok((FgsmSets::new(clean, noisy, adv, labels), summary))
     }
 
-    /// Loads the sets from `dir` and checks they were made with `classifier`'s normalisation and
-    /// architecture.
-    pub fn load_for(dir: &Path, classifier: &LoadedClassifier) -> Result<FgsmSets> {
+    /// Loads the sets from `dir` and checks they were made with `classifier` (whose weights have
+    /// `classifier_sha256`): its weights, normalisation and architecture.
+    pub fn load_for(
+        dir: &Path,
+        classifier: &LoadedClassifier,
+        classifier_sha256: &str,
+    ) -> Result<FgsmSets> {
         let (sets, summary) = Self::load(dir)?;
+        summary.provenance.check_classifier(
+            classifier_sha256,
+            &dir.join(FGSM_SUMMARY),
+            "rf-fgsm with this classifier",
+        )?;
         if summary.normalization != classifier.meta.normalization
             || summary.net_type != classifier.meta.architecture
             || summary.input_side != classifier.net.input_side()
         {
             return Err(Error::provenance(
-                dir.join("summary.json"),
+                dir.join(FGSM_SUMMARY),
                 format!(
                     "FGSM samples of a {} with normalisation {:?} at side {}, but the classifier is a {} with {:?} at side {}; rerun rf-fgsm with this classifier",
                     summary.net_type.name(),

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::lock::{exclusive, ExclusiveLock};
 use crate::error::{Error, Result};
@@ -204,9 +204,10 @@ pub struct StageOutput {
 
 impl StageOutput {
     /// Starts writing folder `dir` whose manifest is `manifest` (inside `dir`): takes the lock
-    /// `{dir}.lock` (a second writer stops at once), removes the manifest (the folder is
-    /// incomplete until [`StageOutput::finish`]) and the temporary files a killed run left in
-    /// `dir`. `doing` says what the stage does, for the lock's message.
+    /// `{dir}.lock` (a second writer stops at once), then empties the folder, manifest first (the
+    /// folder is incomplete until [`StageOutput::finish`]; no file of an earlier run, nor the
+    /// temporary files of a killed one, stays). `doing` says what the stage does, for the lock's
+    /// message.
     pub fn begin(
         dir: &Path,
         manifest: &Path,
@@ -219,7 +220,12 @@ impl StageOutput {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(manifest, e)),
         }
-        remove_temporary_files(dir)?;
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(dir, e)),
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Ok(StageOutput {
             dir: dir.to_path_buf(),
             manifest: manifest.to_path_buf(),
@@ -250,11 +256,60 @@ impl StageOutput {
         Ok(())
     }
 
-    /// Writes the manifest (`manifest` is its content, holding the provenance the caller takes
-    /// from [`StageOutput::provenance`]) last: the output is complete. Releases the lock.
-    pub fn finish<T: Serialize>(self, manifest: &T) -> Result<()> {
-        crate::io::write_json(&self.manifest, manifest)
+    /// Writes the manifest last, `manifest` given the provenance gathered: the output is
+    /// complete. Returns the manifest and releases the lock.
+    pub fn finish<T: Serialize>(self, manifest: impl FnOnce(Provenance) -> T) -> Result<T> {
+        let manifest = manifest(self.provenance);
+        crate::io::write_json(&self.manifest, &manifest)?;
+        Ok(manifest)
     }
+}
+
+/// Reads the manifest at `path`, written by `stage`: a missing manifest means the stage has not
+/// run to its end (never, or it was interrupted), and one that does not parse (truncated,
+/// corrupt, written by an older version, a key missing) is refused with the stage to rerun.
+pub fn read_manifest<T: DeserializeOwned>(path: &Path, stage: &str) -> Result<T> {
+    if !path.exists() {
+        return Err(Error::missing(
+            path,
+            format!(
+                "not here: {stage} has not run to its end for this network and data set (never                  run, interrupted, or running now); run {stage} first"
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::format(
+            path,
+            format!(
+                "not a manifest this version can use ({e}): truncated, corrupt or written by                  another version of resflow; rerun {stage}"
+            ),
+        )
+    })
+}
+
+/// One digest of a whole folder (e.g. a trained flow): the SHA-256 of its files' names and
+/// digests, in name order, sub-folders and lock files excluded.
+pub fn folder_digest(dir: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if entry.path().is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    let mut hasher = Sha256::new();
+    for name in names {
+        hasher.update(name.as_bytes());
+        hasher.update(file_sha256(&dir.join(&name))?.as_bytes());
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Removes the temporary files of interrupted atomic writes (`.{name}.tmp{pid}`, see
@@ -293,16 +348,17 @@ mod tests {
     }
 
     #[test]
-    fn a_stage_output_is_locked_incomplete_until_finished_and_cleans_up_temporary_files() {
+    fn a_stage_output_is_locked_and_incomplete_until_finished_and_starts_empty() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("out");
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("manifest.json"), "{}").unwrap();
         std::fs::write(dir.join("sub/.a.npy.tmp123"), "x").unwrap();
-        std::fs::write(dir.join("keep.npy"), "y").unwrap();
+        std::fs::write(dir.join("old.npy"), "y").unwrap();
         let mut out = output(&dir);
         assert!(!dir.join("manifest.json").exists());
-        assert!(!dir.join("sub/.a.npy.tmp123").exists());
+        assert!(!dir.join("sub/.a.npy.tmp123").exists() && !dir.join("old.npy").exists());
+        std::fs::write(dir.join("keep.npy"), "y").unwrap();
         let second = StageOutput::begin(
             &dir,
             &dir.join("manifest.json"),
@@ -311,8 +367,7 @@ mod tests {
         );
         assert!(second.unwrap_err().to_string().contains("out.lock"));
         out.record(&dir.join("keep.npy")).unwrap();
-        let provenance = out.provenance.clone();
-        out.finish(&provenance).unwrap();
+        out.finish(|provenance| provenance).unwrap();
         let read: Provenance = crate::io::read_json(&dir.join("manifest.json")).unwrap();
         assert_eq!(read.files["keep.npy"].bytes, 1);
         read.verify_files(&dir, None, &dir.join("manifest.json"), "rf-test")

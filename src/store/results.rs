@@ -7,6 +7,7 @@ use ndarray::Array1;
 use ndarray_npy::{NpzReader, NpzWriter};
 use serde::{Deserialize, Serialize};
 
+use super::score_sets::ScoreFolder;
 use crate::detect::DetectorKind;
 use crate::error::{Error, Result};
 use crate::fit::bootstrap::{self, BootstrapParams, Interval, MetricIntervals};
@@ -51,6 +52,14 @@ pub struct ResultRecord {
     pub coef: Vec<f64>,
     /// Intercept.
     pub intercept: f64,
+    /// SHA-256 of the score manifest (`{detector}/scores.json`) the record was computed from
+    /// (empty in files of older versions).
+    #[serde(default)]
+    pub scores_sha256: String,
+    /// SHA-256 of the feature manifest those scores were made from (absent for hand-made
+    /// scores that record none): records of other feature folders are stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features_sha256: Option<String>,
     /// The feature layers of the regression's coefficients, in order (absent for the baselines
     /// and in files of older versions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -91,6 +100,8 @@ impl ResultRecord {
             c: r.c,
             coef: r.coef.clone(),
             intercept: r.intercept,
+            scores_sha256: String::new(),
+            features_sha256: None,
             layers: r.layers.clone(),
             temperature: r.temperature,
             tnr_at_tpr95: r.metrics.tnr_at_tpr95,
@@ -103,6 +114,13 @@ impl ResultRecord {
             openood: None,
             intervals: None,
         }
+    }
+
+    /// Records that the result was computed from the scores of `folder`.
+    pub fn made_from(mut self, folder: &ScoreFolder) -> Result<Self> {
+        self.scores_sha256 = folder.manifest_sha256()?;
+        self.features_sha256 = folder.features_sha256().map(str::to_string);
+        Ok(self)
     }
 
     /// Adds OpenOOD's metrics of the test confidences `test` and, with `bootstrap`, the intervals
@@ -165,12 +183,36 @@ pub struct ResultsFile {
 
 impl ResultsFile {
     /// Replaces the records with the same (detector, validation, OOD set) as a new one, adds the
-    /// others, and keeps the list sorted.
-    pub fn merge(&mut self, new: &[ResultRecord]) {
-        self.results.retain(|r| {
-            !new.iter()
-                .any(|n| n.detector == r.detector && n.validation == r.validation && n.ood == r.ood)
-        });
+    /// others, and keeps the list sorted. Drops the records that no longer hold (returning a note
+    /// for each): of the new records' detector and validation, those of OOD sets that are not
+    /// among `scored` (the sets of the current scores) or that come from other scores; of every
+    /// detector, those made from another feature folder than the new records.
+    pub fn merge(&mut self, new: &[ResultRecord], scored: &[String]) -> Vec<String> {
+        let mut dropped = Vec::new();
+        if let Some(first) = new.first() {
+            self.results.retain(|r| {
+                let same_run = r.detector == first.detector && r.validation == first.validation;
+                let stale = if same_run {
+                    !scored.contains(&r.ood) || r.scores_sha256 != first.scores_sha256
+                } else {
+                    r.features_sha256 != first.features_sha256
+                };
+                let replaced = new.iter().any(|n| {
+                    n.detector == r.detector && n.validation == r.validation && n.ood == r.ood
+                });
+                if stale && !replaced {
+                    dropped.push(format!(
+                        "dropped the earlier {} result ({}) for `{}`: it was computed from other \
+                         scores or features than the current ones; rerun rf-regress --detector {}",
+                        r.detector.label(),
+                        r.validation.name(),
+                        r.ood,
+                        r.detector.name()
+                    ));
+                }
+                !stale && !replaced
+            });
+        }
         self.results.extend_from_slice(new);
         self.results.sort_by(|a, b| {
             (a.detector, a.validation.name(), &a.ood).cmp(&(
@@ -179,6 +221,7 @@ impl ResultsFile {
                 &b.ood,
             ))
         });
+        dropped
     }
 }
 

@@ -1,55 +1,227 @@
-//! Reading a detector's score files back (`rf-regress`): which OOD sets, layers and magnitudes
-//! were scored ([`scored_files`]), and the feature matrix of one set at one magnitude, one column
-//! per layer ([`load_features`]), as the evaluation takes it
-//! (`docs/method.md#the-regression-detector`). The files' format is [`super::scores`].
-use std::path::PathBuf;
+//! Reading a detector's score folder back (`rf-regress`), checked against its provenance
+//! ([`ScoreFolder::open`]): which OOD sets, layers and magnitudes were scored, and the feature
+//! matrix of one set at one magnitude, one column per layer ([`ScoreFolder::load_features`]), as
+//! the evaluation takes it (`docs/method.md#the-regression-detector`). The files' format is
+//! [`super::scores`].
+use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, Axis};
 
+use super::features::{FeatureManifest, PREPARE_STAGE};
+use super::provenance::{folder_digest, Provenance};
 use super::scores::{
-    list_magnitudes, read_score_manifest, read_scores, score_manifest_path, ScoreFile, FGSM,
+    read_score_manifest, read_scores, score_manifest_path, ScoreFile, ScoreManifest, FGSM,
 };
 use super::RunDir;
-use crate::detect::{eps_name, DetectorKind, DetectorParams, ScoreLayout};
+use crate::detect::{eps_name, DetectorKind, ScoreLayout};
 use crate::error::{Error, Result};
 use crate::fit::detector::{max_over_classes, LayerFeatures};
 
-/// The OOD sets with score files for `detector` in `run`, or `requested` (checked to exist).
-pub fn scored_ood_sets(
+/// A detector's score folder in a run, checked: complete (its manifest there), made from the
+/// run's current feature folder and other inputs it records.
+#[derive(Debug, Clone)]
+pub struct ScoreFolder {
+    run: RunDir,
+    kind: DetectorKind,
+    /// The scoring stage's manifest.
+    pub manifest: ScoreManifest,
+    /// Rows of every set of the feature folder the scores were made from (absent for a folder
+    /// whose manifest records no feature folder, e.g. hand-made scores).
+    feature_rows: Option<std::collections::BTreeMap<String, usize>>,
+}
+
+impl ScoreFolder {
+    /// Opens `kind`'s score folder of `run`: its manifest must exist and parse, and every input
+    /// it records (the feature manifest, the FGSM summary, the trained flows; paths relative to
+    /// the run folder) must have the digest it had when the scores were made.
+    pub fn open(run: &RunDir, kind: DetectorKind) -> Result<ScoreFolder> {
+        let dir = run.detector_dir(kind);
+        let manifest = read_score_manifest(&dir, kind.stage())?;
+        check_inputs(
+            run,
+            &manifest.provenance,
+            &score_manifest_path(&dir),
+            kind.stage(),
+        )?;
+        let features = run.features().manifest_path();
+        let feature_rows = if manifest
+            .provenance
+            .inputs
+            .contains_key("features/manifest.json")
+        {
+            let features: FeatureManifest =
+                super::provenance::read_manifest(&features, PREPARE_STAGE)?;
+            Some(features.sets)
+        } else {
+            None
+        };
+        Ok(ScoreFolder {
+            run: run.clone(),
+            kind,
+            manifest,
+            feature_rows,
+        })
+    }
+
+    /// The OOD sets scored (the FGSM sets excluded), or `requested`, each checked to be one.
+    pub fn ood_sets(&self, requested: &[String]) -> Result<Vec<String>> {
+        let scored: Vec<String> = self
+            .manifest
+            .sets
+            .iter()
+            .filter(|s| s.as_str() != FGSM)
+            .cloned()
+            .collect();
+        if requested.is_empty() {
+            if scored.is_empty() {
+                return Err(Error::missing(
+                    score_manifest_path(&self.run.detector_dir(self.kind)),
+                    format!(
+                        "lists no OOD set; run {} with the OOD sets prepared",
+                        self.kind.stage()
+                    ),
+                ));
+            }
+            return Ok(scored);
+        }
+        for r in requested {
+            if !scored.contains(r) {
+                return Err(Error::missing(
+                    self.run.detector_dir(self.kind).join(r),
+                    format!(
+                        "no {} scores of OOD set `{r}` in the last {} run (scored: {}); prepare \
+                         it with rf-prepare --ood, then rerun {}",
+                        self.kind.label(),
+                        self.kind.stage(),
+                        if scored.is_empty() {
+                            "none".to_string()
+                        } else {
+                            scored.join(", ")
+                        },
+                        self.kind.stage()
+                    ),
+                ));
+            }
+        }
+        Ok(requested.to_vec())
+    }
+
+    /// The SHA-256 of the folder's manifest (results record which scores they come from).
+    pub fn manifest_sha256(&self) -> Result<String> {
+        crate::models::checkpoint::file_sha256(&score_manifest_path(
+            &self.run.detector_dir(self.kind),
+        ))
+    }
+
+    /// The SHA-256 of the feature manifest the scores were made from, if they record one.
+    pub fn features_sha256(&self) -> Option<&str> {
+        self.manifest
+            .provenance
+            .inputs
+            .get("features/manifest.json")
+            .map(String::as_str)
+    }
+
+    /// The layers with one score file each (empty for [`ScoreLayout::LayerColumns`]).
+    pub fn file_layers(&self) -> Vec<usize> {
+        match self.kind.layout() {
+            ScoreLayout::LayerColumns => Vec::new(),
+            ScoreLayout::ClassScoresPerLayer => self.manifest.layers.clone(),
+        }
+    }
+
+    /// Reads the score files of `set` (an OOD set or [`FGSM`]) at `eps`, each checked against the
+    /// digest the manifest records and (OOD sets) against the feature folder's row counts, and
+    /// builds the feature matrix ([`build_features`]).
+    pub fn load_features(&self, set: &str, eps: f64) -> Result<LayerFeatures> {
+        if !self.manifest.sets.iter().any(|s| s == set) {
+            return Err(Error::missing(
+                self.run.detector_dir(self.kind).join(set),
+                format!(
+                    "not among the sets of the last {} run; rerun it",
+                    self.kind.stage()
+                ),
+            ));
+        }
+        let dir = self.run.detector_dir(self.kind);
+        let manifest_path = score_manifest_path(&dir);
+        let mut files = Vec::new();
+        for path in score_paths(&self.run, self.kind, set, &self.file_layers(), eps) {
+            let name = relative_name(&dir, &path);
+            self.manifest.provenance.verify_files(
+                &dir,
+                Some(&[name.as_str()]),
+                &manifest_path,
+                self.kind.stage(),
+            )?;
+            let file = read_scores(&path, set == FGSM)?;
+            self.check_rows(set, &path, &file)?;
+            files.push((path, file));
+        }
+        build_features(self.kind, eps, &files)
+    }
+
+    /// Refuses an OOD set's score file whose OOD or in-distribution row count is not the
+    /// feature folder's.
+    fn check_rows(&self, set: &str, path: &Path, file: &ScoreFile) -> Result<()> {
+        let Some(rows) = &self.feature_rows else {
+            return Ok(());
+        };
+        if set == FGSM {
+            return Ok(());
+        }
+        let expected = (rows.get(&format!("ood_{set}")), rows.get("test"));
+        let found = (file.n_out, file.n_rows() - file.n_out);
+        if expected != (Some(&found.0), Some(&found.1)) {
+            return Err(Error::provenance(
+                path,
+                format!(
+                    "{} OOD and {} test rows, but the feature folder has {:?} and {:?}; rerun {}",
+                    found.0,
+                    found.1,
+                    expected.0,
+                    expected.1,
+                    self.kind.stage()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `path` relative to `dir`, as a manifest lists it.
+fn relative_name(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Checks every input recorded in `provenance` (paths relative to the run folder: files, or
+/// folders such as a trained flow) against its digest now; `artefact` is the manifest that
+/// records them, `stage` the stage that remakes it.
+pub fn check_inputs(
     run: &RunDir,
-    detector: DetectorKind,
-    requested: &[String],
-) -> Result<Vec<String>> {
-    let found = run.list_ood_sets(detector)?;
-    if requested.is_empty() {
-        if found.is_empty() {
-            return Err(Error::missing(
-                run.detector_dir(detector),
+    provenance: &Provenance,
+    artefact: &Path,
+    stage: &str,
+) -> Result<()> {
+    for (name, recorded) in &provenance.inputs {
+        let path = run.path().join(name);
+        if !path.is_dir() {
+            provenance.check_input(name, &path, artefact, stage)?;
+        } else if &folder_digest(&path)? != recorded {
+            return Err(Error::provenance(
+                artefact,
                 format!(
-                    "no OOD score folders for the {} detector; run {} first",
-                    detector.label(),
-                    detector.stage()
-                ),
-            ));
-        }
-        return Ok(found);
-    }
-    for r in requested {
-        if !found.contains(r) {
-            return Err(Error::missing(
-                run.detector_dir(detector).join(r),
-                format!(
-                    "no score files for OOD set `{r}`; found: {}",
-                    if found.is_empty() {
-                        "none".to_string()
-                    } else {
-                        found.join(", ")
-                    }
+                    "made from another {} than the one there now (retrained or replaced since); \
+                     rerun {stage}",
+                    path.display()
                 ),
             ));
         }
     }
-    Ok(requested.to_vec())
+    Ok(())
 }
 
 /// The feature columns one score file contributes ([`ScoreLayout`]): a file of layer columns
@@ -132,109 +304,4 @@ pub fn score_paths(
             .map(|&l| run.score_path(detector, set, l, eps))
             .collect(),
     }
-}
-
-/// Reads and builds the features of `set` at `eps` (see [`score_paths`], [`build_features`]).
-pub fn load_features(
-    run: &RunDir,
-    detector: DetectorKind,
-    set: &str,
-    layers: &[usize],
-    eps: f64,
-) -> Result<LayerFeatures> {
-    let fgsm = set == FGSM;
-    let mut files = Vec::new();
-    for path in score_paths(run, detector, set, layers, eps) {
-        if !path.exists() {
-            return Err(Error::missing(
-                &path,
-                format!(
-                    "missing score file; {} writes it (needed for {} at eps {})",
-                    detector.stage(),
-                    set,
-                    eps_name(eps)
-                ),
-            ));
-        }
-        let file = read_scores(&path, fgsm)?;
-        files.push((path, file));
-    }
-    build_features(detector, eps, &files)
-}
-
-/// What a detector's scores of one set are made of: the layers (empty for
-/// [`ScoreLayout::LayerColumns`]), the magnitudes and the detector's parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScoredFiles {
-    /// The layers with one file each (empty for [`ScoreLayout::LayerColumns`]).
-    pub layers: Vec<usize>,
-    /// The magnitudes scored, in scoring order.
-    pub magnitudes: Vec<f64>,
-    /// The parameters the detector was scored with.
-    pub params: DetectorParams,
-}
-
-/// The layers, magnitudes and parameters of `detector`'s scores of `set` in `run`: those of the
-/// scoring stage's manifest ([`super::scores::ScoreManifest`]); for score folders without one (older versions,
-/// hand-made files), the layers with files, the magnitudes of the first layer and the kind's
-/// default parameters. Errors if there are none.
-pub fn scored_files(run: &RunDir, detector: DetectorKind, set: &str) -> Result<ScoredFiles> {
-    // The scoring stage's manifest names the files exactly; every one must then exist
-    // ([`load_features`] names a missing one).
-    if let Some(m) = read_score_manifest(&run.detector_dir(detector))? {
-        if !m.sets.iter().any(|s| s == set) {
-            return Err(Error::provenance(
-                score_manifest_path(&run.detector_dir(detector)),
-                format!(
-                    "{} scores of `{set}` are not part of the last scoring run (sets: {}); rerun {}",
-                    detector.label(),
-                    m.sets.join(", "),
-                    detector.stage()
-                ),
-            ));
-        }
-        let layers = match detector.layout() {
-            ScoreLayout::LayerColumns => Vec::new(),
-            ScoreLayout::ClassScoresPerLayer => m.layers,
-        };
-        return Ok(ScoredFiles {
-            layers,
-            magnitudes: m.magnitudes,
-            params: m
-                .params
-                .unwrap_or_else(|| DetectorParams::default_for(detector)),
-        });
-    }
-    let (layers, dir) = match detector.layout() {
-        ScoreLayout::LayerColumns => (Vec::new(), run.scores_dir(detector, set, 0)),
-        ScoreLayout::ClassScoresPerLayer => {
-            let layers = run.list_layers(detector, set)?;
-            let Some(first) = layers.first().copied() else {
-                return Err(Error::missing(
-                    run.detector_dir(detector).join(set),
-                    format!(
-                        "no layer_{{l}} folders of {} scores; run {} first",
-                        detector.label(),
-                        detector.stage()
-                    ),
-                ));
-            };
-            (layers, run.scores_dir(detector, set, first))
-        }
-    };
-    let eps = list_magnitudes(&dir)?;
-    if eps.is_empty() {
-        return Err(Error::missing(
-            &dir,
-            format!(
-                "no eps_{{eps}}.npz score files; run {} first",
-                detector.stage()
-            ),
-        ));
-    }
-    Ok(ScoredFiles {
-        layers,
-        magnitudes: eps,
-        params: DetectorParams::default_for(detector),
-    })
 }

@@ -35,6 +35,7 @@ use std::path::Path;
 use ndarray::{Array0, Array1, Array2, ArrayD, Ix2};
 use ndarray_npy::{NpzReader, NpzWriter, ReadableElement};
 
+use super::provenance::{read_manifest, Provenance};
 use crate::detect::{DetectorParams, MAGNITUDES};
 use crate::error::{Error, Result};
 use crate::fit::splits::{GROUP_ADVERSARIAL, GROUP_CLEAN, GROUP_NOISY};
@@ -345,9 +346,11 @@ pub fn list_magnitudes(dir: &Path) -> Result<Vec<f64>> {
     Ok(eps)
 }
 
-/// What a scoring stage wrote for one detector (`{detector}/scores.json`): the magnitudes and
-/// layers scored, so that `rf-regress` uses exactly those files and notices any that went missing
-/// (instead of building the detector from whatever files exist).
+/// What a scoring stage wrote for one detector (`{detector}/scores.json`), written last: the
+/// magnitudes, layers and sets scored, the parameters, and the [`Provenance`] of the scores (the
+/// classifier, the feature manifest and other artefacts they were made from, every score file's
+/// digest), so that `rf-regress` uses exactly those files and refuses any that changed, went
+/// missing or came from another run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScoreManifest {
     /// The magnitudes scored, in scoring order.
@@ -356,10 +359,10 @@ pub struct ScoreManifest {
     pub layers: Vec<usize>,
     /// The sets scored (OOD sets, and [`FGSM`] when validating on FGSM samples).
     pub sets: Vec<String>,
-    /// The detector's parameters (absent in manifests written before they were recorded: the
-    /// kind's defaults).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<DetectorParams>,
+    /// The detector's parameters.
+    pub params: DetectorParams,
+    /// What the scores were made from, and every file's digest.
+    pub provenance: Provenance,
 }
 
 /// The manifest's path in a detector's score folder.
@@ -367,16 +370,8 @@ pub fn score_manifest_path(detector_dir: &Path) -> std::path::PathBuf {
     detector_dir.join("scores.json")
 }
 
-/// Writes `manifest` into `detector_dir`.
-pub fn write_score_manifest(detector_dir: &Path, manifest: &ScoreManifest) -> Result<()> {
-    io::write_json(&score_manifest_path(detector_dir), manifest)
-}
-
-/// Reads the manifest of `detector_dir`; `None` for folders written before manifests existed.
-pub fn read_score_manifest(detector_dir: &Path) -> Result<Option<ScoreManifest>> {
-    let path = score_manifest_path(detector_dir);
-    if !path.exists() {
-        return Ok(None);
-    }
-    io::read_json(&path).map(Some)
+/// Reads the manifest of `detector_dir`, written by `stage`; a missing or unreadable one is an
+/// error naming the stage to run.
+pub fn read_score_manifest(detector_dir: &Path, stage: &str) -> Result<ScoreManifest> {
+    read_manifest(&score_manifest_path(detector_dir), stage)
 }

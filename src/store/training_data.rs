@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
 use super::features::{FeatureDir, FeatureManifest};
+use super::provenance::{folder_digest, read_manifest, Provenance};
 use super::RunDir;
 use crate::detect::contract::{TrainedFlow, TrainingData};
+use crate::detect::flow::checkpoint::FLOW_PROVENANCE;
 use crate::detect::flow::FlowModel;
 use crate::detect::gaussian::LayerStats;
 use crate::detect::head::LinearHead;
@@ -16,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::models::Classifier;
 
 /// The training data of one run folder for one loaded classifier, on one device. Train features
-/// are read once per layer.
+/// are read once per layer; every file is checked against the feature manifest, and the trained
+/// flows against the features they were trained on.
 pub struct RunTrainingData<'a> {
     run: &'a RunDir,
     features: &'a FeatureDir,
@@ -24,6 +27,9 @@ pub struct RunTrainingData<'a> {
     classifier: &'a dyn Classifier,
     device: Device,
     train_features: RefCell<BTreeMap<usize, Tensor>>,
+    /// The run's artefacts beyond the feature folder read so far (path relative to the run
+    /// folder, digest): the provenance of what is fitted from them.
+    read: RefCell<BTreeMap<String, String>>,
 }
 
 impl<'a> RunTrainingData<'a> {
@@ -43,7 +49,14 @@ impl<'a> RunTrainingData<'a> {
             classifier,
             device,
             train_features: RefCell::new(BTreeMap::new()),
+            read: RefCell::new(BTreeMap::new()),
         }
+    }
+
+    /// The artefacts beyond the feature folder that fitting has read (e.g. `flow/layer_2`), with
+    /// their digests, for the provenance of the scores; cleared for the next detector.
+    pub fn take_inputs_read(&self) -> BTreeMap<String, String> {
+        std::mem::take(&mut self.read.borrow_mut())
     }
 }
 
@@ -64,19 +77,24 @@ impl TrainingData for RunTrainingData<'_> {
     }
 
     fn layer_stats(&self, layer: usize) -> Result<LayerStats> {
-        LayerStats::load(&self.features.stats_path(layer))
+        self.features.read_stats(self.manifest, layer)
     }
 
     fn linear_head(&self) -> Result<LinearHead> {
         LinearHead::of(self.classifier, self.device)
     }
 
-    /// The layers with a flow folder (`flow/layer_{l}/`), each loaded.
+    /// The layers with a flow folder (`flow/layer_{l}/`), each checked against the statistics it
+    /// was trained on (where `rf-train` recorded them) and loaded.
     fn trained_flows(&self, kind: Kind) -> Result<Vec<TrainedFlow>> {
         let mut flows = Vec::new();
         for layer in 0..self.num_layers() {
             let dir = self.run.flow_dir(layer);
             if dir.exists() {
+                check_flow_provenance(&dir, layer, self.features, self.manifest)?;
+                self.read
+                    .borrow_mut()
+                    .insert(format!("flow/layer_{layer}"), folder_digest(&dir)?);
                 let model = FlowModel::load(&dir, kind, self.device)?;
                 flows.push(TrainedFlow {
                     layer,
@@ -97,4 +115,37 @@ impl TrainingData for RunTrainingData<'_> {
     fn device(&self) -> Device {
         self.device
     }
+}
+
+/// Refuses a trained flow whose provenance (`provenance.json`, written by `rf-train`) records
+/// other statistics of its layer than the feature folder's: it was trained on other features.
+/// Flows without one (converted published flows) are checked by their whitening when fitted.
+fn check_flow_provenance(
+    dir: &std::path::Path,
+    layer: usize,
+    features: &FeatureDir,
+    manifest: &FeatureManifest,
+) -> Result<()> {
+    let path = dir.join(FLOW_PROVENANCE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let trained: Provenance = read_manifest(&path, "rf-train")?;
+    let stats = features.stats_path(layer);
+    let name = stats
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let current = manifest.provenance.files.get(&name).map(|d| &d.sha256);
+    if trained.inputs.get(&format!("features/{name}")) != current {
+        return Err(Error::provenance(
+            dir,
+            format!(
+                "this flow was trained on other features (layer {layer}'s statistics differ, e.g. \
+                 after a new classifier or rf-prepare run); retrain it with `rf-train --layer \
+                 {layer}`"
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -12,7 +12,7 @@ use resflow::fit::metrics;
 use resflow::fit::regression::LogisticRegressionCv;
 use resflow::fit::splits;
 use resflow::pipeline::regress;
-use resflow::store::score_sets;
+use resflow::store::score_sets::{self, ScoreFolder};
 use resflow::store::scores::{self, ScoreFile, FGSM};
 use resflow::store::RunDir;
 
@@ -296,8 +296,9 @@ fn evaluate_run_reads_flow_files_and_matches_in_memory_features() {
             0.3
         }
     });
-    let r =
-        regress::evaluate_ood_set(&run, DetectorKind::Resflow, "svhn", Validation::Ood).unwrap();
+    synth::seal(&run, DetectorKind::Resflow, layers);
+    let folder = || ScoreFolder::open(&run, DetectorKind::Resflow).unwrap();
+    let r = regress::evaluate_ood_set(&folder(), "svhn", Validation::Ood).unwrap();
     assert_eq!(r.eps, 0.005);
     assert_eq!(r.coef.len(), layers);
     // Same through explicit features built by brute force.
@@ -339,25 +340,27 @@ fn evaluate_run_reads_flow_files_and_matches_in_memory_features() {
 
     // A missing layer file is named, with the stage that writes it.
     std::fs::remove_file(run.resflow_path("svhn", 2, 0.001)).unwrap();
-    let e = regress::evaluate_ood_set(&run, DetectorKind::Resflow, "svhn", Validation::Ood)
-        .unwrap_err()
-        .to_string();
+    let e = regress::evaluate_ood_set(&folder(), "svhn", Validation::Ood).unwrap_err();
+    assert!(matches!(e, resflow::Error::MissingArtefact { .. }), "{e}");
+    let e = e.to_string();
     assert!(
         e.contains("layer_2/eps_0.001.npz") && e.contains("rf-score"),
         "{e}"
     );
-    // FGSM validation without FGSM files names the missing file.
-    let e = regress::evaluate_ood_set(&run, DetectorKind::Resflow, "svhn", Validation::Fgsm)
+    // FGSM validation without FGSM scores names the missing set and the stage.
+    let e = regress::evaluate_ood_set(&folder(), "svhn", Validation::Fgsm)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains(&format!("resflow/{FGSM}/layer_0/eps_0.0.npz")),
+        e.contains(&format!("resflow/{FGSM}")) && e.contains("rf-score"),
         "{e}"
     );
     // Too few rows for the IO split.
     let small = RunDir::new(dir.path(), "resnet", "small");
     synth::write_mahalanobis(&small, "svhn", 30, 2000, 2, 1, |_| 1.0);
-    let e = regress::evaluate_ood_set(&small, DetectorKind::Mahalanobis, "svhn", Validation::Ood)
+    synth::seal(&small, DetectorKind::Mahalanobis, 2);
+    let small = ScoreFolder::open(&small, DetectorKind::Mahalanobis).unwrap();
+    let e = regress::evaluate_ood_set(&small, "svhn", Validation::Ood)
         .unwrap_err()
         .to_string();
     assert!(e.contains("need at least 40 OOD"), "{e}");
@@ -449,8 +452,9 @@ fn io_validation_matches_the_reference_script_on_the_same_files() {
         }
         scores::write_scores(&run.mahalanobis_path("svhn", eps), &f).unwrap();
     }
-    let ours = regress::evaluate_ood_set(&run, DetectorKind::Mahalanobis, "svhn", Validation::Ood)
-        .unwrap();
+    synth::seal(&run, DetectorKind::Mahalanobis, 3);
+    let folder = ScoreFolder::open(&run, DetectorKind::Mahalanobis).unwrap();
+    let ours = regress::evaluate_ood_set(&folder, "svhn", Validation::Ood).unwrap();
     let folder = run.path().join("mahalanobis/svhn");
     let out = common::run_python(REFERENCE_REGRESSION, &[folder.as_path()]);
     let theirs: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

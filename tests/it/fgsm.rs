@@ -395,7 +395,7 @@ fn fgsm_validation_end_to_end() {
         &["--batch_size", "100", "--validation-src", "fgsm"],
         &io,
     );
-    // One flow (layer 0, untrained) keeps the runtime modest.
+    // One flow (layer 0, one iteration) keeps the runtime modest.
     for layer in 0..1 {
         run(
             env!("CARGO_BIN_EXE_rf-train"),
@@ -403,7 +403,7 @@ fn fgsm_validation_end_to_end() {
                 "--layer",
                 &layer.to_string(),
                 "--num_iter",
-                "0",
+                "1",
                 "--validation-total",
                 "100",
             ],

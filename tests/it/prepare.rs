@@ -339,7 +339,7 @@ fn rf_prepare_binary_writes_the_feature_folder() {
             let p = entry.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.to_string_lossy().contains(".tmp") {
+            } else if resflow::io::is_temporary_name(&p.file_name().unwrap().to_string_lossy()) {
                 leftovers.push(p);
             }
         }

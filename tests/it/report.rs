@@ -25,6 +25,8 @@ fn record(detector: DetectorKind, ood: &str, m: [f64; 5], eps: f64) -> ResultRec
         c: 21.544346900318846,
         coef: vec![1.0, -2.0],
         intercept: 0.5,
+        scores_sha256: String::new(),
+        features_sha256: None,
         layers: vec![0, 1],
         temperature: None,
         tnr_at_tpr95: m[0],
@@ -86,7 +88,7 @@ fn results_merge_markdown_and_comparison() {
         dataset: "cifar10".into(),
         results: vec![record(DetectorKind::Resflow, "svhn", [0.1; 5], 0.0)],
     };
-    file.merge(&[
+    let new = [
         record(
             DetectorKind::Resflow,
             "svhn",
@@ -105,11 +107,31 @@ fn results_merge_markdown_and_comparison() {
             [0.7, 0.9, 0.85, 0.8, 0.8],
             0.0,
         ),
-    ]);
+    ];
+    let dropped = file.merge(&new, &["svhn".into(), "lsun".into()]);
+    assert!(dropped.is_empty(), "{dropped:?}");
     assert_eq!(file.results.len(), 3);
     assert_eq!(file.results[0].ood, "lsun");
     assert_eq!(file.results[2].detector, DetectorKind::Resflow);
     assert_eq!(file.results[2].eps, 0.01);
+
+    // Records that no longer hold are dropped, each with a note: of the same detector, a set
+    // that is no longer scored or other scores; of every detector, other features.
+    let mut stale = file.clone();
+    let mut fresh = record(DetectorKind::Mahalanobis, "svhn", [0.5; 5], 0.0);
+    (fresh.scores_sha256, fresh.features_sha256) = ("s2".into(), Some("f2".into()));
+    let dropped = stale.merge(&[fresh], &["svhn".into()]);
+    assert_eq!(stale.results.len(), 1, "{:?}", stale.results);
+    assert_eq!(dropped.len(), 2, "{dropped:?}");
+    assert!(
+        dropped
+            .iter()
+            .any(|d| d.contains("Mahalanobis") && d.contains("`lsun`"))
+            && dropped
+                .iter()
+                .any(|d| d.contains("Residual flow") && d.contains("`svhn`")),
+        "{dropped:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("results.json");
@@ -273,6 +295,8 @@ fn rf_regress_end_to_end_on_synthetic_files() {
     let adv = |e: f64| if e == 0.01 { 4.0 } else { 0.2 };
     synth::write_mahalanobis(&run, FGSM, 200, 0, layers, 13, adv);
     synth::write_resflow(&run, FGSM, 200, 0, layers, 4, 14, adv);
+    synth::seal(&run, DetectorKind::Mahalanobis, layers);
+    synth::seal(&run, DetectorKind::Resflow, layers);
     for l in 0..layers {
         let h = AurocHistory {
             ood: "svhn".into(),
@@ -451,8 +475,8 @@ fn rf_regress_end_to_end_on_synthetic_files() {
     ]);
     assert!(!ok);
     assert!(
-        stderr.contains("no score files for OOD set `mnist`")
-            && stderr.contains("lsun_resize, svhn"),
+        stderr.contains("scores of OOD set `mnist`")
+            && stderr.contains("(scored: lsun_resize, svhn)"),
         "{stderr}"
     );
     let (ok, _, stderr) = rf_regress(&["--outf", dir.path().join("empty").to_str().unwrap()]);
@@ -476,6 +500,7 @@ fn small_ood_sets_are_evaluated_next_to_large_ones() {
         let sep = |e: f64| if e == 0.0 { 2.0 } else { 0.5 };
         synth::write_mahalanobis(&run, ood, n_out, n_in, layers, 21, sep);
     }
+    synth::seal(&run, DetectorKind::Mahalanobis, layers);
     let outf_s = outf.to_str().unwrap();
     let (ok, stdout, stderr) =
         rf_regress(&["--detector", "mahalanobis", "--outf", outf_s, "--no-plots"]);

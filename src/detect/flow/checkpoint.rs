@@ -15,6 +15,10 @@ use tch::{Device, Kind, Tensor};
 /// Name of the JSON metadata file in a checkpoint directory.
 pub const META_FILE: &str = "flow.json";
 
+/// Name of the file in which `rf-train` records what a layer's flows were trained from (the
+/// statistics and train features of the layer, the options): `crate::store::provenance`.
+pub const FLOW_PROVENANCE: &str = "provenance.json";
+
 /// Path of class `c`'s weights in checkpoint directory `dir`.
 pub fn class_file(dir: &Path, c: usize) -> PathBuf {
     dir.join(format!("flow_{c}.safetensors"))
@@ -122,13 +126,21 @@ impl FlowModel {
     /// PyTorch flows) into a model of `kind` on `device`.
     pub fn load(dir: &Path, kind: Kind, device: Device) -> Result<Self> {
         let meta_path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        let file: MetaFile =
-            serde_json::from_str(&text).map_err(|e| Error::format(&meta_path, e.to_string()))?;
+        if !meta_path.is_file() {
+            return Err(Error::missing(
+                &meta_path,
+                "no trained flow here (never trained, or a copy without it); train the layer with \
+                 rf-train",
+            ));
+        }
+        let file: MetaFile = crate::io::read_json(&meta_path)?;
         let dicts = (0..file.spec.num_classes)
             .map(|c| {
                 let path = class_file(dir, c);
-                let named = Tensor::read_safetensors(&path)?;
+                let named = crate::io::read_safetensors(
+                    &path,
+                    "retrain the layer with rf-train (or convert its published flows again)",
+                )?;
                 Ok((path, named.into_iter().collect::<HashMap<_, _>>()))
             })
             .collect::<Result<Vec<_>>>()?;

@@ -148,7 +148,10 @@ impl Trainer {
         let mut trainer = Trainer::with_lanes(model, train, validation, state.config, lanes)?;
         let optimizer = dir.join(OPTIMIZER_FILE);
         trainer
-            .load_optimizer_state(&Tensor::read_safetensors(&optimizer)?, state.adam)
+            .load_optimizer_state(
+                &crate::io::read_safetensors(&optimizer, "train the layer again without --resume")?,
+                state.adam,
+            )
             .map_err(|e| Error::format(&optimizer, e.to_string()))?;
         trainer.history = state.history;
         Ok(trainer)

@@ -5,7 +5,11 @@ use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use resflow::store::scores::{self, ScoreFile};
+use std::path::{Path, PathBuf};
+
+use resflow::detect::{DetectorKind, DetectorParams};
+use resflow::store::provenance::{FileDigest, Provenance};
+use resflow::store::scores::{self, ScoreFile, ScoreManifest};
 use resflow::store::RunDir;
 
 /// `[n, cols]` of N(mean, 1) draws.
@@ -78,4 +82,46 @@ pub fn write_resflow(
             scores::write_scores(&run.resflow_path(ood, l, eps), &f).unwrap();
         }
     }
+}
+
+/// Completes `kind`'s hand-written score folder in `run` as a scoring stage would: a manifest
+/// (`scores.json`) listing every set folder, `layers` layers, the magnitudes of MAGNITUDES and
+/// each file's digest, with no upstream inputs (the scores are made up).
+pub fn seal(run: &RunDir, kind: DetectorKind, layers: usize) {
+    let dir = run.detector_dir(kind);
+    let mut provenance = Provenance::new(kind.stage(), "synthetic");
+    let mut sets = Vec::new();
+    fn files(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, base, out);
+            } else if p.file_name().unwrap() != "scores.json" {
+                out.push(p.strip_prefix(base).unwrap().to_path_buf());
+            }
+        }
+    }
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            sets.push(p.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    sets.sort();
+    let mut all = Vec::new();
+    files(&dir, &dir, &mut all);
+    for f in all {
+        provenance.files.insert(
+            f.to_string_lossy().into_owned(),
+            FileDigest::of(&dir.join(&f)).unwrap(),
+        );
+    }
+    let manifest = ScoreManifest {
+        magnitudes: resflow::detect::MAGNITUDES.to_vec(),
+        layers: (0..layers).collect(),
+        sets,
+        params: DetectorParams::default_for(kind),
+        provenance,
+    };
+    resflow::io::write_json(&scores::score_manifest_path(&dir), &manifest).unwrap();
 }
