@@ -10,6 +10,7 @@
 //! | [`detect`] | detectors: Gaussian statistics, input pre-processing, Mahalanobis, residual flow, FGSM |
 //! | [`fit`] | the regression detector: logistic regression, splits, metrics |
 //! | [`store`] | files on disk: a run's paths ([`store::RunDir`]) and artefact formats |
+//! | [`bundle`] | the fitted detectors of a run as one deployable folder; [`bundle::OodDetector`] |
 //! | [`pipeline`] | the stages, one file each: options, `run`, summary |
 //! | [`report`] | tables and plots of the results |
 //! | [`cli`] | the binaries' shared flags (clap), and the scoring binaries' `main` |
@@ -17,6 +18,7 @@
 //! beside the shared [`error`], [`io`] (atomic writes, `.npy`), [`device`] and [`progress`].
 //! The binaries in `src/bin/` parse flags ([`cli`]), call a [`pipeline`] stage and print its
 //! summary. What each stage computes, and why, is `docs/method.md`.
+pub mod bundle;
 pub mod cli;
 pub mod data;
 pub mod detect;

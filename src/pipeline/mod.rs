@@ -10,7 +10,9 @@
 //! | [`train_flow`] | `rf-train` | `features/` | `flow/layer_{l}/`, `history/` |
 //! | [`score`] | `rf-mahalanobis`, `rf-score`, `rf-baselines` | classifier, `features/`, `flow/` | score files |
 //! | [`regress`] | `rf-regress` | score files | `results.json`, `results.md`, `plots/` |
+pub mod bundle;
 pub mod classifier;
+pub mod detect;
 pub mod fgsm;
 pub mod prepare;
 pub mod regress;

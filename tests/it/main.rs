@@ -12,6 +12,7 @@ mod convert_weights;
 mod cuda_link;
 mod data_formats;
 mod data_registry;
+mod detect;
 mod detector;
 mod docs;
 mod fgsm;

@@ -159,6 +159,7 @@ fn untrained_flow_matches_mahalanobis_end_to_end() {
     }
 
     every_kind_reaches_the_comparison_table(&run_dir, &io);
+    crate::detect::bundle_scores_match_the_pipeline(&run_dir, &root, &outf, dir.path());
 
     // Resuming a flow with other settings, or after the features changed, is refused.
     let train = |extra: &[&str]| {
