@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set-up, the offline default data (Fashion-MNIST in-distribution;
 # MNIST, digits, photo crops, uniform and Gaussian noise as OOD sets), a classifier, then every
-# stage of the pipeline and a comparison table of the Mahalanobis detector and the residual flow.
+# stage of the pipeline (validated on the OOD sets and, without OOD data, on FGSM samples), the
+# comparison table of every detector, and the detector bundle scoring a few images of each set.
 #
 #   scripts/demo.sh [--full] [--force] [--dataroot DIR] [--outf DIR] [--gpu N] [--seed N]
 #                   [--baselines LIST]
@@ -102,8 +103,12 @@ else
   echo "== classifier: reusing $CLASSIFIER"
 fi
 sha256sum "$CLASSIFIER" | cut -d' ' -f1 > "$STAMPS/classifier"
-stage prepare classifier -- "$BIN/rf-prepare" "${COMMON[@]}" --classifier "$CLASSIFIER" "${LIMITS[@]}"
-stage mahalanobis prepare -- "$BIN/rf-mahalanobis" "${COMMON[@]}" --batch-size 200
+# FGSM samples: validation without OOD data (the detector bundle is tuned on them).
+FGSM_LIMIT=()
+[ "$FULL" = 1 ] || FGSM_LIMIT=(--max-test 1500)
+stage fgsm classifier -- "$BIN/rf-fgsm" "${COMMON[@]}" --classifier "$CLASSIFIER" "${FGSM_LIMIT[@]}"
+stage prepare fgsm -- "$BIN/rf-prepare" "${COMMON[@]}" --classifier "$CLASSIFIER" "${LIMITS[@]}" --validation-src fgsm
+stage mahalanobis prepare -- "$BIN/rf-mahalanobis" "${COMMON[@]}" --batch-size 200 --validation-src fgsm
 # Each lane takes the next untrained layer, deepest (largest) first, until none is left.
 LAYERS="$("$BIN/rf-data" layers --net-type "$NET")"
 CLAIMS="$(mktemp -d)"
@@ -127,15 +132,35 @@ TRAIN_FAILED=0
 for pid in "${LANES[@]}"; do wait "$pid" || TRAIN_FAILED=1; done
 [ "$TRAIN_FAILED" = 0 ] || { echo "demo.sh: flow training failed (see above)" >&2; exit 1; }
 LAST_LAYER="$(tr ' ' '\n' <<<"$LAYERS" | sort -n | tail -1)"
-stage score "train_layer$LAST_LAYER" -- "$BIN/rf-score" "${COMMON[@]}" --batch-size 200
-stage regress_mahalanobis mahalanobis -- "$BIN/rf-regress" --detector mahalanobis --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
-stage regress_resflow score -- "$BIN/rf-regress" --detector resflow --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
+stage score "train_layer$LAST_LAYER" -- "$BIN/rf-score" "${COMMON[@]}" --batch-size 200 --validation-src fgsm
+# regress NAME UPSTREAM DETECTOR: the detector validated on the OOD sets, then on FGSM samples.
+regress() {
+  stage "$1" "$2" -- "$BIN/rf-regress" --detector "$3" --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
+  stage "$1_fgsm" "$1" -- "$BIN/rf-regress" --detector "$3" --net-type "$NET" --dataset "$DATASET" --outf "$OUTF" --validation-src fgsm --no-plots
+}
+regress regress_mahalanobis mahalanobis mahalanobis
+regress regress_resflow score resflow
 # The post-hoc baselines (MSP, ODIN, Energy, MaxLogit, KNN, ViM) on the same classifier and splits.
 [ -n "$BASELINES" ] || BASELINES="$("$BIN/rf-data" baselines | tr ' ' ',')"
-stage baselines prepare -- "$BIN/rf-baselines" "${COMMON[@]}" --batch-size 200 --detectors "$BASELINES"
+stage baselines prepare -- "$BIN/rf-baselines" "${COMMON[@]}" --batch-size 200 --detectors "$BASELINES" --validation-src fgsm
 for detector in ${BASELINES//,/ }; do
-  stage "regress_$detector" baselines -- "$BIN/rf-regress" --detector "$detector" --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
+  regress "regress_$detector" baselines "$detector"
 done
+
+# Use the detector: the bundle (tuned on FGSM samples, no OOD data), then a few images of each set
+# scored as a user would score new ones.
+BUNDLE="$RUN/bundle"
+echo "== bundle"
+"$BIN/rf-detect" fit "${COMMON[@]}" --out "$BUNDLE"
+SAMPLES="$RUN/samples"
+rm -rf "$SAMPLES"
+for set in "$DATASET" mnist digits photos uniform gaussian; do
+  "$BIN/rf-data" export --dataset "$set" --dataroot "$DATAROOT" --count 3 --out "$SAMPLES" >/dev/null
+done
+echo
+echo "== rf-detect score --bundle $BUNDLE (residual flow; threshold: 95% of in-distribution test images pass)"
+"$BIN/rf-detect" score --bundle "$BUNDLE" "${GPU[@]}" "$SAMPLES" 2>/dev/null \
+  | awk -F, 'NR > 1 { n = split($1, p, "/"); printf "  %-24s %-4s in-distribution percentile %6.2f\n", p[n], $6, $5 }'
 
 END=$(date +%s)
 echo

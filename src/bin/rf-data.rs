@@ -38,6 +38,24 @@ enum Command {
     Stages,
     /// Print the post-hoc baselines' names (scored by rf-baselines), space-separated.
     Baselines,
+    /// Write the first --count test images of a data set as PNG files, as the classifier sees
+    /// them (--side x --side RGB), e.g. to try rf-detect on.
+    Export {
+        /// The data set: a registry name, NAME=PATH or folder:PATH.
+        #[arg(long)]
+        dataset: String,
+        #[command(flatten)]
+        dataroot: cli::DatarootArgs,
+        /// How many images.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        /// Side of the square images.
+        #[arg(long, default_value_t = 32)]
+        side: i64,
+        /// Folder to write them to.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -76,6 +94,30 @@ fn main() -> Result<()> {
             println!("{}", layers.join(" "));
         }
         Command::Stages => STAGES.iter().for_each(|s| println!("{s}")),
+        Command::Export {
+            dataset,
+            dataroot,
+            count,
+            side,
+            out,
+        } => {
+            let source = data::DataSource::parse(&dataset)?;
+            // A registry in-distribution set: its test split; an OOD set or a folder: its images.
+            let set = match data::registry::info(&source.name).map(|d| d.role) {
+                Ok(Role::InDistribution) => source.load(&dataroot.dataroot, Split::Test, side)?,
+                Ok(Role::OutOfDistribution) | Err(_) => {
+                    source.load_ood(&dataroot.dataroot, side)?
+                }
+            };
+            let rows: Vec<usize> = (0..count.min(set.len())).collect();
+            let files = data::folder::write_pngs(&set.images, &rows, &out, &source.name)?;
+            println!(
+                "{} image(s) of {} written to {}",
+                files.len(),
+                source.name,
+                out.display()
+            );
+        }
         Command::Baselines => {
             let names: Vec<&str> = DetectorKind::scored_by(resflow::detect::BASELINES_STAGE)
                 .iter()

@@ -56,6 +56,38 @@ pub fn to_tensor(images: &[image::RgbImage]) -> Tensor {
         .contiguous()
 }
 
+/// Writes images `rows` of the `u8` images `[N,3,H,W]` as PNG files `{dir}/{prefix}_{row}.png`
+/// (the inverse of reading an image folder: a classifier sees the same pixels); returns them.
+pub fn write_pngs(
+    images: &Tensor,
+    rows: &[usize],
+    dir: &Path,
+    prefix: &str,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let size = images.size();
+    let (h, w) = (size[2] as u32, size[3] as u32);
+    rows.iter()
+        .map(|&i| {
+            let hwc = images
+                .get(i as i64)
+                .permute([1, 2, 0])
+                .contiguous()
+                .view(-1);
+            let raw = Vec::<u8>::try_from(hwc)?;
+            let path = dir.join(format!("{prefix}_{i:05}.png"));
+            let image = image::RgbImage::from_raw(w, h, raw)
+                .ok_or_else(|| Error::Shape(format!("image {i} of shape {size:?}")))?;
+            crate::io::write_atomically(&path, |tmp| {
+                image
+                    .save_with_format(tmp, image::ImageFormat::Png)
+                    .map_err(|e| Error::format(tmp, e.to_string()))
+            })?;
+            Ok(path)
+        })
+        .collect()
+}
+
 /// Decodes `path` to RGB and brings it to `side` x `side` ([`resize_and_center_crop`]).
 pub fn read_resized(path: &Path, side: u32) -> Result<image::RgbImage> {
     Ok(resize_and_center_crop(&read_rgb(path)?, side))

@@ -38,22 +38,9 @@ fn rf_detect(args: &[&str], stdin: &str) -> (bool, String, String) {
     )
 }
 
-/// Writes images `rows` of the u8 set `images` `[N,3,S,S]` as PNG files; returns their paths.
+/// Writes images `rows` of the u8 set `images` as PNG files; returns their paths.
 fn write_pngs(images: &tch::Tensor, rows: &[usize], dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    std::fs::create_dir_all(dir).unwrap();
-    rows.iter()
-        .map(|&i| {
-            let side = images.size()[2] as u32;
-            let hwc = images.get(i as i64).permute([1, 2, 0]).contiguous();
-            let raw = Vec::<u8>::try_from(hwc.view(-1)).unwrap();
-            let path = dir.join(format!("{prefix}_{i:05}.png"));
-            image::RgbImage::from_raw(side, side, raw)
-                .unwrap()
-                .save(&path)
-                .unwrap();
-            path
-        })
-        .collect()
+    resflow::data::folder::write_pngs(images, rows, dir, prefix).unwrap()
 }
 
 /// The `score` column of rf-detect's CSV rows, in row order.

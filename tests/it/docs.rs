@@ -1,6 +1,7 @@
-//! The repository stands on its own: every reference to `docs/method.md#section` (in the code,
-//! scripts, tests and documents) names a heading that exists, nothing cites the specification we
-//! started from, and nothing points outside the repository.
+//! The repository stands on its own: every reference to a section of its documents
+//! (`docs/method.md#section` in the code, scripts, tests and documents, `docs/artefacts.md#...`,
+//! `README.md#...`, `](#...)` inside a document) names a heading that exists, nothing cites the
+//! specification we started from, and nothing points outside the repository.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -90,38 +91,60 @@ fn text_files(root: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// `file:line: reference` for every `docs/method.md#anchor` in `files` (and `method.md#anchor`,
-/// `#anchor` links inside the method document itself) whose anchor is not in `method`.
+/// The documents whose sections the repository links to, by file name, and their paths.
+const DOCUMENTS: [(&str, &str); 4] = [
+    ("method.md", METHOD),
+    ("artefacts.md", "docs/artefacts.md"),
+    ("benchmarks.md", "docs/benchmarks.md"),
+    ("README.md", "README.md"),
+];
+
+/// `file:line: reference` for every `{document}#anchor` in `files` (e.g.
+/// `docs/method.md#input-pre-processing`, and `](#anchor)` links inside a document) whose anchor is
+/// not a heading of that document; `method` replaces the text of `docs/method.md`.
 fn broken_references(root: &Path, files: &[PathBuf], method: &str) -> Vec<String> {
-    let known = anchors(method);
-    let target = root.join(METHOD);
-    let mut broken = Vec::new();
-    for file in files {
-        let text = if *file == target {
+    let text_of = |path: &Path| {
+        if *path == root.join(METHOD) {
             method.to_string()
         } else {
-            std::fs::read_to_string(file).unwrap()
-        };
+            std::fs::read_to_string(path).unwrap_or_default()
+        }
+    };
+    let known: Vec<(&str, PathBuf, BTreeSet<String>)> = DOCUMENTS
+        .iter()
+        .map(|(name, path)| (*name, root.join(path), anchors(&text_of(&root.join(path)))))
+        .collect();
+    let mut broken = Vec::new();
+    let mut check = |file: &Path, n: usize, anchors: &BTreeSet<String>, name: &str| {
+        if !anchors.contains(name) {
+            broken.push(format!("{}:{}: #{name}", file.display(), n + 1));
+        }
+    };
+    for file in files {
+        let text = text_of(file);
+        let own = known.iter().find(|(_, path, _)| path == file);
         for (n, line) in text.lines().enumerate() {
-            let mut rest = line;
-            while let Some(at) = rest.find("method.md#") {
-                let tail = &rest[at + "method.md#".len()..];
-                let end = tail
-                    .find(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
-                    .unwrap_or(tail.len());
-                let name = &tail[..end];
-                if !known.contains(name) {
-                    broken.push(format!("{}:{}: #{name}", file.display(), n + 1));
+            for (document, _, anchors) in &known {
+                let marker = format!("{document}#");
+                let mut rest = line;
+                while let Some(at) = rest.find(&marker) {
+                    let tail = &rest[at + marker.len()..];
+                    let end = tail
+                        .find(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+                        .unwrap_or(tail.len());
+                    check(file, n, anchors, &tail[..end]);
+                    rest = &tail[end..];
                 }
-                rest = &tail[end..];
             }
-            if *file == target {
+            if let Some((_, _, anchors)) = own {
                 for (at, _) in line.match_indices("](#") {
                     let tail = &line[at + 3..];
-                    let name = &tail[..tail.find(')').unwrap_or(tail.len())];
-                    if !known.contains(name) {
-                        broken.push(format!("{}:{}: #{name}", file.display(), n + 1));
-                    }
+                    check(
+                        file,
+                        n,
+                        anchors,
+                        &tail[..tail.find(')').unwrap_or(tail.len())],
+                    );
                 }
             }
         }
@@ -149,7 +172,7 @@ fn every_method_reference_names_an_existing_section() {
     let broken = broken_references(root(), &files, &method);
     assert!(
         broken.is_empty(),
-        "references to missing sections of {METHOD}:\n{}",
+        "references to missing sections:\n{}",
         broken.join("\n")
     );
 }
