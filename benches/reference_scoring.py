@@ -150,6 +150,8 @@ def main():
     parser.add_argument("--maha-batch", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--detectors", default="resflow,mahalanobis")
+    parser.add_argument("--magnitudes", default=",".join(str(m) for m in MAGNITUDES),
+                        help="comma-separated; one magnitude is a deployed detector's work")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -194,7 +196,7 @@ def main():
         run(batches(4, 4), [0.01])  # warm-up
         loader = batches(args.images, batch)
         start = time.perf_counter()
-        run(loader, MAGNITUDES)
+        run(loader, [float(m) for m in args.magnitudes.split(",")])
         seconds = time.perf_counter() - start
         images = len(loader) * batch
         out[name] = {"batch": batch, "images": images, "seconds": seconds, "seconds_per_image": seconds / images}

@@ -19,8 +19,12 @@
 //! at the demo's scale, 32 at CIFAR's: one batch per side there). Data loading is not timed on
 //! either side; each side is warmed up first.
 //!
+//! With `--magnitudes 0.0014` (one magnitude) both sides do a deployed detector's work per image,
+//! what `rf-detect score` runs at the bundle's chosen magnitude.
+//!
 //! `cargo bench --bench scoring [-- [--threads N] [--rounds R] [--scale demo|cifar|all]
-//! [--layers 0,1,2,3,4] [--images N] [--batch B]]` (defaults: 2 threads on both sides, R = 2
+//! [--layers 0,1,2,3,4] [--images N] [--batch B] [--magnitudes LIST]]` (defaults: all seven
+//! magnitudes, 2 threads on both sides, R = 2
 //! alternating rounds of Python then Rust per scale, both scales, every layer; `--batch` sets our
 //! batch size at every scale). Prints at the end the measured float32 peaks (a 1024^3 matrix
 //! product, and a 3x3 convolution, the network's kind of work; the better of a measurement before
@@ -94,12 +98,16 @@ fn resnet_macs(width: i64, layer: usize) -> f64 {
     macs
 }
 
-/// Network FLOPs per image of `(reference scheme, ours)` over `layers`, in forward passes:
-/// 28 (7 magnitudes x forward, input + weight backward, forward) and 8 (forward, input backward,
-/// 6 perturbed forwards).
-fn network_flops(width: i64, layers: &[usize]) -> (f64, f64) {
+/// Network FLOPs per image of `(reference scheme, ours)` over `layers` for `magnitudes`, in
+/// forward passes: 4 per magnitude (forward, input + weight backward, forward) and forward + input
+/// backward + one forward per non-zero magnitude (all seven: 28 and 8).
+fn network_flops(width: i64, layers: &[usize], magnitudes: &[f64]) -> (f64, f64) {
     let forward: f64 = layers.iter().map(|&l| 2.0 * resnet_macs(width, l)).sum();
-    (28.0 * forward, 8.0 * forward)
+    let perturbed = magnitudes.iter().filter(|&&m| m != 0.0).count() as f64;
+    (
+        4.0 * magnitudes.len() as f64 * forward,
+        (2.0 + perturbed) * forward,
+    )
 }
 
 /// Float32 GFLOP/s of a 3x3 convolution (oneDNN) of ResNet-34's layer-2 shape, 128 channels at
@@ -188,6 +196,7 @@ fn main() {
     let (mut threads, mut rounds, mut scale) = (2i32, 2usize, "all".to_string());
     let (mut images, mut batch) = (None, None);
     let mut layers = vec![0, 1, 2, 3, 4];
+    let mut magnitudes = MAGNITUDES.to_vec();
     let mut i = 0;
     while i < args.len() {
         let value = || args.get(i + 1).cloned().unwrap_or_default();
@@ -198,6 +207,12 @@ fn main() {
             "--layers" => layers = parse_list(&value()),
             "--images" => images = Some(value().parse::<i64>().expect("--images N")),
             "--batch" => batch = Some(value().parse::<i64>().expect("--batch B")),
+            "--magnitudes" => {
+                magnitudes = value()
+                    .split(',')
+                    .map(|m| m.trim().parse().expect("--magnitudes 0.0,0.0014,..."))
+                    .collect()
+            }
             _ => {
                 i += 1;
                 continue;
@@ -243,8 +258,7 @@ fn main() {
         .collect::<Vec<_>>()
         .join(",");
     println!(
-        "scoring with input pre-processing: ResNet-34 on 3x32x32, {CLASSES} classes, layers {layer_list}, {} magnitudes, {threads} threads on both sides, {rounds} alternating rounds (Python, then Rust)",
-        MAGNITUDES.len()
+        "scoring with input pre-processing: ResNet-34 on 3x32x32, {CLASSES} classes, layers {layer_list}, magnitudes {magnitudes:?}, {threads} threads on both sides, {rounds} alternating rounds (Python, then Rust)"
     );
     let mut results: Vec<Measured> = Vec::new();
     for s in &scales {
@@ -267,7 +281,7 @@ fn main() {
             ("mahalanobis", REFERENCE_MAHALANOBIS_BATCH),
         ];
         for (d, _) in detectors {
-            ours.score(net.as_ref(), d, &layers, &warm, &MAGNITUDES);
+            ours.score(net.as_ref(), d, &layers, &warm, &magnitudes);
         }
         let python_args = [
             "--width".to_string(),
@@ -284,6 +298,12 @@ fn main() {
             REFERENCE_MAHALANOBIS_BATCH.to_string(),
             "--threads".into(),
             threads.to_string(),
+            "--magnitudes".into(),
+            magnitudes
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         ];
         let mut py: Vec<Vec<f64>> = vec![Vec::new(); detectors.len()];
         let mut rs: Vec<Vec<f64>> = vec![Vec::new(); detectors.len()];
@@ -297,7 +317,7 @@ fn main() {
                 );
             }
             for (j, (d, _)) in detectors.iter().enumerate() {
-                let seconds = ours.score(net.as_ref(), d, &layers, &batches, &MAGNITUDES);
+                let seconds = ours.score(net.as_ref(), d, &layers, &batches, &magnitudes);
                 rs[j].push(seconds / (n_batches * s.batch) as f64);
             }
         }
@@ -331,7 +351,7 @@ fn main() {
     for m in &results {
         let (s, d, ref_batch, py, rs) =
             (m.scale, m.detector, m.reference_batch, &m.python, &m.ours);
-        let (flops_ref, flops_ours) = network_flops(s.width, &layers);
+        let (flops_ref, flops_ours) = network_flops(s.width, &layers, &magnitudes);
         let (p, r) = (median(py.clone()), median(rs.clone()));
         println!(
             "| {} (width {}) | {d} | {layer_list} | {ref_batch}, {} | {p:.4} | {r:.4} | {:.2}x | {:.2}, {:.2} | {:.1}%, {:.1}% |",
