@@ -167,16 +167,8 @@ impl BundleManifest {
     }
 }
 
-/// The value at quantile `q` (in [0, 1]) of `sorted` (ascending), interpolated linearly between
-/// order statistics as numpy's default `quantile` does.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let Some(last) = sorted.len().checked_sub(1) else {
-        return f64::NAN;
-    };
-    let position = q.clamp(0.0, 1.0) * last as f64;
-    let (lo, hi) = (position.floor() as usize, position.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (position - lo as f64)
-}
+/// numpy's `quantile(sorted, q)` of ascending, non-empty `sorted` (the bootstrap's).
+pub use crate::fit::bootstrap::quantile;
 
 /// The percentile (0..=100) of `score` among the quantiles `quantiles` (equally spaced from 0 %
 /// to 100 %), interpolated linearly; 0 below the smallest, 100 above the largest.

@@ -144,8 +144,9 @@ impl Provenance {
         Ok(())
     }
 
-    /// Checks that the upstream manifest recorded as `name` is the one at `path` now: an error
-    /// naming `artefact` (this output's manifest), what changed and the stage that remakes it.
+    /// Checks that the upstream artefact recorded as `name` is the one at `path` now (a file by its
+    /// SHA-256, a folder by [`folder_digest`]): an error naming `artefact` (this output's
+    /// manifest), what changed and the stage that remakes it.
     pub fn check_input(&self, name: &str, path: &Path, artefact: &Path, stage: &str) -> Result<()> {
         let Some(recorded) = self.inputs.get(name) else {
             return Err(Error::provenance(
@@ -163,12 +164,17 @@ impl Provenance {
                 ),
             ));
         }
-        if &file_sha256(path)? != recorded {
+        let now = if path.is_dir() {
+            folder_digest(path)?
+        } else {
+            file_sha256(path)?
+        };
+        if &now != recorded {
             return Err(Error::provenance(
                 artefact,
                 format!(
-                    "made from another {} than the one there now (it was rewritten since); \
-                     rerun {stage}",
+                    "made from another {} than the one there now (rewritten, retrained or \
+                     replaced since); rerun {stage}",
                     path.display()
                 ),
             ));
