@@ -39,7 +39,11 @@ fn main() -> Result<()> {
         max_test: cli.max_test,
         sigma: cli.sigma,
     };
-    let fgsm::Summary { dir, summary } = fgsm::run(&options, &mut Bars::default())?;
+    let fgsm::Summary {
+        dir,
+        summary,
+        warnings,
+    } = fgsm::run(&options, &mut Bars::default())?;
     let c = &summary.counts;
     println!(
         "clean accuracy {}/{} ({:.2}%)",
@@ -69,8 +73,8 @@ fn main() -> Result<()> {
         c.total,
         dir.display()
     );
-    if c.kept == 0 {
-        eprintln!("warning: no sample kept; the FGSM validation needs at least 20");
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
     Ok(())
 }

@@ -51,7 +51,11 @@ fn main() -> Result<()> {
         max_test: cli.max_test,
         max_ood: cli.max_ood,
     };
-    let prepare::Summary { dir, manifest } = prepare::run(&options, &mut Bars::default())?;
+    let prepare::Summary {
+        dir,
+        manifest,
+        warnings,
+    } = prepare::run(&options, &mut Bars::default())?;
     println!(
         "train accuracy {:.2}%, test accuracy {:.2}%",
         100.0 * manifest.train_accuracy,
@@ -69,5 +73,8 @@ fn main() -> Result<()> {
         println!("{name}: {rows} FGSM samples");
     }
     println!("features written to {}", dir.path.display());
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }

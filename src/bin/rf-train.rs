@@ -39,9 +39,10 @@ struct Cli {
     /// Iterations between checkpoints.
     #[arg(long = "checkpoint-every", alias = "checkpoint_every", default_value_t = defaults().checkpoint_every)]
     checkpoint_every: usize,
-    /// Held-out validation samples in total, divided evenly over the classes.
-    #[arg(long = "validation-total", alias = "validation_total", default_value_t = defaults().validation_total)]
-    validation_total: usize,
+    /// Held-out validation samples in total, divided evenly over the classes (default: a fifth of
+    /// the train rows, at most the reference's 10,000, at least 10 per class).
+    #[arg(long = "validation-total", alias = "validation_total")]
+    validation_total: Option<usize>,
     /// Continue from the layer's last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -84,5 +85,8 @@ fn main() -> Result<()> {
         );
     }
     println!("flow saved in {}", summary.flow_dir.display());
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
 use super::{baseline_parser, CommonArgs, ValidationArgs};
-use crate::detect::knn::{KnnParams, KNN_NEIGHBOURS};
+use crate::detect::knn::KnnParams;
 use crate::detect::vim::VimParams;
 use crate::detect::{DetectorKind, DetectorParams, BASELINES_STAGE};
 use crate::error::Result;
@@ -45,9 +45,10 @@ pub struct BaselineArgs {
     /// Baselines to score (comma-separated); default: all of them.
     #[arg(long, value_delimiter = ',', value_parser = baseline_parser())]
     pub detectors: Vec<DetectorKind>,
-    /// KNN: number of neighbours k.
-    #[arg(long = "knn-k", alias = "knn_k", default_value_t = KNN_NEIGHBOURS)]
-    pub knn_k: usize,
+    /// KNN: number of neighbours k (default: 50, the paper's, or every train row where there are
+    /// fewer).
+    #[arg(long = "knn-k", alias = "knn_k")]
+    pub knn_k: Option<usize>,
     /// ViM: dimension of the principal subspace (default: the paper's rule for the feature size).
     #[arg(long = "vim-dim", alias = "vim_dim")]
     pub vim_dim: Option<usize>,

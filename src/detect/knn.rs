@@ -14,22 +14,16 @@ use crate::error::{Error, Result};
 pub const KNN_NEIGHBOURS: usize = 50;
 
 /// KNN's parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct KnnParams {
-    /// The rank `k` of the neighbour whose distance is the score.
-    pub k: usize,
-}
-
-impl Default for KnnParams {
-    /// `k` = [`KNN_NEIGHBOURS`] (the paper's value).
-    fn default() -> Self {
-        KnnParams { k: KNN_NEIGHBOURS }
-    }
+    /// The rank `k` of the neighbour whose distance is the score; `None`: the paper's
+    /// [`KNN_NEIGHBOURS`], or every train row where there are fewer.
+    pub k: Option<usize>,
 }
 
 impl Fit for KnnParams {
     fn check(&self) -> Result<()> {
-        if self.k == 0 {
+        if self.k == Some(0) {
             return Err(Error::bad_option("--knn-k", "k must be at least 1"));
         }
         Ok(())
@@ -37,8 +31,14 @@ impl Fit for KnnParams {
 
     fn fit(&self, data: &dyn TrainingData) -> Result<Box<dyn FittedDetector>> {
         let layer = data.last_layer();
-        let knn = Knn::fit(&data.train_features(layer)?, layer, self.k, data.device())?;
-        Ok(Box::new(knn))
+        let train = data.train_features(layer)?;
+        let rows = train.size()[0] as usize;
+        let k = self.k.unwrap_or(KNN_NEIGHBOURS.min(rows));
+        let knn = Knn::fit(&train, layer, k, data.device())?;
+        Ok(Box::new(Knn {
+            params: self.clone(),
+            ..knn
+        }))
     }
 
     fn restore(&self, state: &DetectorState, device: Device) -> Result<Box<dyn FittedDetector>> {
@@ -46,10 +46,12 @@ impl Fit for KnnParams {
             .tensor("train")?
             .to_kind(Kind::Float)
             .to_device(device);
+        let meta: KnnMeta = state.meta()?;
         Ok(Box::new(Knn {
             layer: single_layer(state)?,
             train,
-            k: self.k,
+            k: meta.k,
+            params: self.clone(),
         }))
     }
 }
@@ -59,12 +61,20 @@ pub fn normalise(phi: &Tensor) -> Tensor {
     phi / phi.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12)
 }
 
+/// KNN's fitted facts that are not tensors.
+#[derive(Debug, Serialize, Deserialize)]
+struct KnnMeta {
+    /// The `k` in use (the parameter, or its default for the train rows).
+    k: usize,
+}
+
 /// KNN on normalised penultimate features.
 pub struct Knn {
     layer: usize,
     /// Normalised training features `[M, d]`, float32 on the device.
     train: Tensor,
     k: usize,
+    params: KnnParams,
 }
 
 impl Knn {
@@ -79,7 +89,12 @@ impl Knn {
             ));
         }
         let train = normalise(&train.to_kind(Kind::Float)).to_device(device);
-        Ok(Knn { layer, train, k })
+        Ok(Knn {
+            layer,
+            train,
+            k,
+            params: KnnParams { k: Some(k) },
+        })
     }
 
     /// Squared distances `[N, M]` of the normalised `phi` to every normalised training row
@@ -99,7 +114,7 @@ impl Knn {
 
 impl FittedDetector for Knn {
     fn params(&self) -> DetectorParams {
-        DetectorParams::Knn(KnnParams { k: self.k })
+        DetectorParams::Knn(self.params.clone())
     }
 
     fn layers(&self) -> Vec<usize> {
@@ -117,6 +132,7 @@ impl FittedDetector for Knn {
     }
 
     fn state(&self) -> Result<DetectorState> {
-        Ok(DetectorState::new(self.params(), vec![self.layer], ())?.with("train", &self.train))
+        let meta = KnnMeta { k: self.k };
+        Ok(DetectorState::new(self.params(), vec![self.layer], meta)?.with("train", &self.train))
     }
 }

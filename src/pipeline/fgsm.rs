@@ -35,6 +35,8 @@ pub struct Summary {
     pub dir: PathBuf,
     /// Its `summary.json`.
     pub summary: FgsmSummary,
+    /// Figures that mean little ([`super::warnings`]): too few samples kept.
+    pub warnings: Vec<String>,
 }
 
 /// Runs the stage: attacks the (first `max_test` images of the) test split and writes the run's
@@ -84,7 +86,14 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         &dir,
         progress,
     )?;
-    Ok(Summary { dir, summary })
+    let warnings = super::warnings::few_fgsm_samples(summary.counts.kept)
+        .into_iter()
+        .collect();
+    Ok(Summary {
+        dir,
+        summary,
+        warnings,
+    })
 }
 
 /// Generates, selects and saves the FGSM sets of `set` (the test split) into `dir`; returns the

@@ -18,6 +18,7 @@ pub mod prepare;
 pub mod regress;
 pub mod score;
 pub mod train_flow;
+pub mod warnings;
 
 use std::path::{Path, PathBuf};
 

@@ -59,6 +59,9 @@ pub struct Summary {
     pub dir: FeatureDir,
     /// Its manifest.
     pub manifest: FeatureManifest,
+    /// Figures that mean little ([`super::warnings`]): a classifier near chance, low whitening
+    /// ranks.
+    pub warnings: Vec<String>,
 }
 
 /// Runs the stage: loads the classifier and the sets, then [`prepare`]s the run's feature folder.
@@ -108,7 +111,12 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         common.device,
         progress,
     )?;
-    Ok(Summary { dir, manifest })
+    let warnings = super::warnings::run_warnings(&manifest, None, &[]);
+    Ok(Summary {
+        dir,
+        manifest,
+        warnings,
+    })
 }
 
 /// Which images to prepare, for [`prepare`].

@@ -19,7 +19,9 @@ use crate::progress::Progress;
 use crate::report::plots::plot_comparison;
 use crate::report::tables::comparison_points;
 use crate::report::{markdown, plot_auroc_history, plot_histogram, plot_roc, LayerCurve};
+use crate::store::fgsm::{FgsmSummary, FGSM_STAGE, FGSM_SUMMARY};
 use crate::store::history::read_history;
+use crate::store::provenance::read_manifest;
 use crate::store::results::{
     read_results, read_test_scores, write_results, write_test_scores, ResultRecord, ResultsFile,
     OPENOOD_AUROC,
@@ -222,8 +224,11 @@ pub fn regress_dataset(
         net: net.to_string(),
         dataset: dataset.to_string(),
         results: Vec::new(),
+        warnings: Vec::new(),
     });
     warnings.extend(results.merge(&records, &folder.manifest.sets));
+    results.warnings = figures_that_mean_little(run, &results.results);
+    warnings.extend(results.warnings.iter().cloned());
     write_results(&path, &results)?;
     crate::io::write_text(&run.results_markdown_path(), &markdown(&results))?;
     let mut written = Vec::new();
@@ -328,6 +333,19 @@ pub fn regress_dataset(
         warnings,
         failed,
     })
+}
+
+/// The warnings of [`super::warnings::run_warnings`] for `run` and its `records` (the feature
+/// manifest and FGSM summary where the run has them: hand-made score folders have neither).
+fn figures_that_mean_little(run: &RunDir, records: &[ResultRecord]) -> Vec<String> {
+    let features = run.features().manifest().ok();
+    let fgsm_kept = read_manifest::<FgsmSummary>(&run.fgsm_dir().join(FGSM_SUMMARY), FGSM_STAGE)
+        .ok()
+        .map(|s| s.counts.kept);
+    match features {
+        Some(f) => super::warnings::run_warnings(&f, fgsm_kept, records),
+        None => super::warnings::indistinct_detectors(records),
+    }
 }
 
 /// The warning for a result whose OOD set was split in proportion ([`IoSplitRule::Proportional`]).

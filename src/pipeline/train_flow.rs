@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
+use super::warnings::classes_below_batch;
 use super::Common;
 use crate::detect::flow::{
     checkpoint::{FLOW_PROVENANCE, META_FILE},
@@ -23,6 +24,18 @@ use crate::store::{lock, RunDir};
 
 /// The reference's number of held-out validation samples (divided evenly over the classes).
 pub const VALIDATION_TOTAL: usize = 10_000;
+/// The fewest held-out validation rows per class by default.
+pub const MIN_VALIDATION_PER_CLASS: usize = 10;
+
+/// The default number of held-out validation rows of a layer with `train_rows` train rows over
+/// `classes` classes: the reference holds out 10,000 of CIFAR's 50,000, a fifth; so a fifth of the
+/// train rows, at most the reference's [`VALIDATION_TOTAL`] (every set of 50,000 train rows or
+/// more keeps the reference's value) and at least [`MIN_VALIDATION_PER_CLASS`] per class.
+pub fn default_validation_total(train_rows: usize, classes: usize) -> usize {
+    (train_rows / 5)
+        .min(VALIDATION_TOTAL)
+        .max(MIN_VALIDATION_PER_CLASS * classes)
+}
 /// Rows per kind that the AUROC monitoring uses (`docs/method.md#monitoring-and-checkpoints`): the
 /// first 2000 in-distribution test rows and the first 2000 OOD rows.
 pub const MONITOR_ROWS: usize = 2000;
@@ -66,6 +79,8 @@ pub struct Summary {
     pub flow_dir: PathBuf,
     /// `--resume` was asked for but there was no checkpoint: training started from iteration 0.
     pub resume_found_nothing: bool,
+    /// Figures that mean little ([`super::warnings`]): classes smaller than the batch.
+    pub warnings: Vec<String>,
 }
 
 /// Runs the stage for `options.flow.layer`, showing one task of `num_iter` steps with the
@@ -84,25 +99,34 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     progress.note(&lanes_note(common.device, classes));
     progress.start(&format!("layer {} flow", flow.layer), flow.num_iter);
     let (mut position, mut last_auroc) = (0, None);
-    let history = train_layer(&run_dir, flow, &config, common.device, &mut |record| {
-        if let Some(a) = record.monitor.as_ref().and_then(|m| m.auroc) {
-            last_auroc = Some(a);
-        }
-        progress.advance((record.iteration + 1).saturating_sub(position));
-        position = position.max(record.iteration + 1);
-        progress.message(&format!(
-            "loss {:.3} val {:.3} AUROC {}",
-            record.train_loss,
-            record.validation_loss,
-            last_auroc.map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a))
-        ));
-    });
+    let mut warnings = Vec::new();
+    let history = train_layer(
+        &run_dir,
+        flow,
+        &config,
+        common.device,
+        &mut warnings,
+        &mut |record| {
+            if let Some(a) = record.monitor.as_ref().and_then(|m| m.auroc) {
+                last_auroc = Some(a);
+            }
+            progress.advance((record.iteration + 1).saturating_sub(position));
+            position = position.max(record.iteration + 1);
+            progress.message(&format!(
+                "loss {:.3} val {:.3} AUROC {}",
+                record.train_loss,
+                record.validation_loss,
+                last_auroc.map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a))
+            ));
+        },
+    );
     progress.finish();
     Ok(Summary {
         history: history?,
         last_auroc,
         flow_dir: run_dir.flow_dir(flow.layer),
         resume_found_nothing,
+        warnings,
     })
 }
 
@@ -143,8 +167,9 @@ pub struct FlowTrainOptions {
     pub checkpoint_every: usize,
     /// Continue from the layer's checkpoint.
     pub resume: bool,
-    /// Held-out validation samples in total, divided evenly over the classes (reference: 10,000).
-    pub validation_total: usize,
+    /// Held-out validation samples in total, divided evenly over the classes; `None`:
+    /// [`default_validation_total`] (the reference's 10,000 on sets of 50,000 train rows or more).
+    pub validation_total: Option<usize>,
     /// OOD set whose features are monitored (default: the first prepared one).
     pub monitor_ood: Option<String>,
 }
@@ -166,7 +191,7 @@ impl FlowTrainOptions {
                 "must be at least 1",
             ));
         }
-        if self.validation_total == 0 {
+        if self.validation_total == Some(0) {
             return Err(Error::bad_option(
                 "--validation-total",
                 "must be at least 1 (the validation loss needs held-out rows)",
@@ -198,7 +223,7 @@ impl Default for FlowTrainOptions {
             length_hidden: None,
             checkpoint_every: 500,
             resume: false,
-            validation_total: VALIDATION_TOTAL,
+            validation_total: None,
             monitor_ood: None,
         }
     }
@@ -246,6 +271,7 @@ fn flow_provenance(
     layer: usize,
     options: &FlowTrainOptions,
     config: &FlowTrainConfig,
+    validation_total: usize,
 ) -> Result<Provenance> {
     let mut provenance = Provenance::new("rf-train", &manifest.provenance.classifier_sha256);
     for path in [
@@ -267,7 +293,7 @@ fn flow_provenance(
     provenance.option("batch_size", config.batch_size)?;
     provenance.option("seed", config.seed)?;
     provenance.option("length_hidden", options.length_hidden)?;
-    provenance.option("validation_total", options.validation_total)?;
+    provenance.option("validation_total", validation_total)?;
     Ok(provenance)
 }
 
@@ -342,6 +368,7 @@ fn train_layer(
     options: &FlowTrainOptions,
     config: &FlowTrainConfig,
     device: Device,
+    warnings: &mut Vec<String>,
     on_iteration: &mut dyn FnMut(&IterationRecord),
 ) -> Result<Vec<IterationRecord>> {
     let features = run.features();
@@ -359,12 +386,18 @@ fn train_layer(
     }
     let stats = features.read_stats(&manifest, l)?;
     let per_class = centred_per_class(&features, l, &stats)?;
-    let (validation, train) = split_validation(&per_class, options.validation_total)?;
+    let rows: Vec<usize> = per_class.iter().map(|x| x.size()[0] as usize).collect();
+    let validation_total = options
+        .validation_total
+        .unwrap_or_else(|| default_validation_total(rows.iter().sum(), manifest.num_classes));
+    let (validation, train) = split_validation(&per_class, validation_total)?;
+    let train_rows: Vec<usize> = train.iter().map(|x| x.size()[0] as usize).collect();
+    warnings.extend(classes_below_batch(&train_rows, config.batch_size));
     let dir = run.flow_dir(l);
     // A second rf-train on the same layer stops at once.
     let _lock = lock::exclusive(&sibling(&dir, "lock"), "rf-train is training this layer")?;
     recover_folder_swap(&dir, |old| old.join(META_FILE).exists())?;
-    let provenance = flow_provenance(&manifest, &features, l, options, config)?;
+    let provenance = flow_provenance(&manifest, &features, l, options, config, validation_total)?;
 
     let ood = match &options.monitor_ood {
         Some(name) => name.clone(),

@@ -116,6 +116,12 @@ pub fn markdown(results: &ResultsFile) -> String {
             );
         }
     }
+    if !results.warnings.is_empty() {
+        s.push_str("\n## Warnings: figures that mean little\n\n");
+        for w in &results.warnings {
+            let _ = writeln!(s, "- {w}");
+        }
+    }
     s
 }
 

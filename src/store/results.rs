@@ -179,6 +179,10 @@ pub struct ResultsFile {
     pub dataset: String,
     /// All results, sorted by detector, validation, OOD set.
     pub results: Vec<ResultRecord>,
+    /// Figures that mean little, as the last `rf-regress` saw the run (a classifier near chance,
+    /// low whitening ranks, few FGSM samples, detectors a small split cannot tell apart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl ResultsFile {

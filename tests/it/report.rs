@@ -87,6 +87,7 @@ fn results_merge_markdown_and_comparison() {
         net: "resnet".into(),
         dataset: "cifar10".into(),
         results: vec![record(DetectorKind::Resflow, "svhn", [0.1; 5], 0.0)],
+        warnings: Vec::new(),
     };
     let new = [
         record(
@@ -549,6 +550,85 @@ fn small_ood_sets_are_evaluated_next_to_large_ones() {
     let md = std::fs::read_to_string(run.results_markdown_path()).unwrap();
     assert!(
         md.contains("| faces (small set: proportional split) |"),
+        "{md}"
+    );
+}
+
+/// A record with OpenOOD's AUROC `auroc` and its interval `[lo, hi]`, on `test_ood` OOD test rows.
+fn with_auroc(
+    detector: DetectorKind,
+    auroc: f64,
+    lo: f64,
+    hi: f64,
+    test_ood: usize,
+) -> ResultRecord {
+    use resflow::fit::bootstrap::{BootstrapParams, Interval, MetricIntervals};
+    use resflow::fit::openood::OodMetrics;
+    let mut r = record(detector, "faces", [0.5; 5], 0.0);
+    r.counts.test_ood = test_ood;
+    r.openood = Some(OodMetrics {
+        fpr_at_tpr95: 0.5,
+        auroc,
+        aupr_in: 0.5,
+        aupr_out: 0.5,
+    });
+    r.intervals = Some(MetricIntervals {
+        bootstrap: BootstrapParams::default(),
+        paper: [Interval(0.0, 1.0); 5],
+        openood: [
+            Interval(0.4, 0.6),
+            Interval(lo, hi),
+            Interval(0.4, 0.6),
+            Interval(0.4, 0.6),
+        ],
+    });
+    r
+}
+
+/// Issue 32: two detectors whose AUROC intervals overlap on a small split are named with the
+/// option that would tell them apart; apart, on a large split, or both perfect, they are not.
+#[test]
+fn a_split_too_small_to_tell_detectors_apart_is_warned_about() {
+    use resflow::pipeline::warnings::indistinct_detectors;
+    let close = [
+        with_auroc(DetectorKind::Resflow, 0.95, 0.93, 0.97, 100),
+        with_auroc(DetectorKind::Mahalanobis, 0.94, 0.92, 0.96, 100),
+        with_auroc(DetectorKind::Msp, 0.70, 0.65, 0.75, 100),
+    ];
+    let w = indistinct_detectors(&close);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("faces")
+            && w[0].contains("Residual flow")
+            && w[0].contains("Mahalanobis")
+            && w[0].contains("--max-ood"),
+        "{w:?}"
+    );
+    let apart = [
+        with_auroc(DetectorKind::Resflow, 0.99, 0.98, 1.0, 100),
+        with_auroc(DetectorKind::Mahalanobis, 0.90, 0.88, 0.92, 100),
+    ];
+    assert!(indistinct_detectors(&apart).is_empty());
+    let large = [
+        with_auroc(DetectorKind::Resflow, 0.95, 0.93, 0.97, 5000),
+        with_auroc(DetectorKind::Mahalanobis, 0.94, 0.92, 0.96, 5000),
+    ];
+    assert!(indistinct_detectors(&large).is_empty());
+    let perfect = [
+        with_auroc(DetectorKind::Resflow, 1.0, 1.0, 1.0, 100),
+        with_auroc(DetectorKind::Mahalanobis, 1.0, 1.0, 1.0, 100),
+    ];
+    assert!(indistinct_detectors(&perfect).is_empty());
+    // results.md carries the warnings next to the figures.
+    let file = ResultsFile {
+        net: "resnet".into(),
+        dataset: "garments".into(),
+        results: close.to_vec(),
+        warnings: w,
+    };
+    let md = tables::markdown(&file);
+    assert!(
+        md.contains("## Warnings: figures that mean little") && md.contains("- faces (ood)"),
         "{md}"
     );
 }

@@ -1,0 +1,190 @@
+//! Warnings where a figure means nothing: one line each, naming the option that fixes it. The
+//! stages print the ones they can see (`rf-classifier`, `rf-prepare`, `rf-fgsm`, `rf-train`), and
+//! `rf-regress` gathers all that a run's artefacts show into `results.md`, next to the figures
+//! ([`run_warnings`]).
+use crate::detect::DetectorKind;
+use crate::fit::Validation;
+use crate::store::features::FeatureManifest;
+use crate::store::results::{ResultRecord, OPENOOD_AUROC};
+
+/// Test accuracy within this many points of chance (`1 / classes`) is a classifier that has not
+/// learnt its task.
+pub const CHANCE_MARGIN: f64 = 0.05;
+
+/// FGSM samples below which the FGSM-validated regression rests on too few rows: it fits on 5% of
+/// each group (10% held out, half of it to fit), so 500 samples give it 25 rows per group.
+pub const FGSM_SAMPLES_FOR_REGRESSION: usize = 500;
+
+/// OOD or in-distribution test rows below which a comparison's bootstrap intervals are wide.
+pub const SMALL_TEST_SPLIT: usize = 1000;
+
+/// An AUROC interval at least this wide (a fraction: one point) is wide: two perfect detectors'
+/// zero-width intervals at 100% overlap without the split being too small.
+pub const WIDE_INTERVAL: f64 = 0.01;
+
+/// A classifier whose `accuracy` (in [0, 1]) on `what` lies within [`CHANCE_MARGIN`] of chance
+/// for `classes` classes.
+pub fn accuracy_near_chance(what: &str, accuracy: f64, classes: usize) -> Option<String> {
+    let chance = 1.0 / classes.max(1) as f64;
+    (accuracy < chance + CHANCE_MARGIN).then(|| {
+        format!(
+            "{what} accuracy {:.1}% is within {:.0} points of chance ({:.1}% for {classes} \
+             classes): every figure built on this classifier means little; train it longer \
+             (rf-classifier train --epochs N) or check the data",
+            100.0 * accuracy,
+            100.0 * CHANCE_MARGIN,
+            100.0 * chance
+        )
+    })
+}
+
+/// An FGSM set of `kept` samples, too few for the FGSM-validated regression.
+pub fn few_fgsm_samples(kept: usize) -> Option<String> {
+    (kept < FGSM_SAMPLES_FOR_REGRESSION).then(|| {
+        format!(
+            "rf-fgsm kept {kept} sample(s); the FGSM-validated regression fits on {} row(s) per \
+             group (fewer than {FGSM_SAMPLES_FOR_REGRESSION} samples make it unreliable): attack \
+             more test images (rf-fgsm --max-test) or use a more accurate classifier",
+            kept / 20
+        )
+    })
+}
+
+/// Classes with fewer train rows than the flow's batch `batch` (`rows[c]` of class `c`): each
+/// iteration is one small optimiser step for them.
+pub fn classes_below_batch(rows: &[usize], batch: usize) -> Option<String> {
+    let small: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n < batch)
+        .map(|(c, n)| format!("{c} ({n})"))
+        .collect();
+    (!small.is_empty()).then(|| {
+        format!(
+            "class(es) {} have fewer train rows than the flow's batch of {batch}: one Adam step \
+             per iteration each; lower rf-train --batch-size or raise --num-iter",
+            small.join(", ")
+        )
+    })
+}
+
+/// A whitening rank `rank` far below the layer's width `width`: the flow sees few of the layer's
+/// dimensions, because there are too few train rows per channel.
+pub fn low_whitening_rank(layer: usize, rank: usize, width: usize) -> Option<String> {
+    (2 * rank < width).then(|| {
+        format!(
+            "layer {layer}: whitening rank {rank} of {width} channels: the flow and the \
+             Mahalanobis detector see less than half of the layer (too few train images); \
+             prepare more of them (rf-prepare --max-train)"
+        )
+    })
+}
+
+/// Per (validation, OOD set) whose test split is small (fewer than [`SMALL_TEST_SPLIT`] rows of a
+/// kind): when the two best detectors by OpenOOD's AUROC have overlapping intervals, one of them
+/// at least [`WIDE_INTERVAL`] wide, the split cannot tell them apart.
+pub fn indistinct_detectors(records: &[ResultRecord]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut groups: Vec<(Validation, &str)> = Vec::new();
+    for r in records {
+        if !groups.contains(&(r.validation, r.ood.as_str())) {
+            groups.push((r.validation, &r.ood));
+        }
+    }
+    for (validation, ood) in groups {
+        let mut ranked: Vec<(DetectorKind, f64, f64, f64, usize)> = records
+            .iter()
+            .filter(|r| r.validation == validation && r.ood == ood)
+            .filter_map(|r| {
+                let (value, interval) = r.all_metrics()[OPENOOD_AUROC]?;
+                let interval = interval?;
+                let small = r.counts.test_ood.min(r.counts.test_in);
+                Some((r.detector, value, interval.0, interval.1, small))
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if let [first, second, ..] = ranked.as_slice() {
+            let widest = (first.3 - first.2).max(second.3 - second.2);
+            if first.4 < SMALL_TEST_SPLIT && second.3 >= first.2 && widest >= WIDE_INTERVAL {
+                warnings.push(format!(
+                    "{ood} ({}): with {} test rows of the smaller kind the AUROC intervals of {} \
+                     [{:.2}, {:.2}] and {} [{:.2}, {:.2}] overlap: the split cannot tell them \
+                     apart; more OOD and test images (rf-prepare --max-ood, --max-test) would",
+                    validation.name(),
+                    first.4,
+                    first.0.label(),
+                    100.0 * first.2,
+                    100.0 * first.3,
+                    second.0.label(),
+                    100.0 * second.2,
+                    100.0 * second.3
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// The warnings a run's feature manifest and results show: the classifier's test accuracy, each
+/// layer's whitening rank, the FGSM samples kept (when known) and detectors a small test split
+/// cannot tell apart.
+pub fn run_warnings(
+    features: &FeatureManifest,
+    fgsm_kept: Option<usize>,
+    records: &[ResultRecord],
+) -> Vec<String> {
+    let mut warnings: Vec<String> = accuracy_near_chance(
+        "the classifier's test",
+        features.test_accuracy,
+        features.num_classes,
+    )
+    .into_iter()
+    .collect();
+    for (layer, (&rank, &width)) in features
+        .layer_ranks
+        .iter()
+        .zip(&features.layer_channels)
+        .enumerate()
+    {
+        warnings.extend(low_whitening_rank(layer, rank, width as usize));
+    }
+    warnings.extend(fgsm_kept.and_then(few_fgsm_samples));
+    warnings.extend(indistinct_detectors(records));
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_near_chance_triggers_within_the_margin_only() {
+        let w = accuracy_near_chance("test", 0.339, 3).unwrap();
+        assert!(w.contains("33.9%") && w.contains("--epochs"), "{w}");
+        assert!(accuracy_near_chance("test", 0.90, 3).is_none());
+        assert!(accuracy_near_chance("test", 0.15, 10).is_some());
+        assert!(accuracy_near_chance("test", 0.16, 10).is_none());
+    }
+
+    #[test]
+    fn few_fgsm_samples_and_small_classes_and_low_ranks_name_their_fix() {
+        let w = few_fgsm_samples(1).unwrap();
+        assert!(
+            w.contains("kept 1 sample") && w.contains("--max-test"),
+            "{w}"
+        );
+        assert!(few_fgsm_samples(FGSM_SAMPLES_FOR_REGRESSION).is_none());
+        let w = classes_below_batch(&[300, 120, 256], 256).unwrap();
+        assert!(
+            w.contains("1 (120)") && !w.contains("2 (") && w.contains("--batch-size"),
+            "{w}"
+        );
+        assert!(classes_below_batch(&[256, 300], 256).is_none());
+        let w = low_whitening_rank(4, 88, 512).unwrap();
+        assert!(
+            w.contains("rank 88 of 512") && w.contains("--max-train"),
+            "{w}"
+        );
+        assert!(low_whitening_rank(4, 256, 512).is_none());
+    }
+}
