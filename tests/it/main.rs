@@ -23,6 +23,7 @@ mod metrics;
 mod models_checkpoint;
 mod models_init;
 mod models_parity;
+mod models_recalibrate;
 mod own_model;
 mod pipeline;
 mod prepare;
