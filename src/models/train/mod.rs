@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
+mod length;
 pub mod recalibrate;
 mod sgd;
 
@@ -19,6 +20,7 @@ use crate::models::checkpoint::{
 };
 use crate::models::{Classifier, NetConfig};
 use crate::progress::Progress;
+pub use length::{default_epochs, MIN_STEPS, REFERENCE_EPOCHS};
 pub use recalibrate::recalibrate_batch_norm;
 use sgd::Sgd;
 
@@ -61,7 +63,7 @@ pub struct ClassifierTrainConfig {
     pub net: NetConfig,
     /// Registry name of the training set.
     pub dataset: String,
-    /// Number of epochs.
+    /// Number of epochs ([`default_epochs`] gives the default).
     pub epochs: usize,
     /// Mini-batch size.
     pub batch_size: usize,
