@@ -7,6 +7,7 @@ mod synth;
 
 mod artefacts;
 mod baselines;
+mod classifier_small;
 mod cli_flags;
 mod convert_weights;
 mod cuda_link;
