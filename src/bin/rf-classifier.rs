@@ -5,13 +5,24 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use resflow::models::train::Schedule;
+use resflow::models::train::{default_epochs, Schedule, MIN_STEPS, REFERENCE_EPOCHS};
 use resflow::pipeline::classifier;
 use resflow::progress::Bars;
 
 /// The library's defaults, shown by `--help`.
 fn defaults() -> classifier::Options {
     classifier::Options::default()
+}
+
+/// The `--epochs` help: the default's rule with the library's constants.
+fn epochs_help() -> String {
+    format!(
+        "Number of epochs. Default: {REFERENCE_EPOCHS} (the reference's, for Fashion-MNIST and \
+         CIFAR), or more on a small set so that training takes at least {MIN_STEPS} optimiser \
+         steps: max({REFERENCE_EPOCHS}, ceil({MIN_STEPS} / steps per epoch)), steps per epoch = \
+         ceil(train images / batch size); e.g. {} epochs for 450 images at batch 128",
+        default_epochs(450, 128)
+    )
 }
 
 #[derive(Parser)]
@@ -30,7 +41,10 @@ enum Command {
     ///
     /// The defaults are the demo configuration: ResNet-34 at width 4 on Fashion-MNIST, 3 epochs of
     /// SGD (lr 0.1, cosine, batch 128) without augmentation: about 91% test accuracy in under
-    /// 10 minutes on 2 CPU cores (pass `--threads 1` when other jobs share the cores).
+    /// 10 minutes on 2 CPU cores (pass `--threads 1` when other jobs share the cores). A small
+    /// data set gets more epochs (see --epochs). After training, every BatchNorm's running mean
+    /// and variance are recomputed over the train set (one pass without gradients), so that
+    /// evaluation and the checkpoint use statistics that match the final weights.
     Train(TrainArgs),
     /// Print the accuracy of a checkpoint on a dataset's test split.
     Eval(EvalArgs),
@@ -40,9 +54,8 @@ enum Command {
 struct TrainArgs {
     #[command(flatten)]
     common: cli::CommonArgs,
-    /// Number of epochs.
-    #[arg(long, default_value_t = defaults().epochs)]
-    epochs: usize,
+    #[arg(long, help = epochs_help())]
+    epochs: Option<usize>,
     /// ResNet base width (paper: 64) or DenseNet growth rate (paper: 12); default 4 for ResNet
     /// (the fast demo size), 12 for DenseNet.
     #[arg(long)]
@@ -119,17 +132,18 @@ fn train(args: TrainArgs) -> Result<()> {
         println!(
             "stopped after epoch {} of {}; continue with the same flags and --resume",
             report.history.len(),
-            options.epochs
+            summary.epochs
         );
         return Ok(());
     }
     println!(
         "test accuracy {:.2}% after {} epochs, training time {:.0} s; wrote {}",
         100.0 * report.meta.test_accuracy.unwrap_or(f64::NAN),
-        options.epochs,
+        summary.epochs,
         report.seconds,
         summary.out.display()
     );
+    print_warnings(&summary.warnings);
     Ok(())
 }
 
@@ -142,5 +156,13 @@ fn eval(args: EvalArgs) -> Result<()> {
         summary.images,
         100.0 * summary.accuracy
     );
+    print_warnings(&summary.warnings);
     Ok(())
+}
+
+/// One `warning:` line on standard error per warning.
+fn print_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
 }

@@ -30,6 +30,13 @@ pub struct CheckpointMeta {
     pub test_accuracy: Option<f64>,
     /// Version of resflow (or "converted" tool) that wrote the checkpoint.
     pub library_version: String,
+    /// True when every BatchNorm's running mean and variance are the exact moments of its inputs
+    /// over the train set, recomputed after training (`rf-classifier train`:
+    /// [`crate::models::train::recalibrate_batch_norm`]); false (or absent) for checkpoints of
+    /// earlier versions, converted or exported ones, whose running statistics are whatever their
+    /// training left.
+    #[serde(default)]
+    pub batch_norm_recalibrated: bool,
 }
 
 impl CheckpointMeta {
@@ -47,6 +54,7 @@ impl CheckpointMeta {
             dataset: dataset.into(),
             test_accuracy: None,
             library_version: env!("CARGO_PKG_VERSION").to_string(),
+            batch_norm_recalibrated: false,
         }
     }
 
@@ -140,6 +148,7 @@ fn load_torchscript(model: &Path, device: Device) -> Result<LoadedClassifier> {
         dataset: ts.dataset.clone().unwrap_or_default(),
         test_accuracy: None,
         library_version: format!("torchscript: {}", ts.name),
+        batch_norm_recalibrated: false,
     };
     Ok(LoadedClassifier {
         vs: VarStore::new(device),

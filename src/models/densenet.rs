@@ -10,7 +10,7 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm, conv};
+use super::layers::{batch_norm, conv, BatchNorm};
 use super::{layer_error, Classifier};
 use crate::error::Result;
 use crate::models::NetType;
@@ -23,7 +23,7 @@ pub const LAYERS_PER_BLOCK: i64 = 16;
 /// BN-ReLU-conv, the unit every DenseNet layer is made of.
 #[derive(Debug)]
 struct BnReluConv {
-    bn: nn::BatchNorm,
+    bn: BatchNorm,
     conv: nn::Conv2D,
 }
 
@@ -83,7 +83,7 @@ pub struct DenseNet {
     conv1: nn::Conv2D,
     blocks: Vec<DenseBlock>,
     transitions: Vec<BnReluConv>,
-    bn1: nn::BatchNorm,
+    bn1: BatchNorm,
     fc: nn::Linear,
     channels: Vec<i64>,
     num_classes: i64,

@@ -7,7 +7,7 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm, conv};
+use super::layers::{batch_norm, conv, BatchNorm};
 use super::{layer_error, Classifier};
 use crate::error::Result;
 use crate::models::NetType;
@@ -21,10 +21,10 @@ pub const BLOCKS: [usize; 4] = [3, 4, 6, 3];
 #[derive(Debug)]
 struct BasicBlock {
     conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    bn1: BatchNorm,
     conv2: nn::Conv2D,
-    bn2: nn::BatchNorm,
-    shortcut: Option<(nn::Conv2D, nn::BatchNorm)>,
+    bn2: BatchNorm,
+    shortcut: Option<(nn::Conv2D, BatchNorm)>,
 }
 
 impl BasicBlock {
@@ -60,7 +60,7 @@ impl BasicBlock {
 #[derive(Debug)]
 pub struct ResNet {
     conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    bn1: BatchNorm,
     stages: Vec<Vec<BasicBlock>>,
     linear: nn::Linear,
     width: i64,

@@ -6,7 +6,8 @@ use super::Common;
 use crate::data::{Split, IMAGE_SIDE};
 use crate::error::{Error, Result};
 use crate::models::train::{
-    test_accuracy, train_classifier, ClassifierTrainConfig, RunOptions, Schedule, TrainReport,
+    default_epochs, test_accuracy, train_classifier, ClassifierTrainConfig, RunOptions, Schedule,
+    TrainReport, MIN_STEPS,
 };
 use crate::models::{default_width, NetConfig, NetType};
 use crate::progress::Progress;
@@ -15,13 +16,15 @@ use crate::progress::Progress;
 pub const DEMO_RESNET_WIDTH: i64 = 4;
 
 /// What to train; [`Default`] is the demo configuration: ResNet-34 at width 4, 3 epochs of SGD
-/// (lr 0.1, cosine, momentum 0.9, weight decay 5e-4, batch 128) without augmentation.
+/// (lr 0.1, cosine, momentum 0.9, weight decay 5e-4, batch 128) without augmentation; more epochs
+/// on a small set ([`default_epochs`]: at least [`MIN_STEPS`] steps).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Run, data and device.
     pub common: Common,
-    /// Number of epochs.
-    pub epochs: usize,
+    /// Number of epochs; `None`: [`default_epochs`] of the train set's size and the batch size
+    /// (3 for Fashion-MNIST and CIFAR, more for a small set).
+    pub epochs: Option<usize>,
     /// ResNet base width or DenseNet growth rate; `None`: [`DEMO_RESNET_WIDTH`] for ResNet, the
     /// paper's growth rate for DenseNet.
     pub width: Option<i64>,
@@ -51,7 +54,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             common: Common::default(),
-            epochs: 3,
+            epochs: None,
             width: None,
             lr: 0.1,
             schedule: Schedule::Cosine,
@@ -74,10 +77,14 @@ pub struct Summary {
     pub out: PathBuf,
     /// The network's width.
     pub width: i64,
+    /// The number of epochs (given or [`default_epochs`]).
+    pub epochs: usize,
     /// Train and test images.
     pub images: (usize, usize),
     /// The training's report.
     pub report: TrainReport,
+    /// Figures that mean nothing and what to do ([`chance_warning`]), for the binary to print.
+    pub warnings: Vec<String>,
 }
 
 /// Trains the classifier of `options` and writes its checkpoint and sidecar.
@@ -90,6 +97,10 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         NetType::Resnet => DEMO_RESNET_WIDTH,
         other => default_width(other),
     });
+    let batch_size = common.batch_size_or(128);
+    let epochs = options
+        .epochs
+        .unwrap_or_else(|| default_epochs(train_set.len(), batch_size));
     let config = ClassifierTrainConfig {
         net: NetConfig {
             net_type: common.net_type,
@@ -97,8 +108,8 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
             num_classes: train_set.num_classes as i64,
         },
         dataset: source.name.clone(),
-        epochs: options.epochs,
-        batch_size: common.batch_size_or(128),
+        epochs,
+        batch_size,
         lr: options.lr,
         momentum: options.momentum,
         weight_decay: options.weight_decay,
@@ -111,13 +122,20 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         .out
         .clone()
         .unwrap_or_else(|| common.default_classifier_path());
+    let why = if options.epochs.is_some() {
+        String::new()
+    } else {
+        format!(" (the default: at least {MIN_STEPS} steps)")
+    };
     progress.note(&format!(
-        "training {} (width {width}) on {}: {} train / {} test images, {} epochs, {} threads",
+        "training {} (width {width}) on {}: {} train / {} test images, {} epochs of {} steps{why}, \
+         {} threads",
         common.net_type.name(),
         source.name,
         train_set.len(),
         test_set.len(),
         config.epochs,
+        train_set.len().div_ceil(batch_size),
         tch::get_num_threads()
     ));
     let run_options = RunOptions {
@@ -135,11 +153,25 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         &run_options,
         progress,
     )?;
+    let warnings = report
+        .meta
+        .test_accuracy
+        .and_then(|a| {
+            chance_warning(
+                a,
+                train_set.num_classes,
+                "train longer (--epochs N) or check the data",
+            )
+        })
+        .into_iter()
+        .collect();
     Ok(Summary {
         out,
         width,
+        epochs,
         images: (train_set.len(), test_set.len()),
         report,
+        warnings,
     })
 }
 
@@ -152,6 +184,8 @@ pub struct EvalSummary {
     pub images: usize,
     /// Accuracy in [0, 1].
     pub accuracy: f64,
+    /// Figures that mean nothing and what to do ([`chance_warning`]), for the binary to print.
+    pub warnings: Vec<String>,
 }
 
 /// Measures the accuracy of `checkpoint` (default: [`Common::default_classifier_path`]) on the
@@ -180,9 +214,69 @@ pub fn evaluate(common: &Common, checkpoint: Option<&std::path::Path>) -> Result
         common.batch_size_or(256),
         common.device,
     );
+    let warnings = chance_warning(
+        accuracy,
+        test_set.num_classes,
+        "retrain longer (rf-classifier train --epochs N) or check that --dataset is the data the \
+         classifier was trained on",
+    )
+    .into_iter()
+    .collect();
     Ok(EvalSummary {
         checkpoint: path,
         images: test_set.len(),
         accuracy,
+        warnings,
     })
+}
+
+/// How far above chance (in accuracy, 0.05 = 5 points) a test accuracy must be to mean something.
+pub const CHANCE_MARGIN: f64 = 0.05;
+
+/// A warning when test `accuracy` in [0, 1] is at most [`CHANCE_MARGIN`] above chance
+/// (`1 / num_classes`): such a classifier has learned (next to) nothing, and the detectors built
+/// on it would be meaningless. `fix` says what to do. `None` for a higher accuracy.
+pub fn chance_warning(accuracy: f64, num_classes: usize, fix: &str) -> Option<String> {
+    let chance = 1.0 / num_classes.max(1) as f64;
+    (accuracy <= chance + CHANCE_MARGIN).then(|| {
+        let relation = if accuracy < chance {
+            "below chance".to_string()
+        } else {
+            format!("within {:.0} points of chance", 100.0 * CHANCE_MARGIN)
+        };
+        format!(
+            "test accuracy {:.1}% is {relation} ({:.1}% for {num_classes} classes): {fix}",
+            100.0 * accuracy,
+            100.0 * chance
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chance_warning_names_accuracies_within_five_points_of_chance() {
+        let fix = "train longer (--epochs N)";
+        // 3 classes: chance 1/3, warned up to 38.33%.
+        assert_eq!(
+            chance_warning(0.351, 3, fix).unwrap(),
+            "test accuracy 35.1% is within 5 points of chance (33.3% for 3 classes): train \
+             longer (--epochs N)"
+        );
+        assert!(chance_warning(1.0 / 3.0 + 0.05, 3, fix).is_some());
+        assert_eq!(
+            chance_warning(0.2, 3, fix).unwrap(),
+            "test accuracy 20.0% is below chance (33.3% for 3 classes): train longer (--epochs N)"
+        );
+        for accuracy in [0.39, 0.5, 0.983, 1.0] {
+            assert_eq!(chance_warning(accuracy, 3, fix), None, "{accuracy}");
+        }
+        // 10 classes: up to 15%; 2 classes: up to 55%.
+        assert!(chance_warning(0.15, 10, fix).is_some());
+        assert!(chance_warning(0.16, 10, fix).is_none());
+        assert!(chance_warning(0.55, 2, fix).is_some());
+        assert!(chance_warning(0.56, 2, fix).is_none());
+    }
 }

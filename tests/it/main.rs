@@ -7,6 +7,7 @@ mod synth;
 
 mod artefacts;
 mod baselines;
+mod classifier_small;
 mod cli_flags;
 mod convert_weights;
 mod cuda_link;
@@ -23,6 +24,7 @@ mod metrics;
 mod models_checkpoint;
 mod models_init;
 mod models_parity;
+mod models_recalibrate;
 mod own_model;
 mod pipeline;
 mod prepare;

@@ -1,5 +1,6 @@
 //! Training a classifier from scratch (SGD, cosine or step schedule, crop/flip augmentation),
-//! with a resumable checkpoint after every epoch, and measuring test accuracy.
+//! with a resumable checkpoint after every epoch, BatchNorm statistics recalibrated before every
+//! evaluation and the final checkpoint, and measuring test accuracy.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -8,6 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
+mod length;
+pub mod recalibrate;
 mod sgd;
 
 use crate::data::{Batches, ImageSet, Normalization};
@@ -17,6 +20,8 @@ use crate::models::checkpoint::{
 };
 use crate::models::{Classifier, NetConfig};
 use crate::progress::Progress;
+pub use length::{default_epochs, MIN_STEPS, REFERENCE_EPOCHS};
+pub use recalibrate::recalibrate_batch_norm;
 use sgd::Sgd;
 
 /// Learning-rate schedule over the whole run.
@@ -58,7 +63,7 @@ pub struct ClassifierTrainConfig {
     pub net: NetConfig,
     /// Registry name of the training set.
     pub dataset: String,
-    /// Number of epochs.
+    /// Number of epochs ([`default_epochs`] gives the default).
     pub epochs: usize,
     /// Mini-batch size.
     pub batch_size: usize,
@@ -156,7 +161,8 @@ struct ResumeState {
 /// The outcome of [`train_classifier`].
 #[derive(Debug)]
 pub struct TrainReport {
-    /// The sidecar written with the final checkpoint (test accuracy included).
+    /// The sidecar written with the final checkpoint (test accuracy included; BatchNorm statistics
+    /// recalibrated over the train set).
     pub meta: CheckpointMeta,
     /// Per-epoch statistics (including epochs of an earlier, resumed run).
     pub history: Vec<EpochLog>,
@@ -277,8 +283,18 @@ pub fn train_classifier(
             ));
         }
         progress.finish();
-        let test_accuracy = (options.eval_each_epoch && epoch + 1 < config.epochs)
-            .then(|| test_accuracy(net.as_ref(), test, &norm, options.eval_batch_size, device));
+        let test_accuracy = if options.eval_each_epoch && epoch + 1 < config.epochs {
+            recalibrate(net.as_ref(), &vs, train, &norm, config, progress)?;
+            Some(test_accuracy(
+                net.as_ref(),
+                test,
+                &norm,
+                options.eval_batch_size,
+                device,
+            ))
+        } else {
+            None
+        };
         let log = EpochLog {
             epoch: epoch + 1,
             loss: loss_sum / seen as f64,
@@ -311,12 +327,14 @@ pub fn train_classifier(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    recalibrate(net.as_ref(), &vs, train, &norm, config, progress)?;
     let accuracy = test_accuracy(net.as_ref(), test, &norm, options.eval_batch_size, device);
     if let Some(last) = state.history.last_mut() {
         last.test_accuracy = Some(accuracy);
     }
     let mut meta = CheckpointMeta::new(config.net, norm, &config.dataset);
     meta.test_accuracy = Some(accuracy);
+    meta.batch_norm_recalibrated = true;
     save_checkpoint(out, &vs, &meta)?;
     let _ = std::fs::remove_file(&resume_weights);
     let _ = std::fs::remove_file(&resume_json);
@@ -326,6 +344,28 @@ pub fn train_classifier(
         seconds,
         finished: true,
     })
+}
+
+/// [`recalibrate_batch_norm`] over the train set with the training's batch size and a shuffle of
+/// its own (from the training's seed), noted in the log.
+fn recalibrate(
+    net: &dyn Classifier,
+    vs: &VarStore,
+    train: &ImageSet,
+    norm: &Normalization,
+    config: &ClassifierTrainConfig,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let started = Instant::now();
+    let seed = config.seed.wrapping_mul(1_000_003).wrapping_sub(1);
+    let count = recalibrate_batch_norm(net, vs, train, norm, config.batch_size, seed, progress)?;
+    progress.note(&format!(
+        "BatchNorm statistics of {count} layers recalibrated: exact mean and variance over the {} \
+         train images, {:.0} s",
+        train.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
 }
 
 /// Accuracy in [0, 1] of `net` (eval mode) on `set` normalised with `norm`.
