@@ -83,7 +83,7 @@ pub struct Summary {
     pub images: (usize, usize),
     /// The training's report.
     pub report: TrainReport,
-    /// Figures that mean nothing and what to do ([`chance_warning`]), for the binary to print.
+    /// Figures that mean nothing and what to do ([`super::warnings::chance_warning`]), for the binary to print.
     pub warnings: Vec<String>,
 }
 
@@ -157,7 +157,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         .meta
         .test_accuracy
         .and_then(|a| {
-            chance_warning(
+            super::warnings::chance_warning(
                 a,
                 train_set.num_classes,
                 "train longer (--epochs N) or check the data",
@@ -184,7 +184,7 @@ pub struct EvalSummary {
     pub images: usize,
     /// Accuracy in [0, 1].
     pub accuracy: f64,
-    /// Figures that mean nothing and what to do ([`chance_warning`]), for the binary to print.
+    /// Figures that mean nothing and what to do ([`super::warnings::chance_warning`]), for the binary to print.
     pub warnings: Vec<String>,
 }
 
@@ -214,7 +214,7 @@ pub fn evaluate(common: &Common, checkpoint: Option<&std::path::Path>) -> Result
         common.batch_size_or(256),
         common.device,
     );
-    let warnings = chance_warning(
+    let warnings = super::warnings::chance_warning(
         accuracy,
         test_set.num_classes,
         "retrain longer (rf-classifier train --epochs N) or check that --dataset is the data the \
@@ -228,55 +228,4 @@ pub fn evaluate(common: &Common, checkpoint: Option<&std::path::Path>) -> Result
         accuracy,
         warnings,
     })
-}
-
-/// How far above chance (in accuracy, 0.05 = 5 points) a test accuracy must be to mean something.
-pub const CHANCE_MARGIN: f64 = 0.05;
-
-/// A warning when test `accuracy` in [0, 1] is at most [`CHANCE_MARGIN`] above chance
-/// (`1 / num_classes`): such a classifier has learned (next to) nothing, and the detectors built
-/// on it would be meaningless. `fix` says what to do. `None` for a higher accuracy.
-pub fn chance_warning(accuracy: f64, num_classes: usize, fix: &str) -> Option<String> {
-    let chance = 1.0 / num_classes.max(1) as f64;
-    (accuracy <= chance + CHANCE_MARGIN).then(|| {
-        let relation = if accuracy < chance {
-            "below chance".to_string()
-        } else {
-            format!("within {:.0} points of chance", 100.0 * CHANCE_MARGIN)
-        };
-        format!(
-            "test accuracy {:.1}% is {relation} ({:.1}% for {num_classes} classes): {fix}",
-            100.0 * accuracy,
-            100.0 * chance
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chance_warning_names_accuracies_within_five_points_of_chance() {
-        let fix = "train longer (--epochs N)";
-        // 3 classes: chance 1/3, warned up to 38.33%.
-        assert_eq!(
-            chance_warning(0.351, 3, fix).unwrap(),
-            "test accuracy 35.1% is within 5 points of chance (33.3% for 3 classes): train \
-             longer (--epochs N)"
-        );
-        assert!(chance_warning(1.0 / 3.0 + 0.05, 3, fix).is_some());
-        assert_eq!(
-            chance_warning(0.2, 3, fix).unwrap(),
-            "test accuracy 20.0% is below chance (33.3% for 3 classes): train longer (--epochs N)"
-        );
-        for accuracy in [0.39, 0.5, 0.983, 1.0] {
-            assert_eq!(chance_warning(accuracy, 3, fix), None, "{accuracy}");
-        }
-        // 10 classes: up to 15%; 2 classes: up to 55%.
-        assert!(chance_warning(0.15, 10, fix).is_some());
-        assert!(chance_warning(0.16, 10, fix).is_none());
-        assert!(chance_warning(0.55, 2, fix).is_some());
-        assert!(chance_warning(0.56, 2, fix).is_none());
-    }
 }

@@ -7,10 +7,6 @@ use crate::fit::Validation;
 use crate::store::features::FeatureManifest;
 use crate::store::results::{ResultRecord, OPENOOD_AUROC};
 
-/// Test accuracy within this many points of chance (`1 / classes`) is a classifier that has not
-/// learnt its task.
-pub const CHANCE_MARGIN: f64 = 0.05;
-
 /// FGSM samples below which the FGSM-validated regression rests on too few rows: it fits on 5% of
 /// each group (10% held out, half of it to fit), so 500 samples give it 25 rows per group.
 pub const FGSM_SAMPLES_FOR_REGRESSION: usize = 500;
@@ -22,17 +18,23 @@ pub const SMALL_TEST_SPLIT: usize = 1000;
 /// zero-width intervals at 100% overlap without the split being too small.
 pub const WIDE_INTERVAL: f64 = 0.01;
 
-/// A classifier whose `accuracy` (in [0, 1]) on `what` lies within [`CHANCE_MARGIN`] of chance
-/// for `classes` classes.
-pub fn accuracy_near_chance(what: &str, accuracy: f64, classes: usize) -> Option<String> {
-    let chance = 1.0 / classes.max(1) as f64;
-    (accuracy < chance + CHANCE_MARGIN).then(|| {
+/// How far above chance (in accuracy, 0.05 = 5 points) a test accuracy must be to mean something.
+pub const CHANCE_MARGIN: f64 = 0.05;
+
+/// A warning when test `accuracy` in [0, 1] is at most [`CHANCE_MARGIN`] above chance
+/// (`1 / num_classes`): such a classifier has learned (next to) nothing, and the detectors built
+/// on it would be meaningless. `fix` says what to do. `None` for a higher accuracy.
+pub fn chance_warning(accuracy: f64, num_classes: usize, fix: &str) -> Option<String> {
+    let chance = 1.0 / num_classes.max(1) as f64;
+    (accuracy <= chance + CHANCE_MARGIN).then(|| {
+        let relation = if accuracy < chance {
+            "below chance".to_string()
+        } else {
+            format!("within {:.0} points of chance", 100.0 * CHANCE_MARGIN)
+        };
         format!(
-            "{what} accuracy {:.1}% is within {:.0} points of chance ({:.1}% for {classes} \
-             classes): every figure built on this classifier means little; train it longer \
-             (rf-classifier train --epochs N) or check the data",
+            "test accuracy {:.1}% is {relation} ({:.1}% for {num_classes} classes): {fix}",
             100.0 * accuracy,
-            100.0 * CHANCE_MARGIN,
             100.0 * chance
         )
     })
@@ -133,10 +135,11 @@ pub fn run_warnings(
     fgsm_kept: Option<usize>,
     records: &[ResultRecord],
 ) -> Vec<String> {
-    let mut warnings: Vec<String> = accuracy_near_chance(
-        "the classifier's test",
+    let mut warnings: Vec<String> = chance_warning(
         features.test_accuracy,
         features.num_classes,
+        "every figure built on this classifier means little; train it longer (rf-classifier \
+         train --epochs N) or check the data",
     )
     .into_iter()
     .collect();
@@ -158,12 +161,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accuracy_near_chance_triggers_within_the_margin_only() {
-        let w = accuracy_near_chance("test", 0.339, 3).unwrap();
-        assert!(w.contains("33.9%") && w.contains("--epochs"), "{w}");
-        assert!(accuracy_near_chance("test", 0.90, 3).is_none());
-        assert!(accuracy_near_chance("test", 0.15, 10).is_some());
-        assert!(accuracy_near_chance("test", 0.16, 10).is_none());
+    fn chance_warning_names_accuracies_within_five_points_of_chance() {
+        let fix = "train longer (--epochs N)";
+        // 3 classes: chance 1/3, warned up to 38.33%.
+        assert_eq!(
+            chance_warning(0.351, 3, fix).unwrap(),
+            "test accuracy 35.1% is within 5 points of chance (33.3% for 3 classes): train \
+             longer (--epochs N)"
+        );
+        assert!(chance_warning(1.0 / 3.0 + 0.05, 3, fix).is_some());
+        assert_eq!(
+            chance_warning(0.2, 3, fix).unwrap(),
+            "test accuracy 20.0% is below chance (33.3% for 3 classes): train longer (--epochs N)"
+        );
+        for accuracy in [0.39, 0.5, 0.983, 1.0] {
+            assert_eq!(chance_warning(accuracy, 3, fix), None, "{accuracy}");
+        }
+        // 10 classes: up to 15%; 2 classes: up to 55%.
+        assert!(chance_warning(0.15, 10, fix).is_some());
+        assert!(chance_warning(0.16, 10, fix).is_none());
+        assert!(chance_warning(0.55, 2, fix).is_some());
+        assert!(chance_warning(0.56, 2, fix).is_none());
     }
 
     #[test]
