@@ -202,7 +202,68 @@ pub struct StageOutput {
     _lock: ExclusiveLock,
 }
 
+/// A stage output whose lock is held but whose folder is not touched yet ([`StageOutput::lock`]):
+/// a stage that writes several folders takes all their locks before it empties any
+/// ([`PendingOutput::begin`]), so that a second writer of one of them stops it before it has
+/// changed anything.
+#[derive(Debug)]
+pub struct PendingOutput {
+    dir: PathBuf,
+    manifest: PathBuf,
+    provenance: Provenance,
+    lock: ExclusiveLock,
+}
+
+impl PendingOutput {
+    /// Empties the folder, manifest first (the folder is incomplete until
+    /// [`StageOutput::finish`]; no file of an earlier run, nor the temporary files of a killed
+    /// one, stays), and starts writing it.
+    pub fn begin(self) -> Result<StageOutput> {
+        let PendingOutput {
+            dir,
+            manifest,
+            provenance,
+            lock,
+        } = self;
+        match std::fs::remove_file(&manifest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&manifest, e)),
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&dir, e)),
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(StageOutput {
+            dir,
+            manifest,
+            provenance,
+            _lock: lock,
+        })
+    }
+}
+
 impl StageOutput {
+    /// Takes the lock `{dir}.lock` of folder `dir` whose manifest is `manifest` (inside `dir`),
+    /// without touching the folder: a second writer stops at once. `doing` says what the stage
+    /// does, for the lock's message. [`PendingOutput::begin`] starts writing.
+    pub fn lock(
+        dir: &Path,
+        manifest: &Path,
+        provenance: Provenance,
+        doing: &str,
+    ) -> Result<PendingOutput> {
+        let lock = exclusive(&crate::io::sibling(dir, "lock"), doing)?;
+        Ok(PendingOutput {
+            dir: dir.to_path_buf(),
+            manifest: manifest.to_path_buf(),
+            provenance,
+            lock,
+        })
+    }
+
     /// Starts writing folder `dir` whose manifest is `manifest` (inside `dir`): takes the lock
     /// `{dir}.lock` (a second writer stops at once), then empties the folder, manifest first (the
     /// folder is incomplete until [`StageOutput::finish`]; no file of an earlier run, nor the
@@ -214,24 +275,7 @@ impl StageOutput {
         provenance: Provenance,
         doing: &str,
     ) -> Result<StageOutput> {
-        let lock = exclusive(&crate::io::sibling(dir, "lock"), doing)?;
-        match std::fs::remove_file(manifest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(manifest, e)),
-        }
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(dir, e)),
-        }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        Ok(StageOutput {
-            dir: dir.to_path_buf(),
-            manifest: manifest.to_path_buf(),
-            provenance,
-            _lock: lock,
-        })
+        Self::lock(dir, manifest, provenance, doing)?.begin()
     }
 
     /// The output folder.
@@ -373,6 +417,32 @@ mod tests {
         read.verify_files(&dir, None, &dir.join("manifest.json"), "rf-test")
             .unwrap();
         output(&dir); // the lock was released
+    }
+
+    #[test]
+    fn a_locked_output_is_untouched_until_begun() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("manifest.json"), "{}").unwrap();
+        let pending = StageOutput::lock(
+            &dir,
+            &dir.join("manifest.json"),
+            Provenance::new("rf-test", "abc"),
+            "rf-test is writing here",
+        )
+        .unwrap();
+        assert!(dir.join("manifest.json").exists());
+        let second = StageOutput::begin(
+            &dir,
+            &dir.join("manifest.json"),
+            Provenance::new("rf-test", "abc"),
+            "rf-test is writing here",
+        );
+        assert!(second.unwrap_err().to_string().contains("out.lock"));
+        assert!(dir.join("manifest.json").exists());
+        pending.begin().unwrap();
+        assert!(!dir.join("manifest.json").exists());
     }
 
     #[test]
