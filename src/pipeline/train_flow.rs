@@ -335,6 +335,38 @@ fn check_resumable(
     Ok(())
 }
 
+/// The OOD set whose features the training monitors: `requested` (`--monitor-ood`), which must
+/// be one of the prepared sets, or the first prepared one.
+fn monitored_set(
+    manifest: &FeatureManifest,
+    features: &FeatureDir,
+    requested: Option<&str>,
+) -> Result<String> {
+    let prepared = manifest.ood_names();
+    match requested {
+        Some(name) if prepared.iter().any(|p| p == name) => Ok(name.to_string()),
+        Some(name) => Err(Error::bad_option(
+            "--monitor-ood",
+            format!(
+                "`{name}` is not an OOD set of {} (prepared: {}); name one of those, or prepare \
+                 `{name}` with rf-prepare --ood",
+                features.manifest_path().display(),
+                if prepared.is_empty() {
+                    "none".to_string()
+                } else {
+                    prepared.join(", ")
+                }
+            ),
+        )),
+        None => prepared.into_iter().next().ok_or_else(|| {
+            Error::missing(
+                features.manifest_path(),
+                "no OOD features prepared to monitor; run rf-prepare with --ood",
+            )
+        }),
+    }
+}
+
 /// Trains (or resumes) the flow of one layer of `run` with the trainer's settings `config` on
 /// `device`; `on_iteration` sees every iteration's record.
 fn train_layer(
@@ -357,6 +389,7 @@ fn train_layer(
             ),
         ));
     }
+    let ood = monitored_set(&manifest, &features, options.monitor_ood.as_deref())?;
     let stats = features.read_stats(&manifest, l)?;
     let per_class = centred_per_class(&features, l, &stats)?;
     let (validation, train) = split_validation(&per_class, options.validation_total)?;
@@ -366,15 +399,6 @@ fn train_layer(
     recover_folder_swap(&dir, |old| old.join(META_FILE).exists())?;
     let provenance = flow_provenance(&manifest, &features, l, options, config)?;
 
-    let ood = match &options.monitor_ood {
-        Some(name) => name.clone(),
-        None => manifest.ood_names().into_iter().next().ok_or_else(|| {
-            Error::missing(
-                features.manifest_path(),
-                "no OOD features prepared to monitor; run rf-prepare with --ood",
-            )
-        })?,
-    };
     let take = |set: &str| -> Result<Tensor> {
         let x = features.read_layer(&manifest, set, l)?;
         let n = x.size()[0].min(MONITOR_ROWS as i64);
