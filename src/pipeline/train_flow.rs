@@ -18,7 +18,8 @@ use crate::io::{previous_folder, recover_folder_swap, sibling, write_folder_atom
 use crate::progress::Progress;
 use crate::store::features::{FeatureDir, FeatureManifest};
 use crate::store::history::{write_history, AurocHistory};
-use crate::store::provenance::Provenance;
+use crate::store::provenance::{FileDigest, Provenance};
+use crate::store::training_data::verify_flow_files;
 use crate::store::{lock, RunDir};
 
 /// The reference's number of held-out validation samples (divided evenly over the classes).
@@ -229,12 +230,24 @@ fn centred_per_class(
         .collect()
 }
 
-/// Writes the trainer's checkpoint and its provenance into the layer's flow folder `dir` through
-/// a swap, so that a crash never leaves a half-written checkpoint in place.
+/// Writes the trainer's checkpoint and its provenance (with every file's digest) into the
+/// layer's flow folder `dir` through a swap, so that a crash never leaves a half-written
+/// checkpoint in place.
 fn save_checkpoint(trainer: &Trainer, provenance: &Provenance, dir: &Path) -> Result<()> {
     write_folder_atomically(dir, |partial| {
         trainer.save_checkpoint(partial)?;
-        crate::io::write_json(&partial.join(FLOW_PROVENANCE), provenance)
+        let mut provenance = provenance.clone();
+        for entry in std::fs::read_dir(partial).map_err(|e| Error::io(partial, e))? {
+            let path = entry.map_err(|e| Error::io(partial, e))?.path();
+            if path.is_file() {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                provenance.files.insert(name, FileDigest::of(&path)?);
+            }
+        }
+        crate::io::write_json(&partial.join(FLOW_PROVENANCE), &provenance)
     })
 }
 
@@ -408,6 +421,7 @@ fn train_layer(
     let means = stats.means.to_kind(Kind::Float).to_device(device);
 
     let mut trainer = if options.resume && dir.join(META_FILE).exists() {
+        verify_flow_files(&dir, l)?;
         let trainer = Trainer::resume(&dir, train, validation, Kind::Float, device)?;
         check_resumable(&trainer, &stats, config, &dir)?;
         trainer

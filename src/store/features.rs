@@ -209,7 +209,7 @@ impl FeatureDir {
     }
 
     /// Checks the file at `path` in this folder against the digest `manifest` records.
-    fn verify(&self, manifest: &FeatureManifest, path: &Path) -> Result<()> {
+    pub fn verify(&self, manifest: &FeatureManifest, path: &Path) -> Result<()> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
