@@ -20,6 +20,7 @@ use crate::report::plots::plot_comparison;
 use crate::report::tables::comparison_points;
 use crate::report::{markdown, plot_auroc_history, plot_histogram, plot_roc, LayerCurve};
 use crate::store::history::read_history;
+use crate::store::provenance::{remove_temporary_files, remove_temporary_siblings};
 use crate::store::results::{
     read_results, read_test_scores, write_results, write_test_scores, ResultRecord, ResultsFile,
     OPENOOD_AUROC,
@@ -177,6 +178,18 @@ pub fn regress_dataset(
         &run.path().join("results.lock"),
         "rf-regress is writing this run's results",
     )?;
+    // What an interrupted rf-regress left behind goes.
+    remove_temporary_siblings(&run.results_path())?;
+    remove_temporary_siblings(&run.results_markdown_path())?;
+    remove_temporary_files(&run.path().join("regression"))?;
+    remove_temporary_files(&run.plots_dir())?;
+    // The results of earlier runs, merged with the new ones: read before anything is written.
+    let path = run.results_path();
+    let mut results = read_results(&path)?.unwrap_or(ResultsFile {
+        net: net.to_string(),
+        dataset: dataset.to_string(),
+        results: Vec::new(),
+    });
     let mut records = Vec::new();
     let mut results_by_ood = Vec::new();
     let mut warnings = Vec::new();
@@ -217,12 +230,6 @@ pub fn regress_dataset(
     for r in &results_by_ood {
         write_test_scores(&run.test_scores_path(detector, validation, &r.ood), &r.test)?;
     }
-    let path = run.results_path();
-    let mut results = read_results(&path)?.unwrap_or(ResultsFile {
-        net: net.to_string(),
-        dataset: dataset.to_string(),
-        results: Vec::new(),
-    });
     warnings.extend(results.merge(&records, &folder.manifest.sets));
     write_results(&path, &results)?;
     crate::io::write_text(&run.results_markdown_path(), &markdown(&results))?;

@@ -18,7 +18,7 @@ use crate::io::{previous_folder, recover_folder_swap, sibling, write_folder_atom
 use crate::progress::Progress;
 use crate::store::features::{FeatureDir, FeatureManifest};
 use crate::store::history::{write_history, AurocHistory};
-use crate::store::provenance::{FileDigest, Provenance};
+use crate::store::provenance::{remove_temporary_siblings, FileDigest, Provenance};
 use crate::store::training_data::verify_flow_files;
 use crate::store::{lock, RunDir};
 
@@ -410,6 +410,8 @@ fn train_layer(
     // A second rf-train on the same layer stops at once.
     let _lock = lock::exclusive(&sibling(&dir, "lock"), "rf-train is training this layer")?;
     recover_folder_swap(&dir, |old| old.join(META_FILE).exists())?;
+    remove_temporary_siblings(&run.history_path(l))?;
+    remove_temporary_siblings(&run.loss_history_path(l))?;
     let provenance = flow_provenance(&manifest, &features, l, options, config)?;
 
     let take = |set: &str| -> Result<Tensor> {

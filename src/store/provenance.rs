@@ -377,6 +377,34 @@ pub fn remove_temporary_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes the temporary files that interrupted atomic writes of `path` left next to it
+/// (`.{name}.tmp{pid}`; see [`crate::io::write_atomically`]), for outputs that are single files
+/// in a shared folder (a stage's lock must be held).
+pub fn remove_temporary_siblings(path: &Path) -> Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let dotted = format!(".{}", name.to_string_lossy());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        // `.{name}.tmp{pid}` exactly, not another file's temporary file.
+        let of_path = file
+            .rsplit_once(".tmp")
+            .is_some_and(|(head, _)| head == dotted);
+        if of_path && crate::io::is_temporary_name(&file) {
+            let stale = entry.path();
+            std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +471,25 @@ mod tests {
         assert!(dir.join("manifest.json").exists());
         pending.begin().unwrap();
         assert!(!dir.join("manifest.json").exists());
+    }
+
+    #[test]
+    fn only_the_temporary_files_of_one_output_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let names = [
+            ".results.json.tmp123",
+            ".results.json.tmpx",
+            ".results.md.tmp123",
+            ".results.json.old",
+            "results.json",
+        ];
+        for name in names {
+            std::fs::write(tmp.path().join(name), "x").unwrap();
+        }
+        remove_temporary_siblings(&tmp.path().join("results.json")).unwrap();
+        let left: Vec<bool> = names.iter().map(|n| tmp.path().join(n).exists()).collect();
+        assert_eq!(left, [false, true, true, true, true]);
+        remove_temporary_siblings(&tmp.path().join("absent/results.json")).unwrap();
     }
 
     #[test]
