@@ -14,6 +14,7 @@ mod data_formats;
 mod data_registry;
 mod detector;
 mod docs;
+mod faults;
 mod fgsm;
 mod flow_model;
 mod flow_train;
