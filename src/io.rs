@@ -122,13 +122,29 @@ pub fn write_text(path: &Path, text: &str) -> Result<()> {
     })
 }
 
-/// Reads JSON into `T`, naming the file on failure.
+/// Reads JSON into `T`, naming the file on failure ([`read_json_with`] with the remedy "write it
+/// again with the command that made it").
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    read_json_with(path, "write it again with the command that made it")
+}
+
+/// Reads JSON into `T`. A missing file is a [`Error::MissingArtefact`], one that does not parse
+/// (truncated, corrupt, of another version) a [`Error::Format`]; both name the file and say
+/// `remedy` (e.g. "retrain the layer with rf-train --layer 2").
+pub fn read_json_with<T: serde::de::DeserializeOwned>(path: &Path, remedy: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::missing(path, format!("not here; {remedy}"))
+        } else {
+            Error::io(path, e)
+        }
+    })?;
     serde_json::from_str(&text).map_err(|e| {
         Error::format(
             path,
-            format!("not the JSON expected ({e}): truncated, corrupt or of another version"),
+            format!(
+                "not the JSON expected ({e}): truncated, corrupt or of another version; {remedy}"
+            ),
         )
     })
 }

@@ -58,23 +58,23 @@ struct TrainArgs {
     epochs: Option<usize>,
     /// ResNet base width (paper: 64) or DenseNet growth rate (paper: 12); default 4 for ResNet
     /// (the fast demo size), 12 for DenseNet.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     width: Option<i64>,
     /// Initial learning rate.
-    #[arg(long, default_value_t = defaults().lr)]
+    #[arg(long, default_value_t = defaults().lr, allow_negative_numbers = true)]
     lr: f64,
     /// Learning-rate schedule (cosine or step).
     #[arg(long, default_value_t = defaults().schedule)]
     schedule: Schedule,
     /// SGD momentum.
-    #[arg(long, default_value_t = defaults().momentum)]
+    #[arg(long, default_value_t = defaults().momentum, allow_negative_numbers = true)]
     momentum: f64,
     /// L2 weight decay.
-    #[arg(long = "weight-decay", default_value_t = defaults().weight_decay)]
+    #[arg(long = "weight-decay", default_value_t = defaults().weight_decay, allow_negative_numbers = true)]
     weight_decay: f64,
     /// Zero padding before the random 32x32 crop (0: no cropping; 4 is the usual CIFAR setting,
     /// worth it for longer runs).
-    #[arg(long = "crop-padding", default_value_t = defaults().crop_padding)]
+    #[arg(long = "crop-padding", default_value_t = defaults().crop_padding, allow_negative_numbers = true)]
     crop_padding: i64,
     /// Random horizontal flips (off by default: wrong for digits, of little use for Fashion-MNIST).
     #[arg(long)]

@@ -26,7 +26,7 @@ struct Cli {
     #[arg(long = "max-test", alias = "max_test")]
     max_test: Option<usize>,
     /// Noise standard deviation (default: ResNet 0.25/4, DenseNet 0.21/4; /8 for cifar100).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     sigma: Option<f64>,
 }
 

@@ -25,10 +25,14 @@ struct Cli {
     #[arg(long = "num-iter", alias = "num_iter", default_value_t = defaults().num_iter)]
     num_iter: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = defaults().lr)]
+    #[arg(long, default_value_t = defaults().lr, allow_negative_numbers = true)]
     lr: f64,
     /// Hidden width factor of the s/t-nets (default: the reference's table, usually 1).
-    #[arg(long = "length-hidden", alias = "length_hidden")]
+    #[arg(
+        long = "length-hidden",
+        alias = "length_hidden",
+        allow_negative_numbers = true
+    )]
     length_hidden: Option<f64>,
     /// Monitor the validation AUROC against this OOD set (default: the first prepared one).
     #[arg(long = "monitor-ood", alias = "monitor_ood")]

@@ -38,9 +38,12 @@ fn is_image(path: &Path) -> bool {
 
 /// Decodes an image file to 8-bit RGB (grayscale is replicated).
 pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
-    image::open(path)
-        .map(|img| img.to_rgb8())
-        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))
+    image::open(path).map(|img| img.to_rgb8()).map_err(|e| {
+        Error::format(
+            path,
+            format!("cannot decode image ({e}): truncated, or not a PNG or JPEG image"),
+        )
+    })
 }
 
 /// Converts RGB images of one size to a `u8` tensor `[N,3,H,W]`.

@@ -157,6 +157,23 @@ pub fn load(name: &str, root: &Path, split: Split) -> Result<ImageSet> {
             format!("`{name}` is an out-of-distribution set and has no train split"),
         ));
     }
+    read_files(info, root, split).map_err(|e| match e {
+        // A file that is there but cannot be read is a cut download or a corrupt copy.
+        Error::Format { path, message } => Error::format(
+            path,
+            format!(
+                "{message}; the file is truncated, corrupt or not the one expected: download it \
+                 again (`{name}` expects {})",
+                info.layout
+            ),
+        ),
+        other => other,
+    })
+}
+
+/// Reads split `split` of the registry set `info` from `root` ([`load`]).
+fn read_files(info: &DatasetInfo, root: &Path, split: Split) -> Result<ImageSet> {
+    let name = info.name;
     let train = split == Split::Train;
     let (source, images, labels) = match name {
         "cifar10" => {

@@ -161,7 +161,8 @@ impl DataSource {
                 let classes = folder::class_folders(&dir.join("train"))?;
                 let split_dir = dir.join(split.name());
                 let (images, labels) =
-                    folder::read_class_folder(&split_dir, &classes, side_u32(side)?)?;
+                    folder::read_class_folder(&split_dir, &classes, side_u32(side)?)
+                        .map_err(bad_file)?;
                 ImageSet::new(&self.name, &split_dir, images, labels, classes.len())
             }
         }
@@ -173,12 +174,25 @@ impl DataSource {
         match &self.folder {
             None => to_side(registry::load(&self.name, root, Split::Test)?, side),
             Some(dir) => {
-                let images = folder::read_image_folder(dir, side_u32(side)?)?;
+                let images = folder::read_image_folder(dir, side_u32(side)?).map_err(bad_file)?;
                 let n = images.size()[0];
                 let labels = Tensor::zeros([n], (Kind::Int64, Device::Cpu));
                 ImageSet::new(&self.name, dir, images, labels, 1)
             }
         }
+    }
+}
+
+/// An error about one file of an image folder (an image that cannot be decoded) with the fix.
+fn bad_file(e: Error) -> Error {
+    match e {
+        Error::Format { path, message } if path.is_file() => Error::format(
+            path,
+            format!(
+                "{message}; replace or remove this file (every image under the folder is read)"
+            ),
+        ),
+        other => other,
     }
 }
 

@@ -209,7 +209,10 @@ pub fn save_detector(detector: &dyn FittedDetector, weights: &Path) -> Result<()
 /// parameters that do not pass their checks.
 pub fn load_detector(weights: &Path, device: Device) -> Result<Box<dyn FittedDetector>> {
     let sidecar: PathBuf = sidecar_path(weights);
-    let saved: SavedDetector = crate::io::read_json(&sidecar)?;
+    let saved: SavedDetector = crate::io::read_json_with(
+        &sidecar,
+        "save the detector again (its .safetensors and .json are written together)",
+    )?;
     if saved.format != DETECTOR_FORMAT {
         return Err(Error::format(
             &sidecar,

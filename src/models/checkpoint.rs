@@ -67,15 +67,34 @@ impl CheckpointMeta {
         }
     }
 
-    /// Reads a sidecar.
+    /// Reads a sidecar; a missing, truncated or corrupt one is an error that says to write the
+    /// checkpoint again ([`REWRITE_CHECKPOINT`]).
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::missing(
+                    path,
+                    format!(
+                        "the checkpoint's JSON sidecar is not here (a weights file copied without \
+                         it?); {REWRITE_CHECKPOINT}"
+                    ),
+                )
+            } else {
+                Error::io(path, e)
+            }
+        })?;
         let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| {
-            Error::format(path, format!("not a classifier checkpoint sidecar: {e}"))
+            Error::format(
+                path,
+                format!(
+                    "not a classifier checkpoint sidecar ({e}): truncated, corrupt or of another \
+                     version; {REWRITE_CHECKPOINT}"
+                ),
+            )
         })?;
         meta.net_config()
             .validate()
-            .map_err(|e| Error::format(path, e.to_string()))?;
+            .map_err(|e| Error::format(path, format!("{e}; {REWRITE_CHECKPOINT}")))?;
         Ok(meta)
     }
 
@@ -98,6 +117,10 @@ pub struct LoadedClassifier {
     /// The sidecar.
     pub meta: CheckpointMeta,
 }
+
+/// What to do about a checkpoint (weights or sidecar) that cannot be read.
+pub const REWRITE_CHECKPOINT: &str = "write it again with the command that made it (rf-classifier \
+     train, scripts/convert_weights.py, a copy of the original)";
 
 /// The sidecar path of a weights file or TorchScript model: the same path with extension `.json`.
 pub fn sidecar_path(weights: &Path) -> PathBuf {
@@ -185,11 +208,7 @@ pub fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<(
 /// Reads all tensors of a safetensors file (a missing or unreadable file is an error that says
 /// to write it again).
 pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let list = crate::io::read_safetensors(
-        path,
-        "write it again with the command that made it (rf-classifier train, \
-         scripts/convert_weights.py, a copy of the original)",
-    )?;
+    let list = crate::io::read_safetensors(path, REWRITE_CHECKPOINT)?;
     Ok(list.into_iter().collect())
 }
 

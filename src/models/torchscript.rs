@@ -65,8 +65,15 @@ impl TorchScriptMeta {
                 Error::format(path, message)
             }
         })?;
-        let meta: TorchScriptMeta = serde_json::from_str(&text)
-            .map_err(|e| Error::format(path, format!("not a TorchScript model sidecar: {e}")))?;
+        let meta: TorchScriptMeta = serde_json::from_str(&text).map_err(|e| {
+            Error::format(
+                path,
+                format!(
+                    "not a TorchScript model sidecar ({e}): truncated, corrupt or of another \
+                         version; write it again with scripts/export_torchscript.py"
+                ),
+            )
+        })?;
         let problem = if meta.format != SIDECAR_FORMAT {
             Some(format!(
                 "format must be \"{SIDECAR_FORMAT}\", found \"{}\"",

@@ -21,7 +21,7 @@ use crate::report::tables::comparison_points;
 use crate::report::{markdown, plot_auroc_history, plot_histogram, plot_roc, LayerCurve};
 use crate::store::fgsm::{FgsmSummary, FGSM_STAGE, FGSM_SUMMARY};
 use crate::store::history::read_history;
-use crate::store::provenance::read_manifest;
+use crate::store::provenance::{read_manifest, remove_temporary_files, remove_temporary_siblings};
 use crate::store::results::{
     read_results, read_test_scores, write_results, write_test_scores, ResultRecord, ResultsFile,
     OPENOOD_AUROC,
@@ -179,6 +179,19 @@ pub fn regress_dataset(
         &run.path().join("results.lock"),
         "rf-regress is writing this run's results",
     )?;
+    // What an interrupted rf-regress left behind goes.
+    remove_temporary_siblings(&run.results_path())?;
+    remove_temporary_siblings(&run.results_markdown_path())?;
+    remove_temporary_files(&run.path().join("regression"))?;
+    remove_temporary_files(&run.plots_dir())?;
+    // The results of earlier runs, merged with the new ones: read before anything is written.
+    let path = run.results_path();
+    let mut results = read_results(&path)?.unwrap_or(ResultsFile {
+        net: net.to_string(),
+        dataset: dataset.to_string(),
+        results: Vec::new(),
+        warnings: Vec::new(),
+    });
     let mut records = Vec::new();
     let mut results_by_ood = Vec::new();
     let mut warnings = Vec::new();
@@ -219,13 +232,6 @@ pub fn regress_dataset(
     for r in &results_by_ood {
         write_test_scores(&run.test_scores_path(detector, validation, &r.ood), &r.test)?;
     }
-    let path = run.results_path();
-    let mut results = read_results(&path)?.unwrap_or(ResultsFile {
-        net: net.to_string(),
-        dataset: dataset.to_string(),
-        results: Vec::new(),
-        warnings: Vec::new(),
-    });
     warnings.extend(results.merge(&records, &folder.manifest.sets));
     results.warnings = figures_that_mean_little(run, &results.results);
     warnings.extend(results.warnings.iter().cloned());

@@ -19,7 +19,8 @@ use crate::io::{previous_folder, recover_folder_swap, sibling, write_folder_atom
 use crate::progress::Progress;
 use crate::store::features::{FeatureDir, FeatureManifest};
 use crate::store::history::{write_history, AurocHistory};
-use crate::store::provenance::Provenance;
+use crate::store::provenance::{remove_temporary_siblings, FileDigest, Provenance};
+use crate::store::training_data::verify_flow_files;
 use crate::store::{lock, RunDir};
 
 /// The reference's number of held-out validation samples (divided evenly over the classes).
@@ -254,12 +255,24 @@ fn centred_per_class(
         .collect()
 }
 
-/// Writes the trainer's checkpoint and its provenance into the layer's flow folder `dir` through
-/// a swap, so that a crash never leaves a half-written checkpoint in place.
+/// Writes the trainer's checkpoint and its provenance (with every file's digest) into the
+/// layer's flow folder `dir` through a swap, so that a crash never leaves a half-written
+/// checkpoint in place.
 fn save_checkpoint(trainer: &Trainer, provenance: &Provenance, dir: &Path) -> Result<()> {
     write_folder_atomically(dir, |partial| {
         trainer.save_checkpoint(partial)?;
-        crate::io::write_json(&partial.join(FLOW_PROVENANCE), provenance)
+        let mut provenance = provenance.clone();
+        for entry in std::fs::read_dir(partial).map_err(|e| Error::io(partial, e))? {
+            let path = entry.map_err(|e| Error::io(partial, e))?.path();
+            if path.is_file() {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                provenance.files.insert(name, FileDigest::of(&path)?);
+            }
+        }
+        crate::io::write_json(&partial.join(FLOW_PROVENANCE), &provenance)
     })
 }
 
@@ -361,6 +374,38 @@ fn check_resumable(
     Ok(())
 }
 
+/// The OOD set whose features the training monitors: `requested` (`--monitor-ood`), which must
+/// be one of the prepared sets, or the first prepared one.
+fn monitored_set(
+    manifest: &FeatureManifest,
+    features: &FeatureDir,
+    requested: Option<&str>,
+) -> Result<String> {
+    let prepared = manifest.ood_names();
+    match requested {
+        Some(name) if prepared.iter().any(|p| p == name) => Ok(name.to_string()),
+        Some(name) => Err(Error::bad_option(
+            "--monitor-ood",
+            format!(
+                "`{name}` is not an OOD set of {} (prepared: {}); name one of those, or prepare \
+                 `{name}` with rf-prepare --ood",
+                features.manifest_path().display(),
+                if prepared.is_empty() {
+                    "none".to_string()
+                } else {
+                    prepared.join(", ")
+                }
+            ),
+        )),
+        None => prepared.into_iter().next().ok_or_else(|| {
+            Error::missing(
+                features.manifest_path(),
+                "no OOD features prepared to monitor; run rf-prepare with --ood",
+            )
+        }),
+    }
+}
+
 /// Trains (or resumes) the flow of one layer of `run` with the trainer's settings `config` on
 /// `device`; `on_iteration` sees every iteration's record.
 fn train_layer(
@@ -384,6 +429,7 @@ fn train_layer(
             ),
         ));
     }
+    let ood = monitored_set(&manifest, &features, options.monitor_ood.as_deref())?;
     let stats = features.read_stats(&manifest, l)?;
     let per_class = centred_per_class(&features, l, &stats)?;
     let rows: Vec<usize> = per_class.iter().map(|x| x.size()[0] as usize).collect();
@@ -397,17 +443,10 @@ fn train_layer(
     // A second rf-train on the same layer stops at once.
     let _lock = lock::exclusive(&sibling(&dir, "lock"), "rf-train is training this layer")?;
     recover_folder_swap(&dir, |old| old.join(META_FILE).exists())?;
+    remove_temporary_siblings(&run.history_path(l))?;
+    remove_temporary_siblings(&run.loss_history_path(l))?;
     let provenance = flow_provenance(&manifest, &features, l, options, config, validation_total)?;
 
-    let ood = match &options.monitor_ood {
-        Some(name) => name.clone(),
-        None => manifest.ood_names().into_iter().next().ok_or_else(|| {
-            Error::missing(
-                features.manifest_path(),
-                "no OOD features prepared to monitor; run rf-prepare with --ood",
-            )
-        })?,
-    };
     let take = |set: &str| -> Result<Tensor> {
         let x = features.read_layer(&manifest, set, l)?;
         let n = x.size()[0].min(MONITOR_ROWS as i64);
@@ -417,6 +456,7 @@ fn train_layer(
     let means = stats.means.to_kind(Kind::Float).to_device(device);
 
     let mut trainer = if options.resume && dir.join(META_FILE).exists() {
+        verify_flow_files(&dir, l)?;
         let trainer = Trainer::resume(&dir, train, validation, Kind::Float, device)?;
         check_resumable(&trainer, &stats, config, &dir)?;
         trainer

@@ -209,7 +209,7 @@ impl FeatureDir {
     }
 
     /// Checks the file at `path` in this folder against the digest `manifest` records.
-    fn verify(&self, manifest: &FeatureManifest, path: &Path) -> Result<()> {
+    pub fn verify(&self, manifest: &FeatureManifest, path: &Path) -> Result<()> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -238,15 +238,7 @@ impl FeatureDir {
         layer: usize,
     ) -> Result<Tensor> {
         let path = self.layer_path(set, layer);
-        let rows = *manifest.sets.get(set).ok_or_else(|| {
-            Error::missing(
-                self.manifest_path(),
-                format!(
-                    "no set `{set}` (have: {:?})",
-                    manifest.sets.keys().collect::<Vec<_>>()
-                ),
-            )
-        })?;
+        let rows = self.rows(manifest, set)?;
         let channels = *manifest.layer_channels.get(layer).ok_or_else(|| {
             Error::format(
                 self.manifest_path(),
@@ -268,12 +260,38 @@ impl FeatureDir {
         Ok(features)
     }
 
+    /// The row count `manifest` records for `set`; an error naming the manifest and the
+    /// `rf-prepare` run that makes the set when it has none.
+    fn rows(&self, manifest: &FeatureManifest, set: &str) -> Result<usize> {
+        manifest.sets.get(set).copied().ok_or_else(|| {
+            let rerun = match set.strip_prefix("ood_") {
+                Some(ood) => format!("rerun rf-prepare with `{ood}` among its --ood sets"),
+                None if set.starts_with("fgsm_") => {
+                    "rerun rf-prepare --validation-src fgsm".to_string()
+                }
+                None => "rerun rf-prepare".to_string(),
+            };
+            Error::missing(
+                self.manifest_path(),
+                format!(
+                    "lists no set `{set}` in `sets` (it has {}); {rerun}",
+                    manifest
+                        .sets
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+    }
+
     /// Reads a set's labels, checking the row count against the manifest.
     pub fn read_labels(&self, manifest: &FeatureManifest, set: &str) -> Result<Tensor> {
         let path = self.labels_path(set);
         self.verify(manifest, &path)?;
+        let rows = self.rows(manifest, set)? as i64;
         let labels = io::read_npy_i64(&path)?;
-        let rows = manifest.sets.get(set).copied().unwrap_or(0) as i64;
         if labels.size() != [rows] {
             return Err(Error::provenance(
                 &path,

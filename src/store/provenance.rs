@@ -208,7 +208,68 @@ pub struct StageOutput {
     _lock: ExclusiveLock,
 }
 
+/// A stage output whose lock is held but whose folder is not touched yet ([`StageOutput::lock`]):
+/// a stage that writes several folders takes all their locks before it empties any
+/// ([`PendingOutput::begin`]), so that a second writer of one of them stops it before it has
+/// changed anything.
+#[derive(Debug)]
+pub struct PendingOutput {
+    dir: PathBuf,
+    manifest: PathBuf,
+    provenance: Provenance,
+    lock: ExclusiveLock,
+}
+
+impl PendingOutput {
+    /// Empties the folder, manifest first (the folder is incomplete until
+    /// [`StageOutput::finish`]; no file of an earlier run, nor the temporary files of a killed
+    /// one, stays), and starts writing it.
+    pub fn begin(self) -> Result<StageOutput> {
+        let PendingOutput {
+            dir,
+            manifest,
+            provenance,
+            lock,
+        } = self;
+        match std::fs::remove_file(&manifest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&manifest, e)),
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&dir, e)),
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(StageOutput {
+            dir,
+            manifest,
+            provenance,
+            _lock: lock,
+        })
+    }
+}
+
 impl StageOutput {
+    /// Takes the lock `{dir}.lock` of folder `dir` whose manifest is `manifest` (inside `dir`),
+    /// without touching the folder: a second writer stops at once. `doing` says what the stage
+    /// does, for the lock's message. [`PendingOutput::begin`] starts writing.
+    pub fn lock(
+        dir: &Path,
+        manifest: &Path,
+        provenance: Provenance,
+        doing: &str,
+    ) -> Result<PendingOutput> {
+        let lock = exclusive(&crate::io::sibling(dir, "lock"), doing)?;
+        Ok(PendingOutput {
+            dir: dir.to_path_buf(),
+            manifest: manifest.to_path_buf(),
+            provenance,
+            lock,
+        })
+    }
+
     /// Starts writing folder `dir` whose manifest is `manifest` (inside `dir`): takes the lock
     /// `{dir}.lock` (a second writer stops at once), then empties the folder, manifest first (the
     /// folder is incomplete until [`StageOutput::finish`]; no file of an earlier run, nor the
@@ -220,24 +281,7 @@ impl StageOutput {
         provenance: Provenance,
         doing: &str,
     ) -> Result<StageOutput> {
-        let lock = exclusive(&crate::io::sibling(dir, "lock"), doing)?;
-        match std::fs::remove_file(manifest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(manifest, e)),
-        }
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(dir, e)),
-        }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        Ok(StageOutput {
-            dir: dir.to_path_buf(),
-            manifest: manifest.to_path_buf(),
-            provenance,
-            _lock: lock,
-        })
+        Self::lock(dir, manifest, provenance, doing)?.begin()
     }
 
     /// The output folder.
@@ -339,6 +383,34 @@ pub fn remove_temporary_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes the temporary files that interrupted atomic writes of `path` left next to it
+/// (`.{name}.tmp{pid}`; see [`crate::io::write_atomically`]), for outputs that are single files
+/// in a shared folder (a stage's lock must be held).
+pub fn remove_temporary_siblings(path: &Path) -> Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let dotted = format!(".{}", name.to_string_lossy());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        // `.{name}.tmp{pid}` exactly, not another file's temporary file.
+        let of_path = file
+            .rsplit_once(".tmp")
+            .is_some_and(|(head, _)| head == dotted);
+        if of_path && crate::io::is_temporary_name(&file) {
+            let stale = entry.path();
+            std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +451,51 @@ mod tests {
         read.verify_files(&dir, None, &dir.join("manifest.json"), "rf-test")
             .unwrap();
         output(&dir); // the lock was released
+    }
+
+    #[test]
+    fn a_locked_output_is_untouched_until_begun() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("manifest.json"), "{}").unwrap();
+        let pending = StageOutput::lock(
+            &dir,
+            &dir.join("manifest.json"),
+            Provenance::new("rf-test", "abc"),
+            "rf-test is writing here",
+        )
+        .unwrap();
+        assert!(dir.join("manifest.json").exists());
+        let second = StageOutput::begin(
+            &dir,
+            &dir.join("manifest.json"),
+            Provenance::new("rf-test", "abc"),
+            "rf-test is writing here",
+        );
+        assert!(second.unwrap_err().to_string().contains("out.lock"));
+        assert!(dir.join("manifest.json").exists());
+        pending.begin().unwrap();
+        assert!(!dir.join("manifest.json").exists());
+    }
+
+    #[test]
+    fn only_the_temporary_files_of_one_output_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let names = [
+            ".results.json.tmp123",
+            ".results.json.tmpx",
+            ".results.md.tmp123",
+            ".results.json.old",
+            "results.json",
+        ];
+        for name in names {
+            std::fs::write(tmp.path().join(name), "x").unwrap();
+        }
+        remove_temporary_siblings(&tmp.path().join("results.json")).unwrap();
+        let left: Vec<bool> = names.iter().map(|n| tmp.path().join(n).exists()).collect();
+        assert_eq!(left, [false, true, true, true, true]);
+        remove_temporary_siblings(&tmp.path().join("absent/results.json")).unwrap();
     }
 
     #[test]

@@ -229,12 +229,20 @@ impl ResultsFile {
     }
 }
 
-/// Reads `results.json`; `None` if it does not exist.
+/// Reads `results.json`; `None` if it does not exist. One that does not parse is an error that
+/// says to delete it and compute the results again.
 pub fn read_results(path: &Path) -> Result<Option<ResultsFile>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::format(path, format!("{e}; expected rf-regress's results.json"))),
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            Error::format(
+                path,
+                format!(
+                    "not rf-regress's results.json ({e}): truncated, corrupt or written by \
+                     another version; delete it (and results.md), then rerun rf-regress \
+                     --detector NAME for each detector to compare"
+                ),
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),
     }

@@ -173,14 +173,15 @@ impl ScoreFolder {
         let expected = (rows.get(&format!("ood_{set}")), rows.get("test"));
         let found = (file.n_out, file.n_rows() - file.n_out);
         if expected != (Some(&found.0), Some(&found.1)) {
+            let count = |n: Option<&usize>| n.map_or("none".to_string(), usize::to_string);
             return Err(Error::provenance(
                 path,
                 format!(
-                    "{} OOD and {} test rows, but the feature folder has {:?} and {:?}; rerun {}",
+                    "{} OOD and {} test rows, but the feature folder has {} and {}; rerun {}",
                     found.0,
                     found.1,
-                    expected.0,
-                    expected.1,
+                    count(expected.0),
+                    count(expected.1),
                     self.kind.stage()
                 ),
             ));

@@ -10,7 +10,7 @@ use super::features::{FeatureDir, FeatureManifest};
 use super::provenance::{folder_digest, read_manifest, Provenance};
 use super::RunDir;
 use crate::detect::contract::{TrainedFlow, TrainingData};
-use crate::detect::flow::checkpoint::FLOW_PROVENANCE;
+use crate::detect::flow::checkpoint::{FLOW_PROVENANCE, META_FILE};
 use crate::detect::flow::FlowModel;
 use crate::detect::gaussian::LayerStats;
 use crate::detect::head::LinearHead;
@@ -90,6 +90,18 @@ impl TrainingData for RunTrainingData<'_> {
         let mut flows = Vec::new();
         for layer in 0..self.num_layers() {
             let dir = self.run.flow_dir(layer);
+            let previous = crate::io::previous_folder(&dir);
+            if !dir.exists() && previous.join(META_FILE).exists() {
+                return Err(Error::missing(
+                    &dir,
+                    format!(
+                        "not here, but {} is: rf-train was stopped while it swapped in a new \
+                         checkpoint of layer {layer}; complete it with `rf-train --layer {layer} \
+                         --resume`, then rerun this stage",
+                        previous.display()
+                    ),
+                ));
+            }
             if dir.exists() {
                 check_flow_provenance(&dir, layer, self.features, self.manifest)?;
                 self.read
@@ -117,27 +129,65 @@ impl TrainingData for RunTrainingData<'_> {
     }
 }
 
-/// Refuses a trained flow whose provenance (`provenance.json`, written by `rf-train`) records
-/// other statistics of its layer than the feature folder's: it was trained on other features.
-/// Flows without one (converted published flows) are checked by their whitening when fitted.
+/// Reads the provenance of the trained flow in `dir` (`provenance.json`, written by `rf-train`;
+/// `None` for flows without one, such as converted published flows) and checks every file it
+/// lists against its digest: a truncated file, or one copied in from another layer or run, is
+/// refused with the `rf-train` run that remakes the layer.
+pub fn verify_flow_files(dir: &std::path::Path, layer: usize) -> Result<Option<Provenance>> {
+    let path = dir.join(FLOW_PROVENANCE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let retrain = format!("rf-train --layer {layer}");
+    let trained: Provenance = read_manifest(&path, &retrain)?;
+    trained.verify_files(dir, None, &path, &retrain)?;
+    Ok(Some(trained))
+}
+
+/// Refuses a trained flow whose files differ from those its provenance lists
+/// ([`verify_flow_files`]), or whose provenance records other statistics of its layer than the
+/// feature folder's: it was trained on other features. Flows without one (converted published
+/// flows) are checked by their whitening when fitted.
 fn check_flow_provenance(
     dir: &std::path::Path,
     layer: usize,
     features: &FeatureDir,
     manifest: &FeatureManifest,
 ) -> Result<()> {
-    let path = dir.join(FLOW_PROVENANCE);
-    if !path.exists() {
+    let Some(trained) = verify_flow_files(dir, layer)? else {
         return Ok(());
-    }
-    let trained: Provenance = read_manifest(&path, "rf-train")?;
+    };
     let stats = features.stats_path(layer);
     let name = stats
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // The statistics as the feature manifest lists them (an error naming it when it does not),
+    // and as the flow's provenance records them.
+    features.verify(manifest, &stats)?;
     let current = manifest.provenance.files.get(&name).map(|d| &d.sha256);
-    if trained.inputs.get(&format!("features/{name}")) != current {
+    let input = format!("features/{name}");
+    let Some(recorded) = trained.inputs.get(&input) else {
+        let other = trained.inputs.keys().find_map(|k| {
+            k.strip_prefix("features/stats_layer")?
+                .strip_suffix(".safetensors")
+                .map(str::to_string)
+        });
+        let what = match other {
+            Some(k) => format!(
+                "records the statistics of layer {k}, not of layer {layer}: another layer's flow \
+                 (copied from flow/layer_{k}?)"
+            ),
+            None => format!(
+                "records no `{input}` among its inputs, so what the flow was trained on is unknown"
+            ),
+        };
+        return Err(Error::provenance(
+            dir.join(FLOW_PROVENANCE),
+            format!("{what}; retrain it with `rf-train --layer {layer}`"),
+        ));
+    };
+    if Some(recorded) != current {
         return Err(Error::provenance(
             dir,
             format!(

@@ -19,6 +19,23 @@ pub const META_FILE: &str = "flow.json";
 /// statistics and train features of the layer, the options): `crate::store::provenance`.
 pub const FLOW_PROVENANCE: &str = "provenance.json";
 
+/// The layer of flow folder `dir` (`.../layer_{L}`) as its name says, or `L`, for messages.
+pub(crate) fn layer_of(dir: &Path) -> &str {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("layer_"))
+        .filter(|l| l.parse::<usize>().is_ok())
+        .unwrap_or("L")
+}
+
+/// What to do about the flow folder `dir` when it cannot be read.
+fn retrain(dir: &Path) -> String {
+    format!(
+        "retrain the layer with rf-train --layer {} (or convert its published flows again)",
+        layer_of(dir)
+    )
+}
+
 /// Path of class `c`'s weights in checkpoint directory `dir`.
 pub fn class_file(dir: &Path, c: usize) -> PathBuf {
     dir.join(format!("flow_{c}.safetensors"))
@@ -133,18 +150,27 @@ impl FlowModel {
                  rf-train",
             ));
         }
-        let file: MetaFile = crate::io::read_json(&meta_path)?;
+        let remedy = retrain(dir);
+        let file: MetaFile = crate::io::read_json_with(&meta_path, &remedy)?;
+        if file.spec.num_classes == 0 {
+            return Err(Error::format(
+                &meta_path,
+                format!("`num_classes` is 0; {remedy}"),
+            ));
+        }
         let dicts = (0..file.spec.num_classes)
             .map(|c| {
                 let path = class_file(dir, c);
-                let named = crate::io::read_safetensors(
-                    &path,
-                    "retrain the layer with rf-train (or convert its published flows again)",
-                )?;
+                let named = crate::io::read_safetensors(&path, &remedy)?;
                 Ok((path, named.into_iter().collect::<HashMap<_, _>>()))
             })
             .collect::<Result<Vec<_>>>()?;
-        from_class_state_dicts(file, &dicts, kind, device)
+        // A file that does not fit the others (missing tensors, other shapes, another layer's
+        // whitening) is remade the same way.
+        from_class_state_dicts(file, &dicts, kind, device).map_err(|e| match e {
+            Error::Format { path, message } => Error::format(path, format!("{message}; {remedy}")),
+            other => other,
+        })
     }
 }
 

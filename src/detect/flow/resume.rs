@@ -127,9 +127,14 @@ impl Trainer {
         lanes: usize,
     ) -> Result<Self> {
         let path = dir.join(TRAINER_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let state: TrainerState =
-            serde_json::from_str(&text).map_err(|e| Error::format(&path, e.to_string()))?;
+        let state: TrainerState = crate::io::read_json_with(
+            &path,
+            &format!(
+                "this checkpoint cannot be resumed: train the layer afresh (rf-train --layer {} \
+                 without --resume)",
+                super::checkpoint::layer_of(dir)
+            ),
+        )?;
         if let Some(saved) = &state.validation_rows {
             let now = rows_per_class(&validation);
             if saved != &now {

@@ -1,7 +1,7 @@
 //! What a scoring stage reads ([`ScoringStage`]): the classifier (checked against the weights the
 //! features were made from), the feature folder, the FGSM sets (checked against the classifier)
 //! and the image sets to score, cut to the sizes `rf-prepare` used; and where a detector's score
-//! folder is begun with the provenance of all of it.
+//! folder is locked with the provenance of all of it.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,7 @@ use crate::models::{load_checkpoint, LoadedClassifier};
 use crate::progress::Progress;
 use crate::store::features::{FeatureDir, FeatureManifest};
 use crate::store::fgsm::FGSM_SUMMARY;
-use crate::store::provenance::{Provenance, StageOutput};
+use crate::store::provenance::{PendingOutput, Provenance, StageOutput};
 use crate::store::scores::score_manifest_path;
 use crate::store::RunDir;
 
@@ -138,14 +138,15 @@ impl ScoringStage {
 }
 
 impl ScoringStage {
-    /// Begins `detector`'s score folder: its lock taken, the folder emptied, the provenance of the
-    /// scores started (the classifier, the feature manifest, the FGSM summary when validating on
-    /// FGSM samples, the other artefacts `read` while fitting, the parameters and validation).
-    pub fn begin_output(
+    /// Takes the lock of `detector`'s score folder (the folder is not touched until
+    /// [`PendingOutput::begin`]) with the provenance of the scores started: the classifier, the
+    /// feature manifest, the FGSM summary when validating on FGSM samples, the other artefacts
+    /// `read` while fitting, the parameters and validation.
+    pub fn lock_output(
         &self,
         detector: &dyn FittedDetector,
         read: BTreeMap<String, String>,
-    ) -> Result<StageOutput> {
+    ) -> Result<PendingOutput> {
         let kind = detector.kind();
         let mut provenance = Provenance::new(kind.stage(), &self.classifier_sha256);
         provenance.input("features/manifest.json", &self.features.manifest_path())?;
@@ -157,7 +158,7 @@ impl ScoringStage {
         provenance.option("params", detector.params())?;
         provenance.option("validation", self.validation)?;
         let dir = self.run.detector_dir(kind);
-        StageOutput::begin(
+        StageOutput::lock(
             &dir,
             &score_manifest_path(&dir),
             provenance,

@@ -85,8 +85,10 @@ pub struct Summary {
 }
 
 /// Runs the stage: checks every detector's parameters, opens the inputs once
-/// ([`ScoringStage::open`]), then fits each detector on the run's training data and scores every
-/// set ([`score`]).
+/// ([`ScoringStage::open`]), fits every detector on the run's training data and takes every
+/// score folder's lock, all before any folder is emptied (a detector that cannot be fitted, or
+/// a folder that another process writes, stops the stage with the run as it was); then scores
+/// every set with each detector in turn ([`score`]).
 pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
     if options.detectors.is_empty() {
         return Err(Error::bad_option("--detectors", "no detector to score"));
@@ -103,18 +105,26 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         stage.classifier.net.as_ref(),
         stage.device,
     );
-    let mut detectors = Vec::new();
-    let mut sets = Vec::new();
+    let mut fitted = Vec::new();
     for params in &options.detectors {
         let detector = params.fit(&data)?;
-        let output = stage.begin_output(detector.as_ref(), data.take_inputs_read())?;
+        fitted.push((params, detector, data.take_inputs_read()));
+    }
+    let mut locked = Vec::new();
+    for (params, detector, read) in fitted {
+        let output = stage.lock_output(detector.as_ref(), read)?;
+        locked.push((params, detector, output));
+    }
+    let mut detectors = Vec::new();
+    let mut sets = Vec::new();
+    for (params, detector, output) in locked {
         let magnitudes = params.magnitudes();
         sets = score(
             &stage,
             &inputs,
             detector.as_ref(),
             &magnitudes,
-            output,
+            output.begin()?,
             progress,
         )?;
         detectors.push(Scored {

@@ -18,7 +18,7 @@ type SetScores = BTreeMap<String, Vec<Tensor>>;
 
 /// Scores the test split, every OOD set and (when loaded) the FGSM sets with `detector`, layer
 /// by layer, and writes the score files of its layout into `output` (begun by
-/// [`ScoringStage::begin_output`]), the manifest last. Returns the sets written.
+/// [`ScoringStage::lock_output`], then begun), the manifest last. Returns the sets written.
 pub fn score(
     stage: &ScoringStage,
     inputs: &ScoredInputs,
