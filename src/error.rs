@@ -87,6 +87,27 @@ impl Error {
         }
     }
 
+    /// The same error with `hint` on a line of its own after its message, for the kinds that
+    /// name a file (a missing artefact, a provenance mismatch, a file's content); others are
+    /// returned as they are.
+    pub fn with_hint(self, hint: &str) -> Self {
+        let add = |message: String| format!("{message}\n{hint}");
+        match self {
+            Error::MissingArtefact { path, message } => Error::missing(path, add(message)),
+            Error::Provenance { path, message } => Error::provenance(path, add(message)),
+            Error::Format { path, message } => Error::format(path, add(message)),
+            other @ (Error::Io { .. }
+            | Error::MissingDataset { .. }
+            | Error::UnknownDataset { .. }
+            | Error::Shape(_)
+            | Error::BadOption { .. }
+            | Error::BadData(_)
+            | Error::Fit(_)
+            | Error::NonFiniteLoss { .. }
+            | Error::Torch(_)) => other,
+        }
+    }
+
     /// An [`Error::MissingArtefact`] for `path`.
     pub fn missing(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::MissingArtefact {

@@ -85,7 +85,12 @@ impl OodDetector {
             ));
         }
         let classifier = load_checkpoint(&path, device)?;
-        let detector = load_detector(&bundle.join(&chosen.file), device)?;
+        let detector = load_detector(&bundle.join(&chosen.file), device).map_err(|e| {
+            e.with_hint(&format!(
+                "(the bundle {} is incomplete or corrupt: write it again with rf-detect fit)",
+                bundle.display()
+            ))
+        })?;
         if detector.kind() != chosen.kind {
             return Err(Error::format(
                 bundle.join(&chosen.file),

@@ -222,6 +222,15 @@ pub fn load_detector(weights: &Path, device: Device) -> Result<Box<dyn FittedDet
             ),
         ));
     }
+    if !weights.is_file() {
+        return Err(Error::missing(
+            weights,
+            format!(
+                "the tensors of {} are not here; save the detector again",
+                sidecar.display()
+            ),
+        ));
+    }
     if saved.kind != saved.params.kind() {
         return Err(Error::format(
             &sidecar,

@@ -211,6 +211,17 @@ pub fn bundle_scores_match_the_pipeline(run: &RunDir, root: &Path, outf: &Path, 
         "{err}"
     );
     std::fs::write(&manifest_path, text).unwrap();
+    // A missing part is named, with the fix.
+    let part = bundle.join("detectors/mahalanobis.safetensors");
+    std::fs::rename(&part, scratch.join("aside.safetensors")).unwrap();
+    let (ok, _, err) = rf_detect(
+        &["score", "--bundle", b, "--detector", "mahalanobis", one],
+        "",
+    );
+    assert!(
+        !ok && err.contains("mahalanobis.safetensors") && err.contains("rf-detect fit"),
+        "{err}"
+    );
     let weights = bundle.join("detectors/resflow.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();

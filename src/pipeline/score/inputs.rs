@@ -83,7 +83,7 @@ impl ScoringStage {
         }
         let fgsm = if options.validation == Validation::Fgsm {
             let sets = FgsmSets::load_for(&run.fgsm_dir(), &classifier, &classifier_sha256)
-                .map_err(|e| with_hint(e, "(run rf-fgsm first)"))?;
+                .map_err(|e| e.with_hint("(run rf-fgsm first)"))?;
             Some(sets)
         } else {
             None
@@ -208,18 +208,6 @@ fn scored_sets(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((test, oods))
-}
-
-/// `e` with `hint` on a line of its own after its message (for the kinds of error that carry one;
-/// others are returned as they are).
-fn with_hint(e: Error, hint: &str) -> Error {
-    let add = |message: String| format!("{message}\n{hint}");
-    match e {
-        Error::MissingArtefact { path, message } => Error::missing(path, add(message)),
-        Error::Provenance { path, message } => Error::provenance(path, add(message)),
-        Error::Format { path, message } => Error::format(path, add(message)),
-        other => other,
-    }
 }
 
 /// Fails when the feature folder was prepared with another network than `classifier`.
