@@ -34,7 +34,8 @@ struct Cli {
     /// Use only the first N test images.
     #[arg(long = "max-test", alias = "max_test")]
     max_test: Option<usize>,
-    /// Use only the first N images of each OOD set.
+    /// Use only the first N images of each OOD set (default: all; the generated photos, uniform
+    /// and gaussian: as many as the test split, at most 5,000)
     #[arg(long = "max-ood", alias = "max_ood")]
     max_ood: Option<usize>,
 }

@@ -30,7 +30,8 @@ pub struct DatasetInfo {
     pub ood_sets: &'static [&'static str],
 }
 
-/// Number of images in each generated OOD set (photo crops and noise).
+/// Number of images in each generated OOD set (photo crops and noise). A run uses at most as
+/// many as its in-distribution test split has ([`generated`]; `rf-prepare --max-ood` overrides).
 pub const GENERATED_SET_SIZE: usize = 5000;
 const PHOTO_SEED: u64 = 2020;
 const UNIFORM_SEED: u64 = 2021;
@@ -118,6 +119,12 @@ pub const DATASETS: &[DatasetInfo] = &[
         ood_sets: &[],
     },
 ];
+
+/// Whether `name` is a set this registry generates (photo crops, uniform and Gaussian noise):
+/// its size is ours to choose, not the data's.
+pub fn generated(name: &str) -> bool {
+    matches!(name, "photos" | "uniform" | "gaussian")
+}
 
 /// The registry entry of `name`.
 pub fn info(name: &str) -> Result<&'static DatasetInfo> {

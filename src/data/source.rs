@@ -168,6 +168,11 @@ impl DataSource {
         }
     }
 
+    /// Whether this is a registry set that the registry generates ([`registry::generated`]).
+    pub fn is_generated(&self) -> bool {
+        self.folder.is_none() && registry::generated(&self.name)
+    }
+
     /// This set as an out-of-distribution set (the test split of registry sets, every image of a
     /// folder, unlabelled), images `[N,3,side,side]`.
     pub fn load_ood(&self, root: &Path, side: i64) -> Result<ImageSet> {

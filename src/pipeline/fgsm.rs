@@ -86,7 +86,7 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
         &dir,
         progress,
     )?;
-    let warnings = super::warnings::few_fgsm_samples(summary.counts.kept)
+    let warnings = super::warnings::few_fgsm_samples(&summary.counts)
         .into_iter()
         .collect();
     Ok(Summary {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use tch::Device;
 
 use super::Common;
+use crate::data::registry::GENERATED_SET_SIZE;
 use crate::data::{BatchSource, DataSource, ImageSet, Split};
 use crate::detect::fgsm::FgsmSets;
 use crate::detect::gaussian::LayerStats;
@@ -146,6 +147,22 @@ fn limit(set: ImageSet, max: Option<usize>) -> ImageSet {
     }
 }
 
+/// The images of OOD set `ood` to use: `max_ood` when given; else every image, except for the sets
+/// the registry generates (photo crops and noise: [`GENERATED_SET_SIZE`] of them), which have no
+/// size of their own and take as many as the in-distribution test split's `test_rows` (all 5,000
+/// for a test split of 5,000 images or more; 180 for a folder of 3 classes x 60 test images, not
+/// 28 times the test split).
+pub fn default_max_ood(
+    ood: &DataSource,
+    max_ood: Option<usize>,
+    test_rows: usize,
+) -> Option<usize> {
+    max_ood.or_else(|| {
+        ood.is_generated()
+            .then_some(test_rows.min(GENERATED_SET_SIZE))
+    })
+}
+
 fn run_set(
     classifier: &LoadedClassifier,
     set: BatchSource<'_>,
@@ -224,7 +241,7 @@ pub fn prepare(
         .map(|ood| {
             Ok(limit(
                 ood.load_ood(&options.dataroot, side)?,
-                options.max_ood,
+                default_max_ood(ood, options.max_ood, test_set.len()),
             ))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -326,4 +343,31 @@ pub fn prepare(
 /// Records every file of `written` as part of the stage's output.
 fn record_all(out: &mut StageOutput, written: Vec<PathBuf>) -> Result<()> {
     written.iter().try_for_each(|p| out.record(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ood_sets_default_to_the_test_splits_size() {
+        let uniform = DataSource::parse("uniform").unwrap();
+        let mnist = DataSource::parse("mnist").unwrap();
+        // A small test split: the generated set follows it, a real set keeps all its images.
+        assert_eq!(default_max_ood(&uniform, None, 180), Some(180));
+        assert_eq!(default_max_ood(&mnist, None, 180), None);
+        // 5,000 test images or more: the generated set's 5,000 as before.
+        assert_eq!(default_max_ood(&uniform, None, 10_000), Some(5000));
+        // --max-ood wins.
+        assert_eq!(default_max_ood(&uniform, Some(1500), 180), Some(1500));
+        assert_eq!(default_max_ood(&mnist, Some(1500), 180), Some(1500));
+        for name in ["photos", "gaussian"] {
+            let set = DataSource::parse(name).unwrap();
+            assert_eq!(default_max_ood(&set, None, 300), Some(300), "{name}");
+        }
+        // A folder named like nothing in the registry is the user's data.
+        let dir = std::env::temp_dir();
+        let folder = DataSource::parse(&format!("noise={}", dir.display())).unwrap();
+        assert_eq!(default_max_ood(&folder, None, 180), None);
+    }
 }

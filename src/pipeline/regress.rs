@@ -345,11 +345,11 @@ pub fn regress_dataset(
 /// manifest and FGSM summary where the run has them: hand-made score folders have neither).
 fn figures_that_mean_little(run: &RunDir, records: &[ResultRecord]) -> Vec<String> {
     let features = run.features().manifest().ok();
-    let fgsm_kept = read_manifest::<FgsmSummary>(&run.fgsm_dir().join(FGSM_SUMMARY), FGSM_STAGE)
+    let fgsm = read_manifest::<FgsmSummary>(&run.fgsm_dir().join(FGSM_SUMMARY), FGSM_STAGE)
         .ok()
-        .map(|s| s.counts.kept);
+        .map(|s| s.counts);
     match features {
-        Some(f) => super::warnings::run_warnings(&f, fgsm_kept, records),
+        Some(f) => super::warnings::run_warnings(&f, fgsm.as_ref(), records),
         None => super::warnings::indistinct_detectors(records),
     }
 }

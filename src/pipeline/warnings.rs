@@ -2,14 +2,17 @@
 //! stages print the ones they can see (`rf-classifier`, `rf-prepare`, `rf-fgsm`, `rf-train`), and
 //! `rf-regress` gathers all that a run's artefacts show into `results.md`, next to the figures
 //! ([`run_warnings`]).
+use crate::detect::fgsm::FgsmCounts;
 use crate::detect::DetectorKind;
+use crate::fit::splits::{fgsm_validation_rows, FGSM_MIN_ROWS_PER_GROUP, FGSM_SMALL_VALIDATION};
 use crate::fit::Validation;
 use crate::store::features::FeatureManifest;
 use crate::store::results::{ResultRecord, OPENOOD_AUROC};
 
-/// FGSM samples below which the FGSM-validated regression rests on too few rows: it fits on 5% of
-/// each group (10% held out, half of it to fit), so 500 samples give it 25 rows per group.
-pub const FGSM_SAMPLES_FOR_REGRESSION: usize = 500;
+/// FGSM samples below which the FGSM-validated regression rests on few rows: it fits on half of
+/// each group's validation block ([`fgsm_validation_rows`]: 50 rows per group below 500 samples),
+/// so fewer than 50 samples give it fewer than 25 rows per group.
+pub const FGSM_SAMPLES_FOR_REGRESSION: usize = FGSM_SMALL_VALIDATION;
 
 /// OOD or in-distribution test rows below which a comparison's bootstrap intervals are wide.
 pub const SMALL_TEST_SPLIT: usize = 1000;
@@ -40,14 +43,50 @@ pub fn chance_warning(accuracy: f64, num_classes: usize, fix: &str) -> Option<St
     })
 }
 
-/// An FGSM set of `kept` samples, too few for the FGSM-validated regression.
-pub fn few_fgsm_samples(kept: usize) -> Option<String> {
+/// An FGSM set of `counts.kept` samples, too few for the FGSM-validated regression, with what
+/// lost the others: test images the classifier gets wrong (clean or noisy), or an attack that
+/// changes few predictions (the reference's fixed step is small for a classifier with wide
+/// margins), where FGSM validation cannot work and OOD validation can.
+pub fn few_fgsm_samples(counts: &FgsmCounts) -> Option<String> {
+    let kept = counts.kept;
     (kept < FGSM_SAMPLES_FOR_REGRESSION).then(|| {
+        let effect = if kept < FGSM_MIN_ROWS_PER_GROUP {
+            format!(
+                "the FGSM-validated regression needs at least {FGSM_MIN_ROWS_PER_GROUP} and \
+                 fails (rf-regress --validation-src fgsm, rf-detect fit)"
+            )
+        } else {
+            format!(
+                "the FGSM-validated regression fits on {} row(s) per group (fewer than {} make \
+                 it unreliable)",
+                fgsm_validation_rows(kept) / 2,
+                FGSM_SAMPLES_FOR_REGRESSION / 2
+            )
+        };
+        let percent = |n: usize| 100.0 * counts.fraction(n);
+        // Images right when clean and noisy that the attack could have flipped.
+        let right = counts.clean_correct.min(counts.noisy_correct);
+        let fix = if 2 * counts.adv_correct >= right && right > 0 {
+            format!(
+                "the attack leaves {:.1}% of the predictions right: FGSM validation needs a \
+                 classifier the attack can fool; validate on OOD sets instead (--validation-src \
+                 ood, rf-detect fit --validation ood)",
+                percent(counts.adv_correct)
+            )
+        } else if 2 * right < counts.total {
+            format!(
+                "the classifier gets {:.1}% of the clean and {:.1}% of the noisy test images \
+                 right: use a more accurate classifier",
+                percent(counts.clean_correct),
+                percent(counts.noisy_correct)
+            )
+        } else {
+            "attack more test images (a larger test split, or a larger rf-fgsm --max-test)"
+                .to_string()
+        };
         format!(
-            "rf-fgsm kept {kept} sample(s); the FGSM-validated regression fits on {} row(s) per \
-             group (fewer than {FGSM_SAMPLES_FOR_REGRESSION} samples make it unreliable): attack \
-             more test images (rf-fgsm --max-test) or use a more accurate classifier",
-            kept / 20
+            "rf-fgsm kept {kept} of {} sample(s); {effect}: {fix}",
+            counts.total
         )
     })
 }
@@ -132,7 +171,7 @@ pub fn indistinct_detectors(records: &[ResultRecord]) -> Vec<String> {
 /// cannot tell apart.
 pub fn run_warnings(
     features: &FeatureManifest,
-    fgsm_kept: Option<usize>,
+    fgsm: Option<&FgsmCounts>,
     records: &[ResultRecord],
 ) -> Vec<String> {
     let mut warnings: Vec<String> = chance_warning(
@@ -151,7 +190,7 @@ pub fn run_warnings(
     {
         warnings.extend(low_whitening_rank(layer, rank, width as usize));
     }
-    warnings.extend(fgsm_kept.and_then(few_fgsm_samples));
+    warnings.extend(fgsm.and_then(few_fgsm_samples));
     warnings.extend(indistinct_detectors(records));
     warnings
 }
@@ -186,12 +225,42 @@ mod tests {
 
     #[test]
     fn few_fgsm_samples_and_small_classes_and_low_ranks_name_their_fix() {
-        let w = few_fgsm_samples(1).unwrap();
+        let counts = |total, kept, clean_correct, noisy_correct, adv_correct| FgsmCounts {
+            total,
+            kept,
+            clean_correct,
+            noisy_correct,
+            adv_correct,
+            mean_linf: 0.1,
+        };
+        // An accurate classifier, few test images.
+        let w = few_fgsm_samples(&counts(40, 30, 40, 38, 8)).unwrap();
+        assert_eq!(
+            w,
+            "rf-fgsm kept 30 of 40 sample(s); the FGSM-validated regression fits on 15 row(s) \
+             per group (fewer than 25 make it unreliable): attack more test images (a larger \
+             test split, or a larger rf-fgsm --max-test)"
+        );
+        // Too few to fit at all.
+        let w = few_fgsm_samples(&counts(40, 9, 40, 38, 8)).unwrap();
+        assert!(w.contains("needs at least 10 and fails"), "{w}");
+        // A classifier the step cannot fool (wide margins): nothing kept, and the fix is not a
+        // more accurate classifier.
+        let w = few_fgsm_samples(&counts(180, 0, 180, 180, 180)).unwrap();
         assert!(
-            w.contains("kept 1 sample") && w.contains("--max-test"),
+            w.contains("leaves 100.0% of the predictions right")
+                && w.contains("--validation-src ood")
+                && !w.contains("more accurate"),
             "{w}"
         );
-        assert!(few_fgsm_samples(FGSM_SAMPLES_FOR_REGRESSION).is_none());
+        // A poor classifier.
+        let w = few_fgsm_samples(&counts(1000, 20, 300, 250, 10)).unwrap();
+        assert!(
+            w.contains("30.0% of the clean and 25.0% of the noisy") && w.contains("more accurate"),
+            "{w}"
+        );
+        assert!(few_fgsm_samples(&counts(180, 50, 180, 180, 130)).is_none());
+        assert!(few_fgsm_samples(&counts(1500, 800, 1400, 1300, 500)).is_none());
         let w = classes_below_batch(&[300, 120, 256], 256).unwrap();
         assert!(
             w.contains("1 (120)") && !w.contains("2 (") && w.contains("--batch-size"),

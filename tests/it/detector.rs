@@ -73,11 +73,10 @@ fn flow_features_are_per_layer_class_maxima_and_mahalanobis_columns_pass_through
     );
 }
 
-#[test]
-fn fgsm_split_takes_the_first_tenth_of_each_group_halved() {
-    // Interleaved groups of different sizes: clean 45, noisy 60, adversarial 33.
+/// `c` clean, `n` noisy and `a` adversarial group codes, interleaved unevenly.
+fn interleaved_groups(c: usize, n: usize, a: usize) -> Vec<u8> {
     let mut group = Vec::new();
-    let (mut c, mut n, mut a) = (45, 60, 33);
+    let (mut c, mut n, mut a) = (c, n, a);
     let mut k = 0;
     while c + n + a > 0 {
         let pick = [(0u8, &mut c), (1, &mut n), (2, &mut a)];
@@ -89,22 +88,30 @@ fn fgsm_split_takes_the_first_tenth_of_each_group_halved() {
         }
         k += 1;
     }
+    group
+}
+
+#[test]
+fn fgsm_split_takes_the_first_tenth_of_each_group_halved() {
+    // Interleaved groups of different sizes, each of 500 rows or more: clean 540, noisy 600,
+    // adversarial 520.
+    let group = interleaved_groups(540, 600, 520);
     let split = splits::fgsm_split(&group).unwrap();
     let rows_of = |g: u8| -> Vec<usize> { (0..group.len()).filter(|&i| group[i] == g).collect() };
     let (c, n, a) = (rows_of(0), rows_of(1), rows_of(2));
-    // 10% = 4, 6, 3; halves 2+2, 3+3, 1+2.
-    let fit: Vec<usize> = [&c[..2], &n[..3], &a[..1]].concat();
-    let select: Vec<usize> = [&c[2..4], &n[3..6], &a[1..3]].concat();
+    // 10% = 54, 60, 52; halves 27+27, 30+30, 26+26.
+    let fit: Vec<usize> = [&c[..27], &n[..30], &a[..26]].concat();
+    let select: Vec<usize> = [&c[27..54], &n[30..60], &a[26..52]].concat();
     assert_eq!(split.fit, fit);
     assert_eq!(split.select, select);
     assert!(split.test.is_empty());
 
     // Equal groups with an even validation count: the reference's sixths of the concatenated
     // block [clean[:nt], noisy[:nt], adv[:nt]] give the same rows.
-    let nt = 4;
-    let group: Vec<u8> = [vec![2u8; 40], vec![0; 40], vec![1; 40]].concat(); // adversarial first
+    let nt = 60;
+    let group: Vec<u8> = [vec![2u8; 600], vec![0; 600], vec![1; 600]].concat(); // adversarial first
     let split = splits::fgsm_split(&group).unwrap();
-    let val: Vec<usize> = [40..40 + nt, 80..80 + nt, 0..nt]
+    let val: Vec<usize> = [600..600 + nt, 1200..1200 + nt, 0..nt]
         .into_iter()
         .flatten()
         .collect();
@@ -114,10 +121,49 @@ fn fgsm_split_takes_the_first_tenth_of_each_group_halved() {
     assert_eq!(split.fit, fit);
     assert_eq!(split.select, select);
 
-    let e = splits::fgsm_split(&[vec![0u8; 30], vec![1; 19], vec![2; 30]].concat())
+    let e = splits::fgsm_split(&[vec![0u8; 30], vec![1; 9], vec![2; 30]].concat())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("group 1 has 19 rows"), "{e}");
+    assert!(
+        e.contains("group 1 has 9 rows") && e.contains("at least 10"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_small_fgsm_set_validates_on_up_to_50_rows_per_group() {
+    // Below 500 rows per group the tenth would fit on a handful of rows (65 samples: 3 per group,
+    // too few for 5 folds) while the other 90% go unused: the first 50 rows (all, when fewer)
+    // validate, as the reference's tenth of 500.
+    assert_eq!(splits::fgsm_validation_rows(10), 10);
+    assert_eq!(splits::fgsm_validation_rows(45), 45);
+    assert_eq!(splits::fgsm_validation_rows(65), 50);
+    assert_eq!(splits::fgsm_validation_rows(499), 50);
+    assert_eq!(splits::fgsm_validation_rows(500), 50);
+    assert_eq!(splits::fgsm_validation_rows(509), 50);
+    assert_eq!(splits::fgsm_validation_rows(510), 51);
+    assert_eq!(splits::fgsm_validation_rows(10_000), 1000);
+
+    let group = interleaved_groups(45, 65, 33);
+    let split = splits::fgsm_split(&group).unwrap();
+    let rows_of = |g: u8| -> Vec<usize> { (0..group.len()).filter(|&i| group[i] == g).collect() };
+    let (c, n, a) = (rows_of(0), rows_of(1), rows_of(2));
+    // Validation 45, 50, 33; halves 22+23, 25+25, 16+17.
+    let fit: Vec<usize> = [&c[..22], &n[..25], &a[..16]].concat();
+    let select: Vec<usize> = [&c[22..45], &n[25..50], &a[16..33]].concat();
+    assert_eq!(split.fit, fit);
+    assert_eq!(split.select, select);
+    // The smallest set accepted: 10 rows per group, 5 adversarial rows to fit.
+    let group: Vec<u8> = [vec![0u8; 10], vec![1; 10], vec![2; 10]].concat();
+    let split = splits::fgsm_split(&group).unwrap();
+    assert_eq!((split.fit.len(), split.select.len()), (15, 15));
+    let adversarial = split.fit.iter().filter(|&&i| group[i] == 2).count();
+    assert_eq!(adversarial, 5);
+    let labels: Vec<u8> = split.fit.iter().map(|&i| u8::from(group[i] == 2)).collect();
+    let x = Array2::from_shape_fn((15, 1), |(i, _)| f64::from(labels[i]) + 0.1 * i as f64);
+    LogisticRegressionCv::default()
+        .fit(x.view(), &labels)
+        .unwrap();
 }
 
 /// Features with OOD rows shifted down by `sep` in every column.
@@ -242,12 +288,13 @@ fn fgsm_validation_selects_on_adversarial_rows_and_tests_on_the_io_split() {
     .unwrap();
     assert_eq!(r.eps, 0.002);
     assert_eq!(r.validation, Validation::Fgsm);
-    assert_eq!((r.counts.fit, r.counts.select), (30, 30));
+    // 200 rows per group: the first 50 validate (25 fit, 25 select per group).
+    assert_eq!((r.counts.fit, r.counts.select), (75, 75));
     let k = 3;
     let f = inputs[k].fgsm.as_ref().unwrap();
     let split = splits::fgsm_split(f.group.as_ref().unwrap()).unwrap();
     let y: Vec<u8> = split.fit.iter().map(|&i| f.labels[i]).collect();
-    assert_eq!(y.iter().filter(|&&l| l == 1).count(), 10);
+    assert_eq!(y.iter().filter(|&&l| l == 1).count(), 25);
     let model = reg.fit(rows(&f.x, &split.fit).view(), &y).unwrap();
     let io = &inputs[k].io;
     let test = resflow::fit::splits::io_split(io.x.nrows(), io.n_out)

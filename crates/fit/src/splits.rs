@@ -115,28 +115,45 @@ pub const GROUP_NOISY: u8 = 1;
 /// FGSM group code of adversarial samples (label 1).
 pub const GROUP_ADVERSARIAL: u8 = 2;
 
+/// Rows of each FGSM group that validate on a small FGSM set (fewer than 500 rows per group):
+/// as many as the reference's tenth of 500, so that the regression fits on 25 rows per group.
+pub const FGSM_SMALL_VALIDATION: usize = 50;
+
+/// Fewest rows per FGSM group that [`fgsm_split`] accepts: half of them fit the regression, whose
+/// adversarial rows (label 1) must fill five stratified folds.
+pub const FGSM_MIN_ROWS_PER_GROUP: usize = 10;
+
+/// Rows of an FGSM group of `n_g` rows that form its validation block (`fit + select`): the
+/// reference's tenth (`int(0.1 * n_g)`) from 500 rows up; below, all of them up to
+/// [`FGSM_SMALL_VALIDATION`] (the reference's count at 500 rows). The FGSM rows are never tested
+/// on (the test rows are the IO split's), so a small set's other 90% would go unused.
+pub fn fgsm_validation_rows(n_g: usize) -> usize {
+    (n_g / 10).max(n_g.min(FGSM_SMALL_VALIDATION))
+}
+
 /// The FGSM validation rows (`docs/method.md#fgsm-validation-split`): for each group in the order
-/// clean, noisy, adversarial, its first `n_g / 10` rows (`int(0.1 * n_g)`) form the validation
-/// block; of those the first half (rounded down) fit, the rest select. Rows are taken in file order
-/// within each group.
+/// clean, noisy, adversarial, its first [`fgsm_validation_rows`] rows (`int(0.1 * n_g)` from 500
+/// rows up) form the validation block; of those the first half (rounded down) fit, the rest
+/// select. Rows are taken in file order within each group.
 ///
-/// Identical to the reference for equal group sizes and an even validation count (the
-/// reference slices the concatenated block in sixths, which mixes groups otherwise). `test` is
-/// left empty: FGSM validation tests on the IO test split. Errors unless every group has at
-/// least 20 rows (so both halves hold each group).
+/// From 500 rows per group identical to the reference for equal group sizes and an even
+/// validation count (the reference slices the concatenated block in sixths, which mixes groups
+/// otherwise). `test` is left empty: FGSM validation tests on the IO test split. Errors unless
+/// every group has at least [`FGSM_MIN_ROWS_PER_GROUP`] rows.
 pub fn fgsm_split(group: &[u8]) -> Result<RowSplit> {
     let mut fit = Vec::new();
     let mut select = Vec::new();
     for g in [GROUP_CLEAN, GROUP_NOISY, GROUP_ADVERSARIAL] {
         let rows: Vec<usize> = (0..group.len()).filter(|&i| group[i] == g).collect();
-        let n_val = rows.len() / 10;
-        let half = n_val / 2;
-        if half == 0 {
+        if rows.len() < FGSM_MIN_ROWS_PER_GROUP {
             return Err(Error::BadData(format!(
-                "FGSM split: group {g} has {} rows; need at least 20 (10% for validation, halved)",
+                "FGSM split: group {g} has {} rows; need at least {FGSM_MIN_ROWS_PER_GROUP} (half \
+                 of them fit the regression, whose 5 stratified folds need 5 adversarial rows)",
                 rows.len()
             )));
         }
+        let n_val = fgsm_validation_rows(rows.len());
+        let half = n_val / 2;
         fit.extend_from_slice(&rows[..half]);
         select.extend_from_slice(&rows[half..n_val]);
     }
