@@ -16,19 +16,36 @@ use tch::{nn::VarStore, Device, Tensor};
 /// colour plus uniform noise of +-40 grey levels per pixel from a seeded generator), `train` and
 /// `test` images per class.
 fn colour_folder(root: &Path, train: usize, test: usize) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
-    let colours = [
-        ("red", [200, 50, 50]),
-        ("green", [50, 200, 50]),
-        ("blue", [50, 50, 200]),
-    ];
+    tinted_folder(root, train, test, [50, 40], 150..=150, 21);
+}
+
+/// An ImageFolder tree under `root` with 3 classes `red`, `green` and `blue` of `train` and
+/// `test` 32x32 images each: every channel at grey level `base`, the class's own channel lifted by
+/// a level drawn for each image from `lift`, plus uniform noise of +-`noise` grey levels per pixel
+/// and channel, from a generator seeded with `seed` (`[base, noise]`).
+pub fn tinted_folder(
+    root: &Path,
+    train: usize,
+    test: usize,
+    [base, noise]: [i32; 2],
+    lift: std::ops::RangeInclusive<i32>,
+    seed: u64,
+) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let tint = |channel: usize, lift: i32| {
+        let mut colour = [base; 3];
+        colour[channel] += lift;
+        colour
+    };
     for (split, n) in [("train", train), ("test", test)] {
-        for (name, colour) in colours {
+        for (channel, name) in ["red", "green", "blue"].into_iter().enumerate() {
             let dir = root.join(split).join(name);
             std::fs::create_dir_all(&dir).unwrap();
             for i in 0..n {
+                let colour = tint(channel, rng.random_range(lift.clone()));
                 let image = RgbImage::from_fn(32, 32, |_, _| {
-                    Rgb(colour.map(|v: i32| (v + rng.random_range(-40..=40)).clamp(0, 255) as u8))
+                    Rgb(colour
+                        .map(|v: i32| (v + rng.random_range(-noise..=noise)).clamp(0, 255) as u8))
                 });
                 image.save(dir.join(format!("{i}.png"))).unwrap();
             }

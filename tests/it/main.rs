@@ -34,4 +34,5 @@ mod regression;
 mod report;
 mod scoring;
 mod scripts;
+mod small_set;
 mod splits;
