@@ -16,19 +16,20 @@ use tch::{nn::VarStore, Device, Tensor};
 /// colour plus uniform noise of +-40 grey levels per pixel from a seeded generator), `train` and
 /// `test` images per class.
 fn colour_folder(root: &Path, train: usize, test: usize) {
-    tinted_folder(root, train, test, [50, 40], 150..=150, 21);
+    tinted_folder(root, train, test, [50, 40], [150..=150, 150..=150], 21);
 }
 
 /// An ImageFolder tree under `root` with 3 classes `red`, `green` and `blue` of `train` and
 /// `test` 32x32 images each: every channel at grey level `base`, the class's own channel lifted by
-/// a level drawn for each image from `lift`, plus uniform noise of +-`noise` grey levels per pixel
-/// and channel, from a generator seeded with `seed` (`[base, noise]`).
+/// a level drawn for each image from `lifts[0]` (train) or `lifts[1]` (test), plus uniform noise
+/// of +-`noise` grey levels per pixel and channel, from a generator seeded with `seed`
+/// (`[base, noise]`; the train images are drawn first).
 pub fn tinted_folder(
     root: &Path,
     train: usize,
     test: usize,
     [base, noise]: [i32; 2],
-    lift: std::ops::RangeInclusive<i32>,
+    lifts: [std::ops::RangeInclusive<i32>; 2],
     seed: u64,
 ) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -37,7 +38,7 @@ pub fn tinted_folder(
         colour[channel] += lift;
         colour
     };
-    for (split, n) in [("train", train), ("test", test)] {
+    for ((split, n), lift) in [("train", train), ("test", test)].into_iter().zip(lifts) {
         for (channel, name) in ["red", "green", "blue"].into_iter().enumerate() {
             let dir = root.join(split).join(name);
             std::fs::create_dir_all(&dir).unwrap();
