@@ -70,7 +70,7 @@ pub fn previous_folder(dir: &Path) -> PathBuf {
 }
 
 /// Where [`write_folder_atomically`] writes a folder's new version, `{dir}.partial`.
-fn partial_folder(dir: &Path) -> PathBuf {
+pub fn partial_folder(dir: &Path) -> PathBuf {
     sibling(dir, "partial")
 }
 

@@ -85,7 +85,9 @@ impl TrainingData for RunTrainingData<'_> {
     }
 
     /// The layers with a flow folder (`flow/layer_{l}/`), each checked against the statistics it
-    /// was trained on (where `rf-train` recorded them) and loaded.
+    /// was trained on (where `rf-train` recorded them) and loaded. A layer whose folder is missing
+    /// while `rf-train` left its `.old` (a stopped swap) or `.partial` (a stopped first
+    /// checkpoint) is an error, not a layer silently left out.
     fn trained_flows(&self, kind: Kind) -> Result<Vec<TrainedFlow>> {
         let mut flows = Vec::new();
         for layer in 0..self.num_layers() {
@@ -99,6 +101,17 @@ impl TrainingData for RunTrainingData<'_> {
                          checkpoint of layer {layer}; complete it with `rf-train --layer {layer} \
                          --resume`, then rerun this stage",
                         previous.display()
+                    ),
+                ));
+            }
+            let partial = crate::io::partial_folder(&dir);
+            if !dir.exists() && partial.exists() {
+                return Err(Error::missing(
+                    &dir,
+                    format!(
+                        "not here, but {} is: rf-train --layer {layer} was stopped while it wrote                          its first checkpoint (or is writing it now); train the layer to the end                          with `rf-train --layer {layer}`, or remove {} to go on without layer                          {layer}",
+                        partial.display(),
+                        partial.display()
                     ),
                 ));
             }

@@ -578,6 +578,20 @@ fn faults_of_interrupted_and_concurrent_stages() {
             )],
         ),
         case(
+            "interrupted",
+            "rf-train killed while it wrote a layer's first checkpoint",
+            Box::new(|dir| {
+                let flow = dir.join(RUN).join("flow");
+                std::fs::rename(flow.join("layer_1"), flow.join("layer_1.partial")).unwrap();
+                Broken::changed(&[&r("flow/layer_1")])
+            }),
+            vec![run(
+                "rf-score",
+                &[],
+                &["flow/layer_1.partial", "rf-train --layer 1`", "remove"],
+            )],
+        ),
+        case(
             "two writers",
             "rf-prepare while another writes the features",
             locked("features.lock"),
