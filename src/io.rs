@@ -122,6 +122,16 @@ pub fn write_text(path: &Path, text: &str) -> Result<()> {
     })
 }
 
+/// The entries of folder `dir`, in the order the file system lists them; none when `dir` does not
+/// exist. Errors name `dir`.
+pub fn dir_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.map_err(|e| Error::io(dir, e))).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
 /// Reads JSON into `T`, naming the file on failure ([`read_json_with`] with the remedy "write it
 /// again with the command that made it").
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::detect::eps_name;
 use crate::detect::{DetectorKind, ScoreLayout};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fit::Validation;
 use features::FeatureDir;
 use scores::FGSM;
@@ -178,13 +178,7 @@ pub fn list_datasets(outf: &Path, net: &str) -> Result<Vec<String>> {
 /// Sorted names of the sub-folders of `dir` (empty if `dir` does not exist).
 fn subfolders(dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
+    for entry in crate::io::dir_entries(dir)? {
         if entry.path().is_dir() {
             if let Some(name) = entry.file_name().to_str() {
                 names.push(name.to_string());

@@ -365,13 +365,7 @@ pub fn folder_digest(dir: &Path) -> Result<String> {
 /// Removes the temporary files of interrupted atomic writes (`.{name}.tmp{pid}`, see
 /// [`crate::io::write_atomically`]) under `dir`, which may not exist yet.
 pub fn remove_temporary_files(dir: &Path) -> Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
+    for entry in crate::io::dir_entries(dir)? {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if path.is_dir() {
@@ -391,13 +385,7 @@ pub fn remove_temporary_siblings(path: &Path) -> Result<()> {
         return Ok(());
     };
     let dotted = format!(".{}", name.to_string_lossy());
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
+    for entry in crate::io::dir_entries(dir)? {
         let file = entry.file_name().to_string_lossy().into_owned();
         // `.{name}.tmp{pid}` exactly, not another file's temporary file.
         let of_path = file
