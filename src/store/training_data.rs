@@ -92,28 +92,8 @@ impl TrainingData for RunTrainingData<'_> {
         let mut flows = Vec::new();
         for layer in 0..self.num_layers() {
             let dir = self.run.flow_dir(layer);
-            let previous = crate::io::previous_folder(&dir);
-            if !dir.exists() && previous.join(META_FILE).exists() {
-                return Err(Error::missing(
-                    &dir,
-                    format!(
-                        "not here, but {} is: rf-train was stopped while it swapped in a new \
-                         checkpoint of layer {layer}; complete it with `rf-train --layer {layer} \
-                         --resume`, then rerun this stage",
-                        previous.display()
-                    ),
-                ));
-            }
-            let partial = crate::io::partial_folder(&dir);
-            if !dir.exists() && partial.exists() {
-                return Err(Error::missing(
-                    &dir,
-                    format!(
-                        "not here, but {} is: rf-train --layer {layer} was stopped while it wrote                          its first checkpoint (or is writing it now); train the layer to the end                          with `rf-train --layer {layer}`, or remove {} to go on without layer                          {layer}",
-                        partial.display(),
-                        partial.display()
-                    ),
-                ));
+            if let Some(e) = left_by_a_stopped_rf_train(&dir, layer) {
+                return Err(e);
             }
             if dir.exists() {
                 check_flow_provenance(&dir, layer, self.features, self.manifest)?;
@@ -140,6 +120,38 @@ impl TrainingData for RunTrainingData<'_> {
     fn device(&self) -> Device {
         self.device
     }
+}
+
+/// The error for flow folder `dir` of `layer` when it is missing while `rf-train` left a sibling:
+/// `.old` (stopped between the renames of a checkpoint swap) or `.partial` (stopped before its
+/// first swap, or writing it now); `None` otherwise.
+fn left_by_a_stopped_rf_train(dir: &std::path::Path, layer: usize) -> Option<Error> {
+    if dir.exists() {
+        return None;
+    }
+    let previous = crate::io::previous_folder(dir);
+    let partial = crate::io::partial_folder(dir);
+    let (left, what) = if previous.join(META_FILE).exists() {
+        let what = format!(
+            "rf-train was stopped while it swapped in a new checkpoint of layer {layer}; complete \
+             it with `rf-train --layer {layer} --resume`, then rerun this stage"
+        );
+        (previous, what)
+    } else if partial.exists() {
+        let what = format!(
+            "rf-train --layer {layer} was stopped while it wrote its first checkpoint (or is \
+             writing it now); train the layer to the end with `rf-train --layer {layer}`, or \
+             remove {} to go on without layer {layer}",
+            partial.display()
+        );
+        (partial, what)
+    } else {
+        return None;
+    };
+    Some(Error::missing(
+        dir,
+        format!("not here, but {} is: {what}", left.display()),
+    ))
 }
 
 /// Reads the provenance of the trained flow in `dir` (`provenance.json`, written by `rf-train`;

@@ -134,9 +134,7 @@ impl SmallRun {
             &["other"]
         }
     }
-}
 
-impl SmallRun {
     /// `--net-type N --dataset garments=PATH --outf OUTF` and `extra`.
     fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args = strings(&[

@@ -89,6 +89,16 @@ fn removed(path: String) -> Fault {
     })
 }
 
+/// Moves the run's `flow/layer_1/` to `flow/layer_1.{suffix}`, as `rf-train` leaves it when it is
+/// stopped between the renames of a checkpoint swap (`old`) or before its first swap (`partial`).
+fn flow_layer_1_left_as(suffix: &'static str) -> Fault {
+    Box::new(move |dir| {
+        let flow = dir.join(RUN).join("flow");
+        std::fs::rename(flow.join("layer_1"), flow.join(format!("layer_1.{suffix}"))).unwrap();
+        Broken::changed(&[&r("flow/layer_1")])
+    })
+}
+
 /// Copies `rel` of the other run over the same file of the run.
 fn from_other(rel: &'static str) -> Fault {
     Box::new(move |dir| {
@@ -566,11 +576,7 @@ fn faults_of_interrupted_and_concurrent_stages() {
         case(
             "interrupted",
             "rf-train killed between the renames of its checkpoint swap",
-            Box::new(|dir| {
-                let flow = dir.join(RUN).join("flow");
-                std::fs::rename(flow.join("layer_1"), flow.join("layer_1.old")).unwrap();
-                Broken::changed(&[&r("flow/layer_1")])
-            }),
+            flow_layer_1_left_as("old"),
             vec![run(
                 "rf-score",
                 &[],
@@ -580,11 +586,7 @@ fn faults_of_interrupted_and_concurrent_stages() {
         case(
             "interrupted",
             "rf-train killed while it wrote a layer's first checkpoint",
-            Box::new(|dir| {
-                let flow = dir.join(RUN).join("flow");
-                std::fs::rename(flow.join("layer_1"), flow.join("layer_1.partial")).unwrap();
-                Broken::changed(&[&r("flow/layer_1")])
-            }),
+            flow_layer_1_left_as("partial"),
             vec![run(
                 "rf-score",
                 &[],
