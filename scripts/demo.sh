@@ -12,7 +12,7 @@
 #   --force     redo every stage (by default a stage is skipped when its outputs exist and were made
 #               from the same inputs and options)
 #   --seed N    the classifier's seed (default 0; N > 0 trains pre_trained/resnet_fashion-mnist_seedN)
-#   --baselines LIST   the post-hoc baselines to run, comma-separated (default: all six)
+#   --baselines LIST   the post-hoc detectors to run, comma-separated (default: all thirteen)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATAROOT="$ROOT/data"
@@ -140,7 +140,8 @@ regress() {
 }
 regress regress_mahalanobis mahalanobis mahalanobis
 regress regress_resflow score resflow
-# The post-hoc baselines (MSP, ODIN, Energy, MaxLogit, KNN, ViM) on the same classifier and splits.
+# The post-hoc detectors (MSP, ODIN, Energy, MaxLogit, KNN, ViM and OpenOOD v1.5's leaderboard:
+# RMDS, ReAct, ASH, SCALE, GEN, fDBD, NNGuide) on the same classifier and splits.
 [ -n "$BASELINES" ] || BASELINES="$("$BIN/rf-data" baselines | tr ' ' ',')"
 stage baselines prepare -- "$BIN/rf-baselines" "${COMMON[@]}" --batch-size 200 --detectors "$BASELINES" --validation-src fgsm
 for detector in ${BASELINES//,/ }; do

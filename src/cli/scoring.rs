@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
 use super::{baseline_parser, CommonArgs, ValidationArgs};
+use crate::detect::entropy::GenParams;
 use crate::detect::knn::KnnParams;
+use crate::detect::nnguide::NnguideParams;
+use crate::detect::shaping::{AshParams, AshVariant, ReactParams, ScaleParams};
 use crate::detect::vim::VimParams;
 use crate::detect::{DetectorKind, DetectorParams, BASELINES_STAGE};
 use crate::error::Result;
@@ -52,6 +55,32 @@ pub struct BaselineArgs {
     /// ViM: dimension of the principal subspace (default: the paper's rule for the feature size).
     #[arg(long = "vim-dim", alias = "vim_dim")]
     pub vim_dim: Option<usize>,
+    /// ReAct: percentile of the training activations at which they are clipped.
+    #[arg(long = "react-percentile", alias = "react_percentile", default_value_t = ReactParams::default().percentile)]
+    pub react_percentile: f64,
+    /// ASH: percentage of each row's activations pruned.
+    #[arg(long = "ash-percentile", alias = "ash_percentile", default_value_t = AshParams::default().percentile)]
+    pub ash_percentile: f64,
+    /// ASH: how the kept activations are shaped: s (scaled), b (binarised) or p (pruned only).
+    #[arg(long = "ash-variant", alias = "ash_variant", default_value = "s")]
+    pub ash_variant: AshVariant,
+    /// SCALE: percentage of each row's activations left out of the kept sum.
+    #[arg(long = "scale-percentile", alias = "scale_percentile", default_value_t = ScaleParams::default().percentile)]
+    pub scale_percentile: f64,
+    /// GEN: the exponent gamma.
+    #[arg(long = "gen-gamma", alias = "gen_gamma", default_value_t = GenParams::default().gamma)]
+    pub gen_gamma: f64,
+    /// GEN: number M of largest class probabilities (default: 100, or every class where there
+    /// are fewer).
+    #[arg(long = "gen-m", alias = "gen_m")]
+    pub gen_m: Option<usize>,
+    /// NNGuide: fraction of the training rows in the bank of guides.
+    #[arg(long = "nnguide-alpha", alias = "nnguide_alpha", default_value_t = NnguideParams::default().alpha)]
+    pub nnguide_alpha: f64,
+    /// NNGuide: number K of most similar guides (default: 100, or the whole bank where it is
+    /// smaller).
+    #[arg(long = "nnguide-k", alias = "nnguide_k")]
+    pub nnguide_k: Option<usize>,
 }
 
 impl BaselineArgs {
@@ -67,10 +96,30 @@ impl BaselineArgs {
             .map(|kind| match DetectorParams::default_for(kind) {
                 DetectorParams::Knn(_) => DetectorParams::Knn(KnnParams { k: self.knn_k }),
                 DetectorParams::Vim(_) => DetectorParams::Vim(VimParams { dim: self.vim_dim }),
+                DetectorParams::React(_) => DetectorParams::React(ReactParams {
+                    percentile: self.react_percentile,
+                }),
+                DetectorParams::Ash(_) => DetectorParams::Ash(AshParams {
+                    percentile: self.ash_percentile,
+                    variant: self.ash_variant,
+                }),
+                DetectorParams::Scale(_) => DetectorParams::Scale(ScaleParams {
+                    percentile: self.scale_percentile,
+                }),
+                DetectorParams::Gen(_) => DetectorParams::Gen(GenParams {
+                    gamma: self.gen_gamma,
+                    top: self.gen_m,
+                }),
+                DetectorParams::Nnguide(_) => DetectorParams::Nnguide(NnguideParams {
+                    alpha: self.nnguide_alpha,
+                    k: self.nnguide_k,
+                }),
                 defaults @ (DetectorParams::Msp
                 | DetectorParams::Odin(_)
                 | DetectorParams::Energy
                 | DetectorParams::MaxLogit
+                | DetectorParams::Rmds
+                | DetectorParams::Fdbd
                 | DetectorParams::Mahalanobis(_)
                 | DetectorParams::Resflow(_)) => defaults,
             })

@@ -66,6 +66,20 @@ pub enum DetectorKind {
     Knn,
     /// Virtual-logit matching (Wang et al. 2022).
     Vim,
+    /// Relative Mahalanobis distance (Ren et al. 2021).
+    Rmds,
+    /// ReAct (Sun et al. 2021): clipped activations, then the energy.
+    React,
+    /// ASH (Djurisic et al. 2023): activation shaping, then the energy.
+    Ash,
+    /// SCALE (Xu et al. 2024): activation scaling, then the energy.
+    Scale,
+    /// GEN (Liu et al. 2023): generalised entropy of the softmax.
+    Gen,
+    /// fDBD (Liu & Qin 2024): feature distance to the decision boundaries.
+    Fdbd,
+    /// NNGuide (Park et al. 2023): energy guided by nearest training neighbours.
+    Nnguide,
     /// Lee et al.'s Mahalanobis detector.
     Mahalanobis,
     /// The residual flow (Zisselman & Tamar 2020).
@@ -95,6 +109,13 @@ impl DetectorKind {
             DetectorKind::MaxLogit => baseline("maxlogit", "MaxLogit"),
             DetectorKind::Knn => baseline("knn", "KNN"),
             DetectorKind::Vim => baseline("vim", "ViM"),
+            DetectorKind::Rmds => baseline("rmds", "RMDS"),
+            DetectorKind::React => baseline("react", "ReAct"),
+            DetectorKind::Ash => baseline("ash", "ASH"),
+            DetectorKind::Scale => baseline("scale", "SCALE"),
+            DetectorKind::Gen => baseline("gen", "GEN"),
+            DetectorKind::Fdbd => baseline("fdbd", "fDBD"),
+            DetectorKind::Nnguide => baseline("nnguide", "NNGuide"),
             DetectorKind::Mahalanobis => KindInfo {
                 name: "mahalanobis",
                 label: "Mahalanobis",

@@ -12,10 +12,14 @@
 //! - the regression detectors [`mahalanobis`] and [`resflow`], with [`flow`]: the residual flow
 //!   model, its checkpoints and its trainer (`docs/method.md#the-residual-flow`);
 //! - the post-hoc detectors (`docs/method.md#baseline-detectors`): [`logit`] (MSP, Energy,
-//!   MaxLogit), [`odin`], [`knn`], [`vim`], with the classifier's last layer in [`head`];
+//!   MaxLogit), [`odin`], [`knn`], [`vim`], and OpenOOD's leaderboard: [`rmds`], [`shaping`]
+//!   (ReAct, ASH, SCALE), [`entropy`] (GEN), [`fdbd`], [`nnguide`]; the classifier's last layer is in
+//!   [`head`];
 //! - [`fgsm`]: FGSM adversarial and noisy samples for validation without OOD data
 //!   (`docs/method.md#fgsm-samples`).
 pub mod contract;
+pub mod entropy;
+pub mod fdbd;
 pub mod fgsm;
 pub mod flow;
 pub mod gaussian;
@@ -24,10 +28,13 @@ pub mod kind;
 pub mod knn;
 pub mod logit;
 pub mod mahalanobis;
+pub mod nnguide;
 pub mod odin;
 pub mod params;
 pub mod preprocess;
 pub mod resflow;
+pub mod rmds;
+pub mod shaping;
 pub mod vim;
 
 pub use contract::{

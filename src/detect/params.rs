@@ -8,11 +8,16 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use super::contract::{DetectorState, FittedDetector, TrainingData};
+use super::entropy::GenParams;
+use super::fdbd::FdbdParams;
 use super::knn::KnnParams;
 use super::logit::LogitScore;
 use super::mahalanobis::MahalanobisParams;
+use super::nnguide::NnguideParams;
 use super::odin::OdinParams;
 use super::resflow::ResflowParams;
+use super::rmds::RmdsParams;
+use super::shaping::{AshParams, ReactParams, ScaleParams};
 use super::vim::VimParams;
 use super::DetectorKind;
 use crate::error::{Error, Result};
@@ -58,6 +63,20 @@ pub enum DetectorParams {
     Knn(KnnParams),
     /// [`DetectorKind::Vim`].
     Vim(VimParams),
+    /// [`DetectorKind::Rmds`] (no parameters).
+    Rmds,
+    /// [`DetectorKind::React`].
+    React(ReactParams),
+    /// [`DetectorKind::Ash`].
+    Ash(AshParams),
+    /// [`DetectorKind::Scale`].
+    Scale(ScaleParams),
+    /// [`DetectorKind::Gen`].
+    Gen(GenParams),
+    /// [`DetectorKind::Fdbd`] (no parameters).
+    Fdbd,
+    /// [`DetectorKind::Nnguide`].
+    Nnguide(NnguideParams),
     /// [`DetectorKind::Mahalanobis`].
     Mahalanobis(MahalanobisParams),
     /// [`DetectorKind::Resflow`].
@@ -74,6 +93,13 @@ impl DetectorParams {
             DetectorKind::MaxLogit => DetectorParams::MaxLogit,
             DetectorKind::Knn => DetectorParams::Knn(KnnParams::default()),
             DetectorKind::Vim => DetectorParams::Vim(VimParams::default()),
+            DetectorKind::Rmds => DetectorParams::Rmds,
+            DetectorKind::React => DetectorParams::React(ReactParams::default()),
+            DetectorKind::Ash => DetectorParams::Ash(AshParams::default()),
+            DetectorKind::Scale => DetectorParams::Scale(ScaleParams::default()),
+            DetectorKind::Gen => DetectorParams::Gen(GenParams::default()),
+            DetectorKind::Fdbd => DetectorParams::Fdbd,
+            DetectorKind::Nnguide => DetectorParams::Nnguide(NnguideParams::default()),
             DetectorKind::Mahalanobis => DetectorParams::Mahalanobis(MahalanobisParams::default()),
             DetectorKind::Resflow => DetectorParams::Resflow(ResflowParams::default()),
         }
@@ -88,6 +114,13 @@ impl DetectorParams {
             DetectorParams::MaxLogit => DetectorKind::MaxLogit,
             DetectorParams::Knn(_) => DetectorKind::Knn,
             DetectorParams::Vim(_) => DetectorKind::Vim,
+            DetectorParams::Rmds => DetectorKind::Rmds,
+            DetectorParams::React(_) => DetectorKind::React,
+            DetectorParams::Ash(_) => DetectorKind::Ash,
+            DetectorParams::Scale(_) => DetectorKind::Scale,
+            DetectorParams::Gen(_) => DetectorKind::Gen,
+            DetectorParams::Fdbd => DetectorKind::Fdbd,
+            DetectorParams::Nnguide(_) => DetectorKind::Nnguide,
             DetectorParams::Mahalanobis(_) => DetectorKind::Mahalanobis,
             DetectorParams::Resflow(_) => DetectorKind::Resflow,
         }
@@ -102,6 +135,13 @@ impl DetectorParams {
             DetectorParams::MaxLogit => &LogitScore::MaxLogit,
             DetectorParams::Knn(p) => p,
             DetectorParams::Vim(p) => p,
+            DetectorParams::Rmds => &RmdsParams,
+            DetectorParams::React(p) => p,
+            DetectorParams::Ash(p) => p,
+            DetectorParams::Scale(p) => p,
+            DetectorParams::Gen(p) => p,
+            DetectorParams::Fdbd => &FdbdParams,
+            DetectorParams::Nnguide(p) => p,
             DetectorParams::Mahalanobis(p) => p,
             DetectorParams::Resflow(p) => p,
         }

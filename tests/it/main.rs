@@ -26,6 +26,7 @@ mod models_checkpoint;
 mod models_init;
 mod models_parity;
 mod models_recalibrate;
+mod openood_detectors;
 mod own_model;
 mod pipeline;
 mod prepare;
