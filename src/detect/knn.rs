@@ -123,11 +123,15 @@ impl FittedDetector for Knn {
 
     fn layer_scores(&self, _layer: usize, _variant: usize) -> Result<Box<ScoreFn<'_>>> {
         Ok(Box::new(move |phi: &Tensor| {
-            let kth = self
-                .squared_distances(phi)
-                .kthvalue(self.k as i64, 1, true)
-                .0;
-            Ok(-kth.sqrt())
+            // The k-th nearest row is the k-th most similar: `topk` of the products, then the
+            // distance of that one alone (not of all M rows).
+            let z = normalise(&phi.to_kind(Kind::Float));
+            let kth = z
+                .matmul(&self.train.tr())
+                .topk(self.k as i64, 1, true, true)
+                .0
+                .narrow(1, self.k as i64 - 1, 1);
+            Ok(-(kth * -2.0 + 2.0).clamp_min(0.0).sqrt())
         }))
     }
 
