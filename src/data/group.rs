@@ -4,7 +4,7 @@
 //! neighbouring data set.
 //!
 //! Each OOD set of a run has a group: the registry's default for the pair of sets
-//! ([`default_group`]), or the one given on the command line as `near:SPEC` / `far:SPEC`
+//! ([`default_group`]), or the one given on the command line as `near:SET` / `far:SET`
 //! ([`split_group`]). A set without either (an image folder given without a prefix) is ungrouped
 //! and left out of the group means.
 use crate::error::{Error, Result};

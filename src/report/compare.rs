@@ -169,7 +169,8 @@ pub fn auroc_table_text(results: &ResultsFile, v: Validation) -> String {
     if !ungrouped.is_empty() {
         let _ = writeln!(
             s,
-            "ungrouped (in no mean): {}; give rf-prepare --ood near:NAME=PATH or far:NAME=PATH",
+            "ungrouped (in no mean): {}; rf-prepare records the groups (--ood near:SET, \
+             far:SET; the registry's sets have defaults)",
             ungrouped.join(", ")
         );
     }
@@ -222,7 +223,7 @@ pub fn paired_text(results: &ResultsFile, v: Validation) -> String {
         .max(8);
     let widths: Vec<usize> = paired.iter().map(|p| p.ood.len().max(7)).collect();
     let mut s = format!(
-        "paired comparison ({}): AUROC points behind the best detector of each set, on the same \
+        "\npaired comparison ({}): AUROC points behind the best detector of each set, on the same \
          {} bootstrap resamples of the same test rows; * = the 95% interval of the difference \
          excludes 0\n{:<label_width$}",
         v.label(),

@@ -286,7 +286,7 @@ pub fn detector_comparison_markdown(results: &ResultsFile, v: Validation) -> Str
             s.push('\n');
         }
         for (g, sets) in grouped_sets(groups, &oods) {
-            let _ = write!(s, "| **{} mean** ({} sets) |", g.name(), sets.len());
+            let _ = write!(s, "| **{} mean** ({}) |", g.name(), sets.join(", "));
             for &d in &detectors {
                 let mean = group_mean(records, v, d, &sets, k).map_or("-".to_string(), pct);
                 let _ = write!(s, " {mean} |");
