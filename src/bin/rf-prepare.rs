@@ -25,7 +25,8 @@ struct Cli {
     #[arg(long)]
     classifier: Option<PathBuf>,
     /// OOD sets to extract, comma-separated: registry names, NAME=PATH or PATH for any folder of
-    /// images (default: the data set's usual OOD sets; required for an image-folder data set).
+    /// images, each optionally prefixed with its group near: or far: (default: the data set's
+    /// usual OOD sets; required for an image-folder data set).
     #[arg(long, value_delimiter = ',')]
     ood: Option<Vec<String>>,
     /// Use only the first N train images (quick runs).

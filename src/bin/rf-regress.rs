@@ -81,10 +81,8 @@ fn main() -> Result<()> {
     }
     for (dataset, run, out) in &summary.runs {
         print!("{}", report::format_table(dataset, &out.records));
-        print!(
-            "{}",
-            report::detector_comparison_text(dataset, &out.results.results, validation)
-        );
+        print!("{}", report::auroc_table_text(&out.results, validation));
+        print!("{}", report::paired_text(&out.results, validation));
         let cmp = report::comparison_text(dataset, &out.results.results, validation);
         if !cmp.is_empty() {
             println!("{cmp}");

@@ -8,6 +8,7 @@ pub mod batches;
 pub mod cifar;
 pub mod csv_images;
 pub mod folder;
+pub mod group;
 pub mod idx;
 mod raw;
 pub mod registry;
@@ -22,6 +23,7 @@ use tch::{Kind, Tensor};
 use crate::error::{Error, Result};
 
 pub use batches::{Batch, BatchSource, Batches, NormalizedSet};
+pub use group::OodGroup;
 pub use registry::{load, DatasetInfo, Role, DATASETS};
 pub use source::{load_in_distribution, load_ood, DataSource};
 

@@ -7,7 +7,7 @@
 //! selection ([`detector`]). Everything here works on in-memory matrices; reading score files is
 //! [`crate::pipeline::regress`].
 pub mod detector;
-pub use resflow_fit::{bootstrap, folds, metrics, openood, regression, splits};
+pub use resflow_fit::{bootstrap, folds, metrics, openood, paired, regression, splits};
 
 pub use detector::{evaluate_detector, DetectorResult, Validation};
 pub use metrics::Metrics;

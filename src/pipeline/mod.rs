@@ -10,8 +10,11 @@
 //! | [`train_flow`] | `rf-train` | `features/` | `flow/layer_{l}/`, `history/` |
 //! | [`score`] | `rf-mahalanobis`, `rf-score`, `rf-baselines` | classifier, `features/`, `flow/` | score files |
 //! | [`regress`] | `rf-regress` | score files | `results.json`, `results.md`, `plots/` |
+//!
+//! [`compare`] is part of `rf-regress`: the paired comparison of the detectors on each OOD set.
 pub mod bundle;
 pub mod classifier;
+pub mod compare;
 pub mod detect;
 pub mod fgsm;
 pub mod prepare;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use tch::Device;
 
 use super::Common;
+use crate::data::group::{default_group, split_group};
 use crate::data::registry::GENERATED_SET_SIZE;
 use crate::data::{BatchSource, DataSource, ImageSet, Split};
 use crate::detect::fgsm::FgsmSets;
@@ -27,7 +28,8 @@ pub struct Options {
     /// Classifier checkpoint; `None`: [`Common::default_classifier_path`].
     pub classifier: Option<PathBuf>,
     /// OOD sets to extract (registry names, `NAME=PATH` or folder paths; see
-    /// [`crate::data::source`]); `None`: the registry's usual OOD sets of the data set.
+    /// [`crate::data::source`]), each optionally prefixed with its group `near:` or `far:`
+    /// ([`crate::data::group`]); `None`: the registry's usual OOD sets of the data set.
     pub ood_sets: Option<Vec<String>>,
     /// With [`Validation::Fgsm`], also the FGSM sets written by `rf-fgsm`.
     pub validation: Validation,
@@ -125,7 +127,8 @@ pub fn run(options: &Options, progress: &mut dyn Progress) -> Result<Summary> {
 pub struct FeatureOptions {
     /// Folder of the data sets.
     pub dataroot: std::path::PathBuf,
-    /// OOD sets to extract, as specs ([`crate::data::source`]).
+    /// OOD sets to extract, as specs ([`crate::data::source`]), optionally prefixed `near:` or
+    /// `far:` ([`crate::data::group::split_group`]).
     pub ood_sets: Vec<String>,
     /// Batch size of the feature extraction.
     pub batch_size: usize,
@@ -220,11 +223,21 @@ pub fn prepare(
         Some(dir) => Some(FgsmSets::load_for(dir, classifier, &classifier_sha256)?),
         None => None,
     };
-    let ood_sources = options
-        .ood_sets
-        .iter()
-        .map(|spec| DataSource::parse(spec))
-        .collect::<Result<Vec<_>>>()?;
+    // `near:` / `far:` name a set's group; without one, the registry's default for the pair.
+    let mut ood_sources = Vec::with_capacity(options.ood_sets.len());
+    let mut ood_groups = BTreeMap::new();
+    for spec in &options.ood_sets {
+        let (group, spec) = split_group(spec)?;
+        let ood = DataSource::parse(spec)?;
+        let registry_default = match ood.folder {
+            None => default_group(&source.name, &ood.name),
+            Some(_) => None,
+        };
+        if let Some(g) = group.or(registry_default) {
+            ood_groups.insert(ood.name.clone(), g);
+        }
+        ood_sources.push(ood);
+    }
     for (i, a) in ood_sources.iter().enumerate() {
         if a.name == source.name || ood_sources[..i].iter().any(|b| b.name == a.name) {
             return Err(Error::bad_option(
@@ -329,6 +342,7 @@ pub fn prepare(
             .iter()
             .map(|o| (o.name.clone(), o.spec()))
             .collect(),
+        ood_groups,
         classifier: classifier_path.to_path_buf(),
         num_classes,
         layer_channels: classifier.net.layer_channels(),

@@ -191,6 +191,9 @@ pub fn regress_dataset(
         dataset: dataset.to_string(),
         results: Vec::new(),
         warnings: Vec::new(),
+        test_accuracy: None,
+        ood_groups: Default::default(),
+        paired: Vec::new(),
     });
     let mut records = Vec::new();
     let mut results_by_ood = Vec::new();
@@ -233,6 +236,17 @@ pub fn regress_dataset(
         write_test_scores(&run.test_scores_path(detector, validation, &r.ood), &r.test)?;
     }
     warnings.extend(results.merge(&records, &folder.manifest.sets));
+    let features = run.features().manifest().ok();
+    results.test_accuracy = features.as_ref().map(|f| f.test_accuracy);
+    results.ood_groups = features.map(|f| f.ood_groups).unwrap_or_default();
+    match &options.bootstrap {
+        Some(params) => {
+            if let Err(e) = super::compare::update_paired(run, &mut results, validation, params) {
+                warnings.push(format!("paired comparison not computed: {e}"));
+            }
+        }
+        None => results.paired.retain(|p| p.validation != validation),
+    }
     results.warnings = figures_that_mean_little(run, &results.results);
     warnings.extend(results.warnings.iter().cloned());
     write_results(&path, &results)?;
@@ -300,7 +314,7 @@ pub fn regress_dataset(
             );
         }
         // The comparison of every detector run so far: OpenOOD's AUROC with its interval.
-        let (ood_names, series) = comparison_points(&results.results, validation, OPENOOD_AUROC);
+        let (ood_names, series) = comparison_points(&results, validation, OPENOOD_AUROC);
         if !series.is_empty() {
             let p = dir.join(format!("comparison_auroc_{}.png", validation.name()));
             let title = format!(

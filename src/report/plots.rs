@@ -108,7 +108,8 @@ struct Frame<'a> {
     integer_x: bool,
     /// Names of the whole-number x positions (categories); empty for a numeric axis.
     x_names: &'a [String],
-    legend: SeriesLabelPosition,
+    /// Where the legend goes in the chart; `None`: no legend there (drawn beside it).
+    legend: Option<SeriesLabelPosition>,
     legend_font: u32,
 }
 
@@ -123,48 +124,63 @@ fn render_chart(
     frame: Frame<'_>,
     draw: impl FnOnce(&mut Chart<'_, '_>) -> std::result::Result<(), String>,
 ) -> Result<()> {
-    render_png(path, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(frame.title, ("sans-serif", 24))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(frame.y_label_area)
-            .build_cartesian_2d(frame.x.clone(), frame.y.clone())
-            .map_err(drawing_error)?;
-        let whole = |v: &f64| format!("{v:.0}");
-        let mut mesh = chart.configure_mesh();
-        mesh.x_desc(frame.x_desc)
-            .y_desc(frame.y_desc)
-            .label_style(("sans-serif", 15));
-        let names = frame.x_names;
-        let name = |v: &f64| {
-            let i = v.round();
-            if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-                names[i as usize].clone()
-            } else {
-                String::new()
-            }
-        };
-        if !names.is_empty() {
-            mesh.x_label_formatter(&name).x_labels(names.len() * 2 + 1);
-        } else if frame.integer_x {
-            mesh.x_label_formatter(&whole);
-        }
-        mesh.draw().map_err(drawing_error)?;
-        draw(&mut chart)?;
-        chart
-            .configure_series_labels()
-            .position(frame.legend)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", frame.legend_font))
-            .draw()
-            .map_err(drawing_error)
-    })
+    render_png(path, |root| draw_chart(root, frame, draw))
 }
 
-/// Colours of the series, in order.
-const PALETTE: [RGBColor; 8] = [
+/// [`render_chart`] on a part of the image: `frame`, the series of `draw`, the legend (none
+/// without [`Frame::legend`]).
+fn draw_chart(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    frame: Frame<'_>,
+    draw: impl FnOnce(&mut Chart<'_, '_>) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    let mut builder = ChartBuilder::on(area);
+    if !frame.title.is_empty() {
+        builder.caption(frame.title, ("sans-serif", 24));
+    }
+    let mut chart = builder
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(frame.y_label_area)
+        .build_cartesian_2d(frame.x.clone(), frame.y.clone())
+        .map_err(drawing_error)?;
+    let whole = |v: &f64| format!("{v:.0}");
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(frame.x_desc)
+        .y_desc(frame.y_desc)
+        .label_style(("sans-serif", 15));
+    let names = frame.x_names;
+    let name = |v: &f64| {
+        let i = v.round();
+        if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+            names[i as usize].clone()
+        } else {
+            String::new()
+        }
+    };
+    if !names.is_empty() {
+        mesh.x_label_formatter(&name).x_labels(names.len() * 2 + 1);
+    } else if frame.integer_x {
+        mesh.x_label_formatter(&whole);
+    }
+    mesh.draw().map_err(drawing_error)?;
+    draw(&mut chart)?;
+    let Some(position) = frame.legend else {
+        return Ok(());
+    };
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", frame.legend_font))
+        .draw()
+        .map_err(drawing_error)
+}
+
+/// Colours of the series, in order: matplotlib's ten, then six more that stay apart from them,
+/// so that a comparison of sixteen detectors repeats no colour.
+const PALETTE: [RGBColor; 16] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -173,6 +189,14 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 128),
+    RGBColor(128, 0, 0),
+    RGBColor(0, 128, 128),
+    RGBColor(255, 215, 0),
+    RGBColor(0, 0, 0),
+    RGBColor(154, 205, 50),
 ];
 
 /// The ROC curve `(FPR, TPR)` points of confidences (in-distribution positive), from the
@@ -212,7 +236,7 @@ pub fn plot_roc(path: &Path, title: &str, curves: &[(String, &TestScores)]) -> R
         y_label_area: 55,
         integer_x: false,
         x_names: &[],
-        legend: SeriesLabelPosition::LowerRight,
+        legend: Some(SeriesLabelPosition::LowerRight),
         legend_font: 16,
     };
     render_chart(path, frame, |chart| {
@@ -293,7 +317,7 @@ pub fn plot_histogram(
         y_label_area: 60,
         integer_x: false,
         x_names: &[],
-        legend: SeriesLabelPosition::UpperLeft,
+        legend: Some(SeriesLabelPosition::UpperLeft),
         legend_font: 16,
     };
     render_chart(path, frame, |chart| {
@@ -363,7 +387,7 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
         y_label_area: 55,
         integer_x: true,
         x_names: &[],
-        legend: SeriesLabelPosition::LowerRight,
+        legend: Some(SeriesLabelPosition::LowerRight),
         legend_font: 14,
     };
     render_chart(path, frame, |chart| {
@@ -406,8 +430,27 @@ pub fn plot_auroc_history(path: &Path, title: &str, layers: &[LayerCurve]) -> Re
 /// interval `(value, low, high)` in percent (`None` where it has no result).
 pub type ComparisonSeries = (String, Vec<Option<(f64, f64, f64)>>);
 
+/// Width of the legend beside the comparison chart, in pixels.
+const COMPARISON_LEGEND_WIDTH: u32 = 150;
+
+/// The marker of series `j` in the legend, as in the chart: a circle for even `j`, a triangle for
+/// odd, so that neighbours differ in shape as well as colour.
+fn marker<'a, DB: DrawingBackend + 'a, C: Clone + 'a>(
+    j: usize,
+    at: C,
+    size: i32,
+) -> DynElement<'a, DB, C> {
+    let c = PALETTE[j % PALETTE.len()].filled();
+    if j.is_multiple_of(2) {
+        (EmptyElement::at(at) + Circle::new((0, 0), size, c)).into_dyn()
+    } else {
+        (EmptyElement::at(at) + TriangleMarker::new((0, 0), size + 1, c)).into_dyn()
+    }
+}
+
 /// The detector comparison of one metric: per OOD set (x axis) one point per detector with its
-/// interval as a vertical bar, detectors side by side.
+/// interval as a vertical bar, detectors side by side in table order, the legend beside the chart
+/// (one line per detector, readable with sixteen detectors).
 pub fn plot_comparison(
     path: &Path,
     title: &str,
@@ -421,41 +464,61 @@ pub fn plot_comparison(
         .fold(100.0f64, f64::min);
     let y_min = (lowest.floor() - 5.0).clamp(0.0, 95.0);
     let frame = Frame {
-        title,
+        // Drawn over the whole image, legend included (below).
+        title: "",
         x: -0.5..oods.len() as f64 - 0.5,
         y: y_min..101.0,
-        x_desc: "OOD set",
+        x_desc: "OOD set (group)",
         y_desc,
         y_label_area: 55,
         integer_x: true,
         x_names: oods,
-        legend: SeriesLabelPosition::LowerLeft,
+        legend: None,
         legend_font: 14,
     };
     let n = series.len().max(1) as f64;
-    render_chart(path, frame, |chart| {
-        for (j, (label, points)) in series.iter().enumerate() {
-            let c = PALETTE[j % PALETTE.len()];
-            let offset = 0.7 * ((j as f64 + 0.5) / n - 0.5);
-            let located: Vec<(f64, (f64, f64, f64))> = points
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| p.map(|p| (i as f64 + offset, p)))
-                .collect();
-            for &(x, (_, lo, hi)) in &located {
-                chart
-                    .draw_series(LineSeries::new(vec![(x, lo), (x, hi)], c.stroke_width(2)))
-                    .map_err(drawing_error)?;
+    // Smaller points when many detectors share a set's slot.
+    let size = if series.len() > 8 { 3 } else { 4 };
+    render_png(path, |root| {
+        let root = root
+            .titled(title, ("sans-serif", 22))
+            .map_err(drawing_error)?;
+        let (chart_area, legend_area) =
+            root.split_horizontally(PLOT_SIZE.0 - COMPARISON_LEGEND_WIDTH);
+        draw_chart(&chart_area, frame, |chart| {
+            for (j, (_, points)) in series.iter().enumerate() {
+                let c = PALETTE[j % PALETTE.len()];
+                let offset = 0.8 * ((j as f64 + 0.5) / n - 0.5);
+                let located: Vec<(f64, (f64, f64, f64))> = points
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| p.map(|p| (i as f64 + offset, p)))
+                    .collect();
+                for &(x, (_, lo, hi)) in &located {
+                    chart
+                        .draw_series(LineSeries::new(vec![(x, lo), (x, hi)], c.stroke_width(2)))
+                        .map_err(drawing_error)?;
+                }
+                let points = located.iter().map(|&(x, (v, _, _))| (x, v));
+                if j.is_multiple_of(2) {
+                    chart.draw_series(points.map(|p| Circle::new(p, size, c.filled())))
+                } else {
+                    chart.draw_series(points.map(|p| TriangleMarker::new(p, size + 1, c.filled())))
+                }
+                .map_err(drawing_error)?;
             }
-            chart
-                .draw_series(
-                    located
-                        .iter()
-                        .map(|&(x, (v, _, _))| Circle::new((x, v), 4, c.filled())),
-                )
-                .map_err(drawing_error)?
-                .label(label.as_str())
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
+            Ok(())
+        })?;
+        let line = 20;
+        let top = 30;
+        for (j, (label, _)) in series.iter().enumerate() {
+            let y = top + line * j as i32;
+            legend_area
+                .draw(&marker(j, (12, y), 4))
+                .map_err(drawing_error)?;
+            legend_area
+                .draw(&Text::new(label.as_str(), (24, y - 8), ("sans-serif", 14)))
+                .map_err(drawing_error)?;
         }
         Ok(())
     })

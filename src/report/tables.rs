@@ -1,11 +1,16 @@
 //! Text and Markdown tables of the results: the reference's printed block and side-by-side
 //! comparisons of the detectors.
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::data::OodGroup;
 use crate::detect::{eps_name, DetectorKind};
 use crate::fit::bootstrap::Interval;
 use crate::fit::splits::IoSplitRule;
 use crate::fit::Validation;
+use crate::report::compare::{
+    accuracy_line, group_mean, group_of, grouped_sets, paired_markdown, set_label,
+};
 use crate::report::plots::ComparisonSeries;
 use crate::store::results::{
     ResultRecord, ResultsFile, ALL_METRIC_NAMES, OPENOOD_AUROC, OPENOOD_FPR95, PAPER_TNR,
@@ -45,7 +50,8 @@ pub fn format_table(dataset: &str, records: &[ResultRecord]) -> String {
     s
 }
 
-fn pct(v: f64) -> String {
+/// A fraction in percent with two decimals.
+pub(crate) fn pct(v: f64) -> String {
     format!("{:.2}", 100.0 * v)
 }
 
@@ -57,6 +63,9 @@ pub fn markdown(results: &ResultsFile) -> String {
          input pre-processing magnitude.\n",
         results.net, results.dataset
     );
+    if results.test_accuracy.is_some() {
+        let _ = write!(s, "\nThe {}", accuracy_line(results));
+    }
     let mut groups: Vec<(DetectorKind, Validation)> = Vec::new();
     for r in &results.results {
         if !groups.contains(&(r.detector, r.validation)) {
@@ -97,13 +106,17 @@ pub fn markdown(results: &ResultsFile) -> String {
         }
     }
     for v in [Validation::Ood, Validation::Fgsm] {
-        let table = detector_comparison_markdown(&results.results, v);
+        let table = detector_comparison_markdown(results, v);
         if !table.is_empty() {
             let _ = write!(
                 s,
                 "\n## Detector comparison ({}; percent, 95% bootstrap interval in brackets)\n{table}",
                 v.label()
             );
+        }
+        let paired = paired_markdown(results, v);
+        if !paired.is_empty() {
+            let _ = write!(s, "\n## Paired comparison ({})\n{paired}", v.label());
         }
     }
     for v in [Validation::Ood, Validation::Fgsm] {
@@ -197,7 +210,7 @@ pub fn comparison_text(dataset: &str, records: &[ResultRecord], v: Validation) -
 pub const COMPARED_METRICS: [usize; 3] = [PAPER_TNR, OPENOOD_FPR95, OPENOOD_AUROC];
 
 /// `value [low, high]` in percent, or the value alone without an interval.
-fn with_interval(value: f64, interval: Option<Interval>) -> String {
+pub(crate) fn with_interval(value: f64, interval: Option<Interval>) -> String {
     match interval {
         Some(Interval(lo, hi)) => format!("{} [{}, {}]", pct(value), pct(lo), pct(hi)),
         None => pct(value),
@@ -221,8 +234,12 @@ fn comparison_cell(
 }
 
 /// The detectors with validation `v` in `records` (in [`DetectorKind::ALL`] order) and their OOD
-/// sets (in record order).
-fn comparison_axes(records: &[ResultRecord], v: Validation) -> (Vec<DetectorKind>, Vec<&str>) {
+/// sets: near, then far, then ungrouped (`groups`), in record order within each.
+pub(crate) fn comparison_axes<'a>(
+    records: &'a [ResultRecord],
+    v: Validation,
+    groups: &BTreeMap<String, OodGroup>,
+) -> (Vec<DetectorKind>, Vec<&'a str>) {
     let mine: Vec<&ResultRecord> = records.iter().filter(|r| r.validation == v).collect();
     let detectors = DetectorKind::ALL
         .iter()
@@ -235,14 +252,19 @@ fn comparison_axes(records: &[ResultRecord], v: Validation) -> (Vec<DetectorKind
             oods.push(&r.ood);
         }
     }
+    // Stable: record order within a group; ungrouped sets last.
+    oods.sort_by_key(|o| group_of(groups, o).map_or(OodGroup::ALL.len(), |g| g as usize));
     (detectors, oods)
 }
 
 /// The detector comparison with validation `v`: per metric of [`COMPARED_METRICS`] one Markdown
-/// table, rows = OOD sets, columns = detectors, cells `value [95% interval]` in percent (`-` where
-/// a detector has no result for a set). Empty when no record has validation `v`.
-pub fn detector_comparison_markdown(records: &[ResultRecord], v: Validation) -> String {
-    let (detectors, oods) = comparison_axes(records, v);
+/// table, rows = OOD sets (with their group) and each group's mean (OpenOOD's convention, without
+/// interval; `-` for a detector without a result for every set of the group), columns =
+/// detectors, cells `value [95% interval]` in percent (`-` where a detector has no result for a
+/// set). Empty when no record has validation `v`.
+pub fn detector_comparison_markdown(results: &ResultsFile, v: Validation) -> String {
+    let (records, groups) = (&results.results, &results.ood_groups);
+    let (detectors, oods) = comparison_axes(records, v, groups);
     if detectors.is_empty() {
         return String::new();
     }
@@ -256,40 +278,18 @@ pub fn detector_comparison_markdown(records: &[ResultRecord], v: Validation) -> 
         s.push_str(&"---:|".repeat(detectors.len()));
         s.push('\n');
         for ood in &oods {
-            let _ = write!(s, "| {ood} |");
+            let _ = write!(s, "| {} |", set_label(groups, ood));
             for d in &detectors {
                 let cell = comparison_cell(records, v, *d, ood, k);
                 let _ = write!(s, " {cell} |");
             }
             s.push('\n');
         }
-    }
-    s
-}
-
-/// The detector comparison as plain text for the terminal: per metric of [`COMPARED_METRICS`] a
-/// block with one line per OOD set and one column per detector (empty when no record has
-/// validation `v`).
-pub fn detector_comparison_text(dataset: &str, records: &[ResultRecord], v: Validation) -> String {
-    let (detectors, oods) = comparison_axes(records, v);
-    if detectors.is_empty() {
-        return String::new();
-    }
-    let mut s = format!(
-        "in-distribution: {dataset} ({}); percent, 95% bootstrap interval in brackets\n",
-        v.label()
-    );
-    for k in COMPARED_METRICS {
-        let _ = write!(s, "{}\n{:<18}", ALL_METRIC_NAMES[k], "OOD set");
-        for d in &detectors {
-            let _ = write!(s, " {:>22}", d.label());
-        }
-        s.push('\n');
-        for ood in &oods {
-            let _ = write!(s, "{ood:<18}");
-            for d in &detectors {
-                let cell = comparison_cell(records, v, *d, ood, k);
-                let _ = write!(s, " {cell:>22}");
+        for (g, sets) in grouped_sets(groups, &oods) {
+            let _ = write!(s, "| **{} mean** ({}) |", g.name(), sets.join(", "));
+            for &d in &detectors {
+                let mean = group_mean(records, v, d, &sets, k).map_or("-".to_string(), pct);
+                let _ = write!(s, " {mean} |");
             }
             s.push('\n');
         }
@@ -301,11 +301,12 @@ pub fn detector_comparison_text(dataset: &str, records: &[ResultRecord], v: Vali
 /// [`ResultRecord::all_metrics`] with validation `v`: the OOD sets and, per detector, its values
 /// and intervals in percent (a point interval where none was computed).
 pub fn comparison_points(
-    records: &[ResultRecord],
+    results: &ResultsFile,
     v: Validation,
     k: usize,
 ) -> (Vec<String>, Vec<ComparisonSeries>) {
-    let (detectors, oods) = comparison_axes(records, v);
+    let records = &results.results;
+    let (detectors, oods) = comparison_axes(records, v, &results.ood_groups);
     let series = detectors
         .iter()
         .map(|&d| {
@@ -323,5 +324,9 @@ pub fn comparison_points(
             (d.label().to_string(), points)
         })
         .collect();
-    (oods.iter().map(|o| o.to_string()).collect(), series)
+    let names = oods
+        .iter()
+        .map(|o| set_label(&results.ood_groups, o))
+        .collect();
+    (names, series)
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 use super::provenance::{read_manifest, Provenance};
+use crate::data::OodGroup;
 use crate::detect::gaussian::{check_finite, LayerStats, Whitening};
 use crate::error::{Error, Result};
 use crate::io;
@@ -115,6 +116,12 @@ pub struct FeatureManifest {
     /// are registry sets).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ood_sources: BTreeMap<String, String>,
+    /// The group (near or far) of each OOD set that has one, by name: given as `near:`/`far:`
+    /// to rf-prepare, else the registry's default ([`crate::data::group`]). Sets without one
+    /// (image folders given without a prefix, every set in manifests of older versions) are
+    /// ungrouped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ood_groups: BTreeMap<String, OodGroup>,
     /// The classifier checkpoint the features come from.
     pub classifier: PathBuf,
     /// Number of classes.

@@ -1,6 +1,7 @@
 //! What `rf-regress` stores in a run folder: `results.json` ([`ResultsFile`], every
-//! (detector, validation, OOD set) result) and the chosen detector's test outputs
+//! (detector, validation, OOD set) result, the OOD sets' groups and the paired comparisons) and the chosen detector's test outputs
 //! `regression/{detector}_{validation}/{ood}.npz` ([`TestScores`], for plots).
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ndarray::Array1;
@@ -8,11 +9,13 @@ use ndarray_npy::{NpzReader, NpzWriter};
 use serde::{Deserialize, Serialize};
 
 use super::score_sets::ScoreFolder;
+use crate::data::OodGroup;
 use crate::detect::DetectorKind;
 use crate::error::{Error, Result};
 use crate::fit::bootstrap::{self, BootstrapParams, Interval, MetricIntervals};
 use crate::fit::detector::{DetectorResult, EpsTrial, RowCounts, TestScores, Validation};
 use crate::fit::openood::{self, OodMetrics};
+use crate::fit::paired::PairedDifference;
 
 /// Names of [`ResultRecord::all_metrics`]: the paper's (in-distribution positive), then
 /// OpenOOD's (OOD positive).
@@ -171,7 +174,7 @@ impl ResultRecord {
 }
 
 /// The contents of `results.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResultsFile {
     /// Network name.
     pub net: String,
@@ -183,6 +186,78 @@ pub struct ResultsFile {
     /// low whitening ranks, few FGSM samples, detectors a small split cannot tell apart).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The classifier's accuracy on the in-distribution test split, from the feature manifest
+    /// (absent for hand-made score folders and in files of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+    /// The group (near or far) of each OOD set that has one, from the feature manifest; the other
+    /// sets are ungrouped and in no group mean.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ood_groups: BTreeMap<String, OodGroup>,
+    /// The paired comparison per (validation, OOD set) with results of two detectors or more
+    /// (absent without bootstrap and in files of older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paired: Vec<PairedComparison>,
+}
+
+/// The paired comparison of one (validation, OOD set) (`docs/method.md#paired-comparison`): the
+/// detector with the highest OpenOOD AUROC and, for every other one measured on the same test
+/// rows, the AUROC difference `best - other` with its interval over the same resamples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedComparison {
+    /// How the detectors were validated.
+    pub validation: Validation,
+    /// The OOD set.
+    pub ood: String,
+    /// The detector with the highest AUROC (the first in table order on ties).
+    pub best: DetectorKind,
+    /// Its OpenOOD AUROC (fraction).
+    pub best_auroc: f64,
+    /// In-distribution and OOD test rows every compared detector was measured on.
+    pub test_in: usize,
+    /// See `test_in`.
+    pub test_ood: usize,
+    /// The resampling (the same seed and count as the detectors' intervals).
+    pub bootstrap: BootstrapParams,
+    /// Every other detector compared, in table order.
+    pub others: Vec<PairedEntry>,
+    /// Detectors with a result for the set that could not be compared, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedDetector>,
+}
+
+impl PairedComparison {
+    /// Every detector the comparison names (best, compared, skipped), in table order.
+    pub fn detectors(&self) -> Vec<DetectorKind> {
+        let mut all: Vec<DetectorKind> = std::iter::once(self.best)
+            .chain(self.others.iter().map(|o| o.detector))
+            .chain(self.skipped.iter().map(|s| s.detector))
+            .collect();
+        all.sort();
+        all
+    }
+}
+
+/// One detector of a [`PairedComparison`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedEntry {
+    /// The detector.
+    pub detector: DetectorKind,
+    /// Its OpenOOD AUROC (fraction).
+    pub auroc: f64,
+    /// `AUROC(best) - AUROC(detector)` and its interval (fractions).
+    pub paired: PairedDifference,
+    /// Whether the interval excludes 0 (the `*` of the tables).
+    pub excludes_zero: bool,
+}
+
+/// A detector left out of a [`PairedComparison`] and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedDetector {
+    /// The detector.
+    pub detector: DetectorKind,
+    /// Why (other test rows, missing or changed test outputs).
+    pub reason: String,
 }
 
 impl ResultsFile {

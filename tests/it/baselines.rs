@@ -360,10 +360,15 @@ fn baselines_score_and_compare_end_to_end() {
     for d in DetectorKind::scored_by(BASELINES_STAGE) {
         assert!(table.contains(d.label()), "{table}");
     }
-    assert!(table.contains("FPR at 95% TPR (OOD positive)"), "{table}");
+    // The terminal's compact AUROC table and paired comparison; every metric in results.md.
+    assert!(
+        table.contains("AUROC (OOD positive)") && table.contains("paired comparison"),
+        "{table}"
+    );
     let md = std::fs::read_to_string(run.results_markdown_path()).unwrap();
     assert!(md.contains("## Detector comparison"), "{md}");
-    assert!(md.contains("| uniform |"), "{md}");
+    assert!(md.contains("### FPR at 95% TPR (OOD positive)"), "{md}");
+    assert!(md.contains("| uniform (far) |"), "{md}");
 
     // Issue 14, defect 3: a score file that the scoring stage wrote and that went missing is an
     // error naming it, not a detector built from the files that are left.

@@ -9,6 +9,7 @@ mod artefacts;
 mod baselines;
 mod classifier_small;
 mod cli_flags;
+mod compare;
 mod convert_weights;
 mod cuda_link;
 mod data_formats;

@@ -310,5 +310,36 @@ fn every_kind_reaches_the_comparison_table(run_dir: &RunDir, io: &[(&str, &Path)
             "{kind} missing from {header}"
         );
     }
-    assert!(comparison.contains("| uniform |"), "{comparison}");
+    // The registry's group of uniform noise, recorded by rf-prepare, and its group mean.
+    assert!(comparison.contains("| uniform (far) |"), "{comparison}");
+    assert!(
+        comparison.contains("| **far mean** (uniform) |"),
+        "{comparison}"
+    );
+
+    // With the bootstrap: the compact table and the paired comparison of every detector, and the
+    // figure of AUROC with intervals.
+    let out = run(
+        &bin("rf-regress"),
+        &["--detector", "msp", "--bootstrap", "200"],
+        &io[1..],
+    );
+    assert!(
+        out.contains("classifier accuracy on the in-distribution test split: ")
+            && out.contains("uniform (far)")
+            && out.contains("far mean (1)")
+            && out.contains("paired comparison (validation on OOD samples)"),
+        "{out}"
+    );
+    let results = read_results(&run_dir.results_path()).unwrap().unwrap();
+    let paired = &results.paired[0];
+    assert_eq!((results.paired.len(), paired.ood.as_str()), (1, "uniform"));
+    assert_eq!(paired.detectors(), DetectorKind::ALL.to_vec());
+    assert!(paired.skipped.is_empty(), "{:?}", paired.skipped);
+    let figure = run_dir.plots_dir().join("comparison_auroc_ood.png");
+    assert!(figure.exists());
+    if let Some(keep) = std::env::var_os("RESFLOW_KEEP_PLOTS") {
+        std::fs::copy(&figure, Path::new(&keep).join("pipeline_comparison.png")).unwrap();
+        std::fs::write(Path::new(&keep).join("pipeline_stdout.txt"), &out).unwrap();
+    }
 }

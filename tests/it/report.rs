@@ -87,7 +87,7 @@ fn results_merge_markdown_and_comparison() {
         net: "resnet".into(),
         dataset: "cifar10".into(),
         results: vec![record(DetectorKind::Resflow, "svhn", [0.1; 5], 0.0)],
-        warnings: Vec::new(),
+        ..Default::default()
     };
     let new = [
         record(
@@ -626,6 +626,7 @@ fn a_split_too_small_to_tell_detectors_apart_is_warned_about() {
         dataset: "garments".into(),
         results: close.to_vec(),
         warnings: w,
+        ..Default::default()
     };
     let md = tables::markdown(&file);
     assert!(

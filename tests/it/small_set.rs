@@ -298,7 +298,8 @@ impl SmallRun {
                 .unwrap_or_else(|| panic!("no `{title}` in results.md:\n{md}"));
             let rest = &md[start + title.len()..];
             let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
-            let rows = self.ood_sets().iter().map(|o| format!("| {o} |"));
+            // Each set with its group (the folder given without one is ungrouped).
+            let rows = self.ood_sets().iter().map(|o| format!("| {o} ("));
             assert!(
                 section.contains(&header) && rows.into_iter().all(|r| section.contains(&r)),
                 "`{title}` lacks a column or a row:\n{section}"

@@ -91,31 +91,53 @@ pub fn intervals(
     params.check()?;
     // Errors on empty or NaN input come from the metrics of the whole sample.
     metrics::compute(in_dist, ood)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let mut paper: Vec<[f64; 5]> = Vec::with_capacity(params.resamples);
     let mut ood_positive: Vec<[f64; 4]> = Vec::with_capacity(params.resamples);
-    let resample = |rows: &[f64], rng: &mut ChaCha8Rng| -> Vec<f64> {
-        (0..rows.len())
-            .map(|_| rows[rng.random_range(0..rows.len())])
-            .collect()
-    };
-    for _ in 0..params.resamples {
-        let i = resample(in_dist, &mut rng);
-        let o = resample(ood, &mut rng);
+    let pick = |rows: &[f64], idx: &[usize]| -> Vec<f64> { idx.iter().map(|&r| rows[r]).collect() };
+    for (idx_in, idx_ood) in resamples(params, in_dist.len(), ood.len()) {
+        let i = pick(in_dist, &idx_in);
+        let o = pick(ood, &idx_ood);
         paper.push(metrics::compute(&i, &o)?.as_array());
         ood_positive.push(openood::compute(&i, &o)?.as_array());
     }
-    let tail = (1.0 - params.level) / 2.0;
-    let interval = |values: Vec<f64>| {
-        let mut v = values;
-        v.sort_by(f64::total_cmp);
-        Interval(quantile(&v, tail), quantile(&v, 1.0 - tail))
-    };
     Ok(MetricIntervals {
         bootstrap: *params,
-        paper: std::array::from_fn(|k| interval(paper.iter().map(|m| m[k]).collect())),
-        openood: std::array::from_fn(|k| interval(ood_positive.iter().map(|m| m[k]).collect())),
+        paper: std::array::from_fn(|k| {
+            percentile_interval(paper.iter().map(|m| m[k]).collect(), params)
+        }),
+        openood: std::array::from_fn(|k| {
+            percentile_interval(ood_positive.iter().map(|m| m[k]).collect(), params)
+        }),
     })
+}
+
+/// The row draws of the stratified bootstrap, one `(in-distribution rows, OOD rows)` pair of
+/// index lists per resample: `n_in` indices drawn with replacement from `0..n_in`, then `n_ood`
+/// from `0..n_ood`, from a ChaCha8 generator seeded with `params.seed`. The same settings and
+/// counts give the same draws everywhere: [`intervals`] and the paired comparison
+/// ([`super::paired`]) of the same test rows resample them alike.
+pub fn resamples(
+    params: &BootstrapParams,
+    n_in: usize,
+    n_ood: usize,
+) -> impl Iterator<Item = (Vec<usize>, Vec<usize>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    (0..params.resamples).map(move |_| {
+        let draw = |n: usize, rng: &mut ChaCha8Rng| -> Vec<usize> {
+            (0..n).map(|_| rng.random_range(0..n)).collect()
+        };
+        let i = draw(n_in, &mut rng);
+        let o = draw(n_ood, &mut rng);
+        (i, o)
+    })
+}
+
+/// The two-sided percentile interval of level `params.level` of resampled `values` (numpy's
+/// linear [`quantile`]s at `(1 - level) / 2` and `(1 + level) / 2`).
+pub fn percentile_interval(mut values: Vec<f64>, params: &BootstrapParams) -> Interval {
+    let tail = (1.0 - params.level) / 2.0;
+    values.sort_by(f64::total_cmp);
+    Interval(quantile(&values, tail), quantile(&values, 1.0 - tail))
 }
 
 /// numpy's `quantile(v, q)` (method "linear", with numpy's lerp that interpolates from the upper

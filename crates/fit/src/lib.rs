@@ -2,7 +2,8 @@
 //! (`docs/method.md#the-regression-detector` and `docs/method.md#paper-metrics`), on in-memory
 //! matrices and score lists: scikit-learn's cross-validated logistic regression ([`regression`],
 //! its folds in [`folds`]), the row splits ([`splits`]), the metrics of the paper ([`metrics`]) and
-//! of OpenOOD ([`openood`]), and their bootstrap intervals ([`bootstrap`]). No libtorch, no files.
+//! of OpenOOD ([`openood`]), their bootstrap intervals ([`bootstrap`]) and the paired comparison of
+//! two detectors on the same rows ([`paired`]). No libtorch, no files.
 //!
 //! `resflow` re-exports these modules as `resflow::fit::*`; the regression detector that uses them
 //! (magnitude selection, validation rules) is `resflow::fit::detector`.
@@ -11,6 +12,7 @@ pub mod folds;
 mod logistic;
 pub mod metrics;
 pub mod openood;
+pub mod paired;
 pub mod regression;
 pub mod splits;
 
