@@ -27,9 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use resflow::detect::gaussian::{LayerStats, Whitening};
 use resflow::detect::head::LinearHead;
-use resflow::detect::{
-    DetectorKind, DetectorParams, TrainedFlow, TrainingData, BASELINES_STAGE,
-};
+use resflow::detect::{DetectorKind, DetectorParams, TrainedFlow, TrainingData, BASELINES_STAGE};
 use resflow::models::checkpoint::write_tensors;
 use tch::{Device, Kind, Tensor};
 
@@ -102,7 +100,9 @@ fn main() {
         args.iter()
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
-            .map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
+            .map_or(default, |v| {
+                v.parse().unwrap_or_else(|_| panic!("{name} N"))
+            })
     };
     let threads = option("--threads", 2);
     let rounds = option("--rounds", 1).max(1);
@@ -117,7 +117,9 @@ fn main() {
     let test = features(&mut rng, &test_labels);
     let labels = Tensor::from_slice(&train_labels);
     let normal = Normal::new(0.0f32, 0.05).unwrap();
-    let weight: Vec<f32> = (0..CLASSES * DIM).map(|_| normal.sample(&mut rng)).collect();
+    let weight: Vec<f32> = (0..CLASSES * DIM)
+        .map(|_| normal.sample(&mut rng))
+        .collect();
     let bias: Vec<f32> = (0..CLASSES).map(|_| normal.sample(&mut rng)).collect();
     let head = LinearHead {
         weight: Tensor::from_slice(&weight).view([CLASSES, DIM]),
@@ -150,7 +152,10 @@ fn main() {
     let kinds: Vec<DetectorKind> = DetectorKind::scored_by(BASELINES_STAGE)
         .into_iter()
         .filter(|k| *k != DetectorKind::Odin)
-        .filter(|k| only.as_ref().is_none_or(|o| o.iter().any(|n| n == k.name())))
+        .filter(|k| {
+            only.as_ref()
+                .is_none_or(|o| o.iter().any(|n| n == k.name()))
+        })
         .collect();
     let mut ours: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     let mut theirs: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
