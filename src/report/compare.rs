@@ -130,6 +130,35 @@ pub fn auroc_table_text(results: &ResultsFile, v: Validation) -> String {
         Column::Set(ood) => set_label(groups, ood),
         Column::Mean(g, sets) => format!("{} mean ({})", g.name(), sets.len()),
     };
+    let mut s = format!(
+        "in-distribution: {} ({}); AUROC (OOD positive), percent, 95% bootstrap interval in \
+         brackets; group means (OpenOOD) without interval\n{}",
+        results.dataset,
+        v.label(),
+        accuracy_line(results)
+    );
+    write_grid(&mut s, &detectors, &columns, header, cell);
+    if !ungrouped.is_empty() {
+        let _ = writeln!(
+            s,
+            "ungrouped (in no mean): {}; rf-prepare records the groups (--ood near:SET, \
+             far:SET; the registry's sets have defaults)",
+            ungrouped.join(", ")
+        );
+    }
+    s
+}
+
+/// Writes a table to `s`: a header line (`detector`, then `header` of each column), then one line
+/// per detector (its label, then `cell` of each column), columns right-aligned to their widest
+/// entry.
+fn write_grid<C>(
+    s: &mut String,
+    detectors: &[DetectorKind],
+    columns: &[C],
+    header: impl Fn(&C) -> String,
+    cell: impl Fn(DetectorKind, &C) -> String,
+) {
     let label_width = detectors
         .iter()
         .map(|d| d.label().len())
@@ -147,34 +176,18 @@ pub fn auroc_table_text(results: &ResultsFile, v: Validation) -> String {
                 .unwrap_or(0)
         })
         .collect();
-    let mut s = format!(
-        "in-distribution: {} ({}); AUROC (OOD positive), percent, 95% bootstrap interval in \
-         brackets; group means (OpenOOD) without interval\n{}",
-        results.dataset,
-        v.label(),
-        accuracy_line(results)
-    );
     let _ = write!(s, "{:<label_width$}", "detector");
     for (c, w) in columns.iter().zip(&widths) {
         let _ = write!(s, "  {:>w$}", header(c));
     }
     s.push('\n');
-    for &d in &detectors {
+    for &d in detectors {
         let _ = write!(s, "{:<label_width$}", d.label());
         for (c, w) in columns.iter().zip(&widths) {
             let _ = write!(s, "  {:>w$}", cell(d, c));
         }
         s.push('\n');
     }
-    if !ungrouped.is_empty() {
-        let _ = writeln!(
-            s,
-            "ungrouped (in no mean): {}; rf-prepare records the groups (--ood near:SET, \
-             far:SET; the registry's sets have defaults)",
-            ungrouped.join(", ")
-        );
-    }
-    s
 }
 
 /// The paired comparisons of `results` with validation `v`.
@@ -215,32 +228,17 @@ pub fn paired_text(results: &ResultsFile, v: Validation) -> String {
         .copied()
         .filter(|&d| paired.iter().any(|p| p.detectors().contains(&d)))
         .collect();
-    let label_width = detectors
-        .iter()
-        .map(|d| d.label().len())
-        .max()
-        .unwrap_or(0)
-        .max(8);
-    let widths: Vec<usize> = paired.iter().map(|p| p.ood.len().max(7)).collect();
     let mut s = format!(
         "\npaired comparison ({}): AUROC points behind the best detector of each set, on the same \
          {} bootstrap resamples of the same test rows; * = the 95% interval of the difference \
-         excludes 0\n{:<label_width$}",
+         excludes 0\n",
         v.label(),
         first.bootstrap.resamples,
-        "detector"
     );
-    for (p, w) in paired.iter().zip(&widths) {
-        let _ = write!(s, "  {:>w$}", p.ood);
-    }
-    s.push('\n');
-    for &d in &detectors {
-        let _ = write!(s, "{:<label_width$}", d.label());
-        for (p, w) in paired.iter().zip(&widths) {
-            let _ = write!(s, "  {:>w$}", paired_cell(p, d));
-        }
-        s.push('\n');
-    }
+    let header = |p: &&PairedComparison| p.ood.clone();
+    write_grid(&mut s, &detectors, &paired, header, |d, p| {
+        paired_cell(p, d)
+    });
     for p in &paired {
         for k in &p.skipped {
             let _ = writeln!(
