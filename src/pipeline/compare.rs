@@ -8,8 +8,10 @@ use crate::fit::bootstrap::BootstrapParams;
 use crate::fit::detector::TestScores;
 use crate::fit::paired::{self, Confidences};
 use crate::fit::{openood, Validation};
+use crate::report::compare::grouped_sets;
 use crate::store::results::{
-    read_test_scores, PairedComparison, PairedEntry, ResultRecord, ResultsFile, SkippedDetector,
+    read_test_scores, GroupMean, PairedComparison, PairedEntry, ResultRecord, ResultsFile,
+    SkippedDetector,
 };
 use crate::store::RunDir;
 
@@ -194,5 +196,76 @@ pub fn update_paired(
     kept.extend(fresh);
     kept.sort_by(|a, b| (a.validation.name(), &a.ood).cmp(&(b.validation.name(), &b.ood)));
     results.paired = kept;
+    Ok(())
+}
+
+/// Recomputes the group means with intervals of `results` for validation `v`: for each detector
+/// and group (near, far) whose every OOD set of `v` has a result of the detector with its test
+/// outputs in `run`, the mean AUROC and its interval ([`paired::mean_auroc_interval`]). Keeps
+/// those of the other validations whose detectors still have results for their sets. A detector
+/// whose outputs cannot be read or do not reproduce its results gets no interval (the tables then
+/// show the point mean).
+pub fn update_group_means(
+    run: &RunDir,
+    results: &mut ResultsFile,
+    v: Validation,
+    params: &BootstrapParams,
+) -> Result<()> {
+    let mut oods: Vec<&str> = Vec::new();
+    for r in results.results.iter().filter(|r| r.validation == v) {
+        if !oods.contains(&r.ood.as_str()) {
+            oods.push(&r.ood);
+        }
+    }
+    let mut fresh = Vec::new();
+    for (group, sets) in grouped_sets(&results.ood_groups, &oods) {
+        for &d in DetectorKind::ALL {
+            let scores: Option<Vec<TestScores>> = sets
+                .iter()
+                .map(|ood| {
+                    let r = results
+                        .results
+                        .iter()
+                        .find(|r| r.validation == v && r.detector == d && r.ood == *ood)?;
+                    checked_test_scores(run, r).ok()
+                })
+                .collect();
+            let Some(scores) = scores else { continue };
+            let views: Vec<Confidences<'_>> = scores
+                .iter()
+                .map(|t| (&t.confidence_in[..], &t.confidence_ood[..]))
+                .collect();
+            let (auroc, interval) = paired::mean_auroc_interval(&views, params)?;
+            fresh.push(GroupMean {
+                detector: d,
+                validation: v,
+                group,
+                sets: sets.iter().map(|s| s.to_string()).collect(),
+                auroc,
+                interval,
+                bootstrap: *params,
+            });
+        }
+    }
+    let records = &results.results;
+    let still_holds = |m: &GroupMean| {
+        m.validation != v
+            && m.sets.iter().all(|ood| {
+                records.iter().any(|r| {
+                    r.validation == m.validation && r.detector == m.detector && r.ood == *ood
+                })
+            })
+    };
+    let mut kept: Vec<GroupMean> = results
+        .group_means
+        .iter()
+        .filter(|m| still_holds(m))
+        .cloned()
+        .collect();
+    kept.extend(fresh);
+    kept.sort_by(|a, b| {
+        (a.validation.name(), a.detector, a.group).cmp(&(b.validation.name(), b.detector, b.group))
+    });
+    results.group_means = kept;
     Ok(())
 }

@@ -194,6 +194,7 @@ pub fn regress_dataset(
         test_accuracy: None,
         ood_groups: Default::default(),
         paired: Vec::new(),
+        group_means: Vec::new(),
     });
     let mut records = Vec::new();
     let mut results_by_ood = Vec::new();
@@ -244,8 +245,16 @@ pub fn regress_dataset(
             if let Err(e) = super::compare::update_paired(run, &mut results, validation, params) {
                 warnings.push(format!("paired comparison not computed: {e}"));
             }
+            if let Err(e) =
+                super::compare::update_group_means(run, &mut results, validation, params)
+            {
+                warnings.push(format!("group mean intervals not computed: {e}"));
+            }
         }
-        None => results.paired.retain(|p| p.validation != validation),
+        None => {
+            results.paired.retain(|p| p.validation != validation);
+            results.group_means.retain(|m| m.validation != validation);
+        }
     }
     results.warnings = figures_that_mean_little(run, &results.results);
     warnings.extend(results.warnings.iter().cloned());

@@ -76,6 +76,31 @@ pub fn group_mean(
     Some(values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// The cell of detector `d`'s group mean of metric `k` over `sets` (group `g`) with validation
+/// `v`, in percent: with the interval of [`ResultsFile::group_means`] for AUROC where `rf-regress`
+/// computed one for exactly these sets, else the point mean; `-` without a result for every set.
+pub fn group_mean_cell(
+    results: &ResultsFile,
+    v: Validation,
+    d: DetectorKind,
+    (g, sets): (OodGroup, &[&str]),
+    k: usize,
+) -> String {
+    let Some(mean) = group_mean(&results.results, v, d, sets, k) else {
+        return "-".to_string();
+    };
+    let interval = (k == OPENOOD_AUROC)
+        .then(|| {
+            results
+                .group_means
+                .iter()
+                .find(|m| m.detector == d && m.validation == v && m.group == g && m.sets == sets)
+        })
+        .flatten()
+        .map(|m| m.interval);
+    with_interval(mean, interval)
+}
+
 /// The header line of the classifier's in-distribution test accuracy (empty when unknown).
 pub fn accuracy_line(results: &ResultsFile) -> String {
     results.test_accuracy.map_or(String::new(), |a| {
@@ -122,8 +147,8 @@ pub fn auroc_table_text(results: &ResultsFile, v: Validation) -> String {
             .map_or("-".to_string(), |(value, i)| {
                 with_interval(value, i).replace(", ", ",")
             }),
-        Column::Mean(_, sets) => {
-            group_mean(records, v, d, sets, OPENOOD_AUROC).map_or("-".to_string(), pct)
+        Column::Mean(g, sets) => {
+            group_mean_cell(results, v, d, (*g, sets), OPENOOD_AUROC).replace(", ", ",")
         }
     };
     let header = |c: &Column| match c {
@@ -132,7 +157,7 @@ pub fn auroc_table_text(results: &ResultsFile, v: Validation) -> String {
     };
     let mut s = format!(
         "in-distribution: {} ({}); AUROC (OOD positive), percent, 95% bootstrap interval in \
-         brackets; group means (OpenOOD) without interval\n{}",
+         brackets; near / far means over their sets (OpenOOD's convention)\n{}",
         results.dataset,
         v.label(),
         accuracy_line(results)

@@ -9,7 +9,7 @@ use crate::fit::bootstrap::Interval;
 use crate::fit::splits::IoSplitRule;
 use crate::fit::Validation;
 use crate::report::compare::{
-    accuracy_line, group_mean, group_of, grouped_sets, paired_markdown, set_label,
+    accuracy_line, group_mean_cell, group_of, grouped_sets, paired_markdown, set_label,
 };
 use crate::report::plots::ComparisonSeries;
 use crate::store::results::{
@@ -258,8 +258,8 @@ pub(crate) fn comparison_axes<'a>(
 }
 
 /// The detector comparison with validation `v`: per metric of [`COMPARED_METRICS`] one Markdown
-/// table, rows = OOD sets (with their group) and each group's mean (OpenOOD's convention, without
-/// interval; `-` for a detector without a result for every set of the group), columns =
+/// table, rows = OOD sets (with their group) and each group's mean (OpenOOD's convention, with its
+/// interval for AUROC; `-` for a detector without a result for every set of the group), columns =
 /// detectors, cells `value [95% interval]` in percent (`-` where a detector has no result for a
 /// set). Empty when no record has validation `v`.
 pub fn detector_comparison_markdown(results: &ResultsFile, v: Validation) -> String {
@@ -288,7 +288,7 @@ pub fn detector_comparison_markdown(results: &ResultsFile, v: Validation) -> Str
         for (g, sets) in grouped_sets(groups, &oods) {
             let _ = write!(s, "| **{} mean** ({}) |", g.name(), sets.join(", "));
             for &d in &detectors {
-                let mean = group_mean(records, v, d, &sets, k).map_or("-".to_string(), pct);
+                let mean = group_mean_cell(results, v, d, (g, &sets), k);
                 let _ = write!(s, " {mean} |");
             }
             s.push('\n');

@@ -198,6 +198,30 @@ pub struct ResultsFile {
     /// (absent without bootstrap and in files of older versions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paired: Vec<PairedComparison>,
+    /// OpenOOD's group mean of AUROC with its bootstrap interval per (detector, validation, group)
+    /// whose every set has a result (absent without bootstrap and in files of older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_means: Vec<GroupMean>,
+}
+
+/// A detector's mean AUROC over the OOD sets of one group, with its interval
+/// (`docs/method.md#near-and-far-ood`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupMean {
+    /// The detector.
+    pub detector: DetectorKind,
+    /// How it was validated.
+    pub validation: Validation,
+    /// The group.
+    pub group: OodGroup,
+    /// The group's OOD sets the mean is over.
+    pub sets: Vec<String>,
+    /// The mean AUROC on the test rows (fraction).
+    pub auroc: f64,
+    /// Its percentile interval over the resamples of each set's rows.
+    pub interval: Interval,
+    /// The resampling (the same seed and count as the sets' own intervals).
+    pub bootstrap: BootstrapParams,
 }
 
 /// The paired comparison of one (validation, OOD set) (`docs/method.md#paired-comparison`): the

@@ -336,6 +336,25 @@ fn every_kind_reaches_the_comparison_table(run_dir: &RunDir, io: &[(&str, &Path)
     assert_eq!((results.paired.len(), paired.ood.as_str()), (1, "uniform"));
     assert_eq!(paired.detectors(), DetectorKind::ALL.to_vec());
     assert!(paired.skipped.is_empty(), "{:?}", paired.skipped);
+    // The far group's mean with its interval, for every detector; over one set it is that set's
+    // AUROC interval (the same draws; AUROC of the resampled ROC curve there, as a pair count here).
+    assert_eq!(results.group_means.len(), DetectorKind::ALL.len());
+    let msp_mean = results
+        .group_means
+        .iter()
+        .find(|m| m.detector == DetectorKind::Msp)
+        .unwrap();
+    let msp = results
+        .results
+        .iter()
+        .find(|r| r.detector == DetectorKind::Msp && r.ood == "uniform")
+        .unwrap();
+    let own = msp.intervals.as_ref().unwrap().openood[1];
+    assert_eq!(msp_mean.sets, ["uniform"]);
+    assert!(
+        (msp_mean.interval.0 - own.0).abs() < 1e-9 && (msp_mean.interval.1 - own.1).abs() < 1e-9,
+        "{msp_mean:?} vs {own:?}"
+    );
     let figure = run_dir.plots_dir().join("comparison_auroc_ood.png");
     assert!(figure.exists());
     if let Some(keep) = std::env::var_os("RESFLOW_KEEP_PLOTS") {

@@ -153,6 +153,48 @@ pub fn auroc_differences(
         .collect())
 }
 
+/// OpenOOD's group mean of AUROC over several OOD sets and its percentile interval: on resample
+/// `b`, each set's rows are drawn by [`bootstrap::resamples`] for that set's counts (the draws of
+/// the set's own interval), its AUROC recomputed, and the mean over the sets taken; the interval is
+/// that of the resampled means. Returns the mean on the test rows themselves and the interval.
+/// Errors on no set, empty or NaN confidences and bad `params`.
+pub fn mean_auroc_interval(
+    sets: &[Confidences<'_>],
+    params: &BootstrapParams,
+) -> Result<(f64, Interval)> {
+    params.check()?;
+    if sets.is_empty() {
+        return Err(Error::BadData("a group mean of no OOD set".into()));
+    }
+    for (k, set) in sets.iter().enumerate() {
+        check(*set, &format!("set {k}'s confidences"))?;
+    }
+    let ranked: Vec<Ranked> = sets.iter().map(|&s| Ranked::new(s)).collect();
+    let ones = |n: usize| vec![1u64; n];
+    let whole = ranked
+        .iter()
+        .zip(sets)
+        .map(|(r, s)| r.auroc(&ones(s.0.len()), &ones(s.1.len())))
+        .sum::<f64>()
+        / sets.len() as f64;
+    let mut means = vec![0.0; params.resamples];
+    for (r, s) in ranked.iter().zip(sets) {
+        let (mut w_in, mut w_ood) = (vec![0u64; s.0.len()], vec![0u64; s.1.len()]);
+        for (mean, (idx_in, idx_ood)) in
+            means
+                .iter_mut()
+                .zip(bootstrap::resamples(params, s.0.len(), s.1.len()))
+        {
+            w_in.iter_mut().for_each(|w| *w = 0);
+            w_ood.iter_mut().for_each(|w| *w = 0);
+            idx_in.iter().for_each(|&i| w_in[i] += 1);
+            idx_ood.iter().for_each(|&i| w_ood[i] += 1);
+            *mean += r.auroc(&w_in, &w_ood) / sets.len() as f64;
+        }
+    }
+    Ok((whole, bootstrap::percentile_interval(means, params)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +204,32 @@ mod tests {
         // Pairs (in, ood): 3>1, 3>2, 2=2 (half), 2>1; 4 pairs -> 3.5 / 4.
         assert_eq!(auroc((&[3.0, 2.0], &[1.0, 2.0])).unwrap(), 0.875);
         assert!(auroc((&[], &[1.0])).is_err());
+    }
+
+    #[test]
+    fn group_mean_interval_is_that_of_the_mean_of_each_sets_resampled_auroc() {
+        let a: Confidences = (&[0.9, 0.4, 0.7, 0.2, 0.8], &[0.1, 0.5, 0.3]);
+        let b: Confidences = (&[0.6, 0.35, 0.95], &[0.3, 0.7, 0.2, 0.4]);
+        let p = BootstrapParams {
+            resamples: 200,
+            ..Default::default()
+        };
+        let (mean, interval) = mean_auroc_interval(&[a, b], &p).unwrap();
+        assert_eq!(mean, (auroc(a).unwrap() + auroc(b).unwrap()) / 2.0);
+        // Brute force: pick each set's rows of resample k, AUROC of the picked rows.
+        let picked = |(i, o): Confidences<'_>, (ri, ro): (Vec<usize>, Vec<usize>)| {
+            let i: Vec<f64> = ri.iter().map(|&r| i[r]).collect();
+            let o: Vec<f64> = ro.iter().map(|&r| o[r]).collect();
+            auroc((&i, &o)).unwrap()
+        };
+        let means: Vec<f64> = bootstrap::resamples(&p, 5, 3)
+            .zip(bootstrap::resamples(&p, 3, 4))
+            .map(|(da, db)| picked(a, da) / 2.0 + picked(b, db) / 2.0)
+            .collect();
+        let brute = bootstrap::percentile_interval(means, &p);
+        assert!((interval.0 - brute.0).abs() < 1e-12 && (interval.1 - brute.1).abs() < 1e-12);
+        assert!(interval.contains(mean) && interval.0 < interval.1);
+        assert!(mean_auroc_interval(&[], &p).is_err());
     }
 
     #[test]
