@@ -82,7 +82,7 @@ def scorers_of(kind, entry, saved, tensors):
 
 
 def atomic_save(path, save):
-    tmp = path + ".partial"
+    tmp = os.path.join(os.path.dirname(path), "partial." + os.path.basename(path))
     save(tmp)
     os.replace(tmp, path)
 
@@ -233,7 +233,7 @@ def main():
         if a.aoti:
             t0 = time.time()
             pa = os.path.join(a.out, "detector.aoti.pt2")
-            tmp = pa + ".partial.pt2"
+            tmp = os.path.join(a.out, "partial.detector.aoti.pt2")
             torch._inductor.aoti_compile_and_package(ep, package_path=tmp)
             os.replace(tmp, pa)
             with torch.no_grad():

@@ -13,6 +13,7 @@
 pub mod bundle;
 pub mod classifier;
 pub mod detect;
+pub mod export;
 pub mod fgsm;
 pub mod prepare;
 pub mod regress;
