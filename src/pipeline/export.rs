@@ -92,7 +92,9 @@ pub fn python() -> PathBuf {
 /// exporter's one-line JSON summary (files and seconds).
 pub fn export(options: &ExportOptions) -> Result<String> {
     let manifest = BundleManifest::read(&options.bundle)?;
-    let chosen = manifest.detector(options.detector, &options.bundle)?.clone();
+    let chosen = manifest
+        .detector(options.detector, &options.bundle)?
+        .clone();
     if !EXPORTABLE.contains(&chosen.kind) {
         let names: Vec<&str> = EXPORTABLE.iter().map(|k| k.name()).collect();
         return Err(Error::bad_option(
@@ -118,7 +120,9 @@ pub fn export(options: &ExportOptions) -> Result<String> {
         .clone()
         .unwrap_or_else(|| manifest.classifier.path.clone());
     check_classifier(&classifier, manifest.classifier.net_type)?;
-    if manifest.classifier.net_type == NetType::TorchScript && options.format != ExportFormat::TorchScript {
+    if manifest.classifier.net_type == NetType::TorchScript
+        && options.format != ExportFormat::TorchScript
+    {
         return Err(Error::bad_option(
             "--format",
             format!(
@@ -229,7 +233,10 @@ fn run_exporter(
         let tail = reason[reason.len().saturating_sub(6)..].join("\n");
         return Err(Error::format(
             &options.bundle,
-            format!("the exporter failed; nothing was written to {}:\n{tail}", options.out.display()),
+            format!(
+                "the exporter failed; nothing was written to {}:\n{tail}",
+                options.out.display()
+            ),
         ));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -16,6 +16,7 @@ mod data_registry;
 mod detect;
 mod detector;
 mod docs;
+mod export;
 mod faults;
 mod fgsm;
 mod flow_model;
