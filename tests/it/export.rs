@@ -176,6 +176,16 @@ fn export_and_check(
 /// The TorchScript model's rows through `tch::CModule`.
 fn cmodule_scores(pt: &Path, images: &Tensor) -> Vec<(f64, f64, bool)> {
     let module = tch::CModule::load(pt).unwrap();
+    let mut rows = Vec::new();
+    // rf-detect's batches (--batch-size 64): the pre-processing loss is a batch mean.
+    for batch in images.split(64, 0) {
+        rows.extend(cmodule_batch(&module, &batch));
+    }
+    rows
+}
+
+/// One batch through the TorchScript model (grad mode on, tch's default).
+fn cmodule_batch(module: &tch::CModule, images: &Tensor) -> Vec<(f64, f64, bool)> {
     let out = module
         .forward_is(&[IValue::Tensor(images.shallow_clone())])
         .unwrap();
