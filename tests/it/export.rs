@@ -82,8 +82,11 @@ fn assert_matches(what: &str, got: &[(f64, f64, bool)], want: &[(f64, f64, bool)
             g.0,
             w.0
         );
+        // The AOTInductor package's fused kernels move a score by ~3e-7 relative, which moves
+        // the percentile by as much as the quantiles are steep there (0.02 points here).
+        let pct_tolerance = if what.contains("aoti") { 0.1 } else { 1e-3 };
         assert!(
-            (g.1 - w.1).abs() <= 1e-3,
+            (g.1 - w.1).abs() <= pct_tolerance,
             "{what} row {i}: percentile {} vs {}",
             g.1,
             w.1
