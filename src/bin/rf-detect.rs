@@ -11,6 +11,7 @@ use resflow::device::select_device;
 use resflow::fit::Validation;
 use resflow::pipeline::bundle::{fit, FitOptions};
 use resflow::pipeline::detect::{score, OutputFormat, ScoreOptions};
+use resflow::pipeline::export::{export, ExportFormat, ExportOptions};
 use resflow::progress::Bars;
 
 #[derive(Parser)]
@@ -29,6 +30,53 @@ enum Command {
     Fit(FitArgs),
     /// Score image files, folders or a list of paths on stdin (`-`) with a bundle's detector.
     Score(ScoreArgs),
+    /// Export the classifier and a bundle's detector as one TorchScript (.pt) and/or
+    /// torch.export (.pt2) model, with its metadata and a Triton config.pbtxt.
+    Export(ExportArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelFormat {
+    Torchscript,
+    Pt2,
+    Both,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The bundle folder written by rf-detect fit.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// The bundle's detector to export (default: the bundle's default). Exportable: resflow,
+    /// mahalanobis, msp, energy, maxlogit.
+    #[arg(long, value_parser = detector_parser())]
+    detector: Option<DetectorKind>,
+    /// The classifier, if it moved since the bundle was written (its SHA-256 must match).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Which model files: detector.pt (TorchScript), detector.pt2 (torch.export) or both.
+    #[arg(long, value_enum, default_value = "both")]
+    format: ModelFormat,
+    /// Also compile the .pt2 into an AOTInductor package (detector.aoti.pt2; needs a C++
+    /// compiler, and takes a minute or more).
+    #[arg(long)]
+    aoti: bool,
+    /// Compile the .pt2 and AOTInductor package for CUDA (needs a GPU here); default: the CPU.
+    /// The TorchScript model runs on either (`.to("cuda")` after loading).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: ExportDevice,
+    /// Class names in logit order, comma-separated (default: the TorchScript sidecar's, else the
+    /// class indices).
+    #[arg(long = "class-names", value_delimiter = ',')]
+    class_names: Option<Vec<String>>,
+    /// The output folder (replaced as a whole).
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportDevice {
+    Cpu,
+    Cuda,
 }
 
 #[derive(Args)]
@@ -121,6 +169,25 @@ fn main() -> Result<()> {
                 manifest.default_detector.name(),
                 dir.display()
             );
+        }
+        Command::Export(a) => {
+            let options = ExportOptions {
+                bundle: a.bundle,
+                detector: a.detector,
+                classifier: a.classifier,
+                format: match a.format {
+                    ModelFormat::Torchscript => ExportFormat::TorchScript,
+                    ModelFormat::Pt2 => ExportFormat::Pt2,
+                    ModelFormat::Both => ExportFormat::Both,
+                },
+                aoti: a.aoti,
+                cuda: a.device == ExportDevice::Cuda,
+                class_names: a.class_names,
+                out: a.out,
+            };
+            let summary = export(&options)?;
+            println!("{summary}");
+            eprintln!("exported to {}", options.out.display());
         }
         Command::Score(a) => {
             let choice = select_device(a.gpu);

@@ -16,6 +16,7 @@ pub mod bundle;
 pub mod classifier;
 pub mod compare;
 pub mod detect;
+pub mod export;
 pub mod fgsm;
 pub mod prepare;
 pub mod regress;

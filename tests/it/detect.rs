@@ -153,6 +153,10 @@ pub fn bundle_scores_match_the_pipeline(run: &RunDir, root: &Path, outf: &Path, 
         );
     }
 
+    // Issue 31: the bundle exported as TorchScript and torch.export models scores these images
+    // as rf-detect score does.
+    crate::export::exports_match_rf_detect(&bundle, &files, scratch);
+
     // JSON Lines, an unreadable image among readable ones: a row with an error, exit status 1.
     let broken = images.join("broken.png");
     std::fs::write(&broken, b"not a png").unwrap();

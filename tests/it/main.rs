@@ -17,6 +17,7 @@ mod data_registry;
 mod detect;
 mod detector;
 mod docs;
+mod export;
 mod faults;
 mod fgsm;
 mod flow_model;
