@@ -2,6 +2,7 @@
 //! features were made from), the feature folder, the FGSM sets (checked against the classifier)
 //! and the image sets to score, cut to the sizes `rf-prepare` used; and where a detector's score
 //! folder is locked with the provenance of all of it.
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ use crate::detect::FittedDetector;
 use crate::error::{Error, Result};
 use crate::fit::Validation;
 use crate::models::checkpoint::file_sha256;
-use crate::models::{load_checkpoint, LoadedClassifier};
+use crate::models::{load_checkpoint, mean_pool, LoadedClassifier};
 use crate::progress::Progress;
 use crate::store::features::{FeatureDir, FeatureManifest};
 use crate::store::fgsm::FGSM_SUMMARY;
@@ -54,6 +55,10 @@ pub struct ScoringStage {
     pub device: Device,
     /// Batch size.
     pub batch_size: usize,
+    /// Per (set, layer): the mean-pooled features of each batch without pre-processing, computed
+    /// by the first detector scored at magnitude 0 alone and reused by the others (the post-hoc
+    /// detectors of one `rf-baselines` run share one forward pass per set).
+    clean_features: RefCell<BTreeMap<(String, usize), Vec<Tensor>>>,
 }
 
 impl ScoringStage {
@@ -99,6 +104,7 @@ impl ScoringStage {
             run,
             device: common.device,
             batch_size: common.batch_size_or(SCORING_BATCH_SIZE),
+            clean_features: RefCell::new(BTreeMap::new()),
         })
     }
 
@@ -121,6 +127,11 @@ impl ScoringStage {
         progress: &mut dyn Progress,
     ) -> Result<Vec<Tensor>> {
         progress.start(&format!("{} layer {layer}", set.name()), set.len());
+        if magnitudes == [0.0] {
+            let out = self.score_clean(set, layer, score, progress);
+            progress.finish();
+            return out.map(|s| vec![s]);
+        }
         let out = score_set(
             self.classifier.net.as_ref(),
             set,
@@ -138,6 +149,43 @@ impl ScoringStage {
 }
 
 impl ScoringStage {
+    /// The scores of `set` at layer `layer` without pre-processing: the same numbers as
+    /// [`score_set`] at magnitude 0 (the same batches, features and score function), with the
+    /// batches' pooled features computed once per stage run and kept for the next detector.
+    fn score_clean(
+        &self,
+        set: BatchSource<'_>,
+        layer: usize,
+        score: &ScoreFn,
+        progress: &mut dyn Progress,
+    ) -> Result<Tensor> {
+        let key = (set.name().to_string(), layer);
+        if !self.clean_features.borrow().contains_key(&key) {
+            let net = self.classifier.net.as_ref();
+            let norm = self.classifier.meta.normalization;
+            let mut batches = Vec::new();
+            for batch in set.batches(norm, self.batch_size, self.device) {
+                let f = tch::no_grad(|| net.intermediate_forward(&batch.images, layer))?;
+                batches.push(mean_pool(&f));
+                progress.advance(batch.labels.size()[0] as usize);
+            }
+            self.clean_features
+                .borrow_mut()
+                .insert(key.clone(), batches);
+        } else {
+            progress.advance(set.len());
+        }
+        let cache = self.clean_features.borrow();
+        let scores = cache[&key]
+            .iter()
+            .map(|f| {
+                tch::no_grad(|| score(f))
+                    .map(|s| s.detach().to_kind(tch::Kind::Double).to_device(Device::Cpu))
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        Ok(Tensor::cat(&scores, 0))
+    }
+
     /// Takes the lock of `detector`'s score folder (the folder is not touched until
     /// [`PendingOutput::begin`]) with the provenance of the scores started: the classifier, the
     /// feature manifest, the FGSM summary when validating on FGSM samples, the other artefacts
