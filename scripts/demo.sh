@@ -165,7 +165,8 @@ echo "== rf-detect score --bundle $BUNDLE (residual flow; threshold: 95% of in-d
 
 END=$(date +%s)
 echo
-echo "== results: $RUN/results.md, plots in $RUN/plots/"
-[ -f "$RUN/results.md" ] && cat "$RUN/results.md"
+echo "== every detector on every OOD set (validation on OOD samples; the FGSM-validated comparison,"
+echo "   every metric and each detector's own table: $RUN/results.md, plots in $RUN/plots/)"
+"$BIN/rf-regress" --summary --net-type "$NET" --dataset "$DATASET" --outf "$OUTF"
 echo
 echo "set-up $((SETUP_DONE - START)) s, pipeline $((END - SETUP_DONE)) s"

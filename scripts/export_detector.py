@@ -110,6 +110,21 @@ parameters { key: "INFERENCE_MODE" value: { string_value: "false" } }
 """ % dict(name=name, side=side, classes=classes, max_batch=max_batch)
 
 
+def script_module(module, example, torchscript_classifier):
+    """The TorchScript of `module` (an ExportedDetector): its classifier traced (a user's TorchScript
+    classifier kept as it is), the detector around it scripted."""
+    features = module.features
+    if torchscript_classifier:
+        scripted_features = torch.jit.script(features)
+    else:
+        scripted_features = torch.jit.trace(features, (example * 0.5,), strict=False, check_trace=False)
+    module.features = scripted_features
+    try:
+        return torch.jit.script(module)
+    finally:
+        module.features = features
+
+
 def export_pt2(module, example, path, device):
     """make_fx of the eager module (autograd.grad written out as aten ops), then torch.export with
     a dynamic batch; refuses a program holding fake constants."""
@@ -202,14 +217,7 @@ def main():
     timings = {}
     if a.format in ("torchscript", "both"):
         t0 = time.time()
-        if identity["net_type"] == "torchscript":
-            scripted_features = torch.jit.script(features)
-        else:
-            scripted_features = torch.jit.trace(features, (example * 0.5,), strict=False, check_trace=False)
-        eager_features = module.features
-        module.features = scripted_features
-        scripted = torch.jit.script(module)
-        module.features = eager_features
+        scripted = script_module(module, example, identity["net_type"] == "torchscript")
         extra = {"resflow.json": json.dumps(meta)}
         atomic_save(os.path.join(a.out, "detector.pt"), lambda p: torch.jit.save(scripted, p, _extra_files=extra))
         check(torch.jit.load(os.path.join(a.out, "detector.pt"))(example), expected, "TorchScript")

@@ -50,12 +50,27 @@ struct Cli {
     /// set stops rf-regress before anything is written.
     #[arg(long = "allow-partial", alias = "allow_partial")]
     allow_partial: bool,
+    /// Print the comparison already stored in each run's results.json (classifier accuracy,
+    /// AUROC with intervals and near / far means, paired comparison) for --validation-src, and
+    /// compute nothing.
+    #[arg(long)]
+    summary: bool,
 }
 
 fn main() -> Result<()> {
     cli::fail_writes_past_file_size_limit();
     let cli = Cli::parse();
     let validation = cli.validation.validation_src;
+    if cli.summary {
+        let net = cli.net.net_type.name();
+        for results in
+            resflow::pipeline::compare::stored_results(&cli.outf.outf, net, &cli.dataset)?
+        {
+            print!("{}", report::auroc_table_text(&results, validation));
+            print!("{}", report::paired_text(&results, validation));
+        }
+        return Ok(());
+    }
     let options = regress::Options {
         outf: cli.outf.outf,
         net_type: cli.net.net_type,

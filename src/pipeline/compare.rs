@@ -269,3 +269,39 @@ pub fn update_group_means(
     results.group_means = kept;
     Ok(())
 }
+
+/// The stored comparison of each run, for `rf-regress --summary`: the `results.json` of every named
+/// (or, with none named, every found) `{net}_{dataset}` run folder under `outf`, read as it is;
+/// nothing is recomputed. A run folder without one is an error saying to run `rf-regress`.
+pub fn stored_results(
+    outf: &std::path::Path,
+    net: &str,
+    datasets: &[String],
+) -> Result<Vec<ResultsFile>> {
+    let datasets = if datasets.is_empty() {
+        crate::store::list_datasets(outf, net)?
+    } else {
+        datasets
+            .iter()
+            .map(|d| crate::data::source::name_of(d))
+            .collect()
+    };
+    if datasets.is_empty() {
+        return Err(crate::error::Error::missing(
+            outf,
+            format!("no {net}_{{dataset}} run folders; run the pipeline first or pass --outf"),
+        ));
+    }
+    datasets
+        .iter()
+        .map(|d| {
+            let path = RunDir::new(outf, net, d).results_path();
+            crate::store::results::read_results(&path)?.ok_or_else(|| {
+                crate::error::Error::missing(
+                    &path,
+                    "no results yet; run rf-regress --detector NAME on this run first",
+                )
+            })
+        })
+        .collect()
+}

@@ -215,13 +215,21 @@ fn write_grid<C>(
     }
 }
 
-/// The paired comparisons of `results` with validation `v`.
+/// The paired comparisons of `results` with validation `v`, their sets in the compact table's
+/// order: near, then far, then ungrouped (by name within each).
 fn paired_of(results: &ResultsFile, v: Validation) -> Vec<&PairedComparison> {
-    results
+    let mut paired: Vec<&PairedComparison> = results
         .paired
         .iter()
         .filter(|p| p.validation == v)
-        .collect()
+        .collect();
+    let rank = |ood: &str| {
+        group_of(&results.ood_groups, ood)
+            .and_then(|g| OodGroup::ALL.iter().position(|&x| x == g))
+            .unwrap_or(OodGroup::ALL.len())
+    };
+    paired.sort_by(|a, b| (rank(&a.ood), &a.ood).cmp(&(rank(&b.ood), &b.ood)));
+    paired
 }
 
 /// What a paired comparison's cell says of detector `d`: `best`, the difference `best - d` in
@@ -260,7 +268,7 @@ pub fn paired_text(results: &ResultsFile, v: Validation) -> String {
         v.label(),
         first.bootstrap.resamples,
     );
-    let header = |p: &&PairedComparison| p.ood.clone();
+    let header = |p: &&PairedComparison| set_label(&results.ood_groups, &p.ood);
     write_grid(&mut s, &detectors, &paired, header, |d, p| {
         paired_cell(p, d)
     });

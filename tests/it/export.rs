@@ -3,7 +3,8 @@
 //! `torch.export.load`, the AOTInductor package) and, for TorchScript, with `tch::CModule`,
 //! scores the images as `rf-detect score` does (1e-5 relative) with the same OOD flags: the
 //! residual flow and Mahalanobis at a non-zero magnitude and at magnitude 0, and Energy. And what
-//! cannot be exported is refused, saying why.
+//! cannot be exported is refused, saying why. `small_set.rs` checks the TorchScript export of a
+//! user's TorchScript classifier the same way.
 use crate::common;
 
 use std::path::{Path, PathBuf};
@@ -116,7 +117,7 @@ for name in ["detector.pt", "detector.pt2", "detector.aoti.pt2"]:
         parts = [m(x_all[i:i + 64]) for i in range(0, x_all.shape[0], 64)]
     o = [torch.cat([p[j] for p in parts]) for j in range(4)]
     x = x_all
-    assert o[0].shape == (x.shape[0], 10) and o[1].dtype == torch.float64, [t.shape for t in o]
+    assert o[0].shape[0] == x.shape[0] and o[1].dtype == torch.float64, [t.shape for t in o]
     rows[name] = [[float(s), float(p), bool(f)] for s, p, f in zip(o[1], o[2], o[3])]
 json.dump(rows, open(result, "w"))
 "#;
@@ -207,14 +208,50 @@ fn cmodule_batch(module: &tch::CModule, images: &Tensor) -> Vec<(f64, f64, bool)
         .collect()
 }
 
-/// Called by `detect.rs` on the finished run's bundle and its image files.
-pub fn exports_match_rf_detect(bundle: &Path, files: &[PathBuf], scratch: &Path) {
-    let scratch = scratch.join("export");
-    std::fs::create_dir_all(&scratch).unwrap();
+/// The 32x32 image `files` as a [0, 1] batch, also written to `scratch/images.npy` for Python.
+fn images_of(files: &[PathBuf], scratch: &Path) -> (Tensor, PathBuf) {
     let decoded: Vec<_> = files.iter().map(|f| read_resized(f, 32).unwrap()).collect();
     let images = to_tensor(&decoded).to_kind(Kind::Float) / 255.0;
     let npy = scratch.join("images.npy");
     resflow::io::write_npy_f32(&npy, &images).unwrap();
+    (images, npy)
+}
+
+/// Called by `small_set.rs` on the bundle of a user's TorchScript classifier (a torchvision
+/// ResNet-18): the TorchScript export of the residual flow at a non-zero magnitude (the input
+/// gradient taken through the user's model) and of Energy scores `files` as rf-detect does, in
+/// Python and through `tch::CModule`; a `.pt2` is refused, saying why and what to do.
+pub fn torchscript_classifier_exports_match(bundle: &Path, files: &[PathBuf], scratch: &Path) {
+    let scratch = scratch.join("export");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (images, npy) = images_of(files, &scratch);
+    let nonzero = bundle_at(bundle, 0.005, &scratch);
+    let ts = ["--format", "torchscript"];
+    for (b, kind) in [(&nonzero, "resflow"), (&bundle.to_path_buf(), "energy")] {
+        let checked = export_and_check(b, kind, &ts, &images, &npy, files, &scratch);
+        assert_eq!(checked, ["detector.pt"]);
+    }
+    let out = scratch.join("refused_pt2");
+    let (ok, _, err) = rf_detect(&[
+        "export",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--format",
+        "pt2",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("is a TorchScript model") && err.contains("--format torchscript"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+/// Called by `detect.rs` on the finished run's bundle and its image files.
+pub fn exports_match_rf_detect(bundle: &Path, files: &[PathBuf], scratch: &Path) {
+    let scratch = scratch.join("export");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (images, npy) = images_of(files, &scratch);
 
     let nonzero = bundle_at(bundle, 0.005, &scratch);
     let zero = bundle_at(bundle, 0.0, &scratch);
@@ -270,4 +307,56 @@ pub fn exports_match_rf_detect(bundle: &Path, files: &[PathBuf], scratch: &Path)
         "{err}"
     );
     assert!(!out.exists());
+}
+
+/// DenseNet-BC-100 through the exporter's own steps (`scripts/export_detector.py`: the classifier
+/// traced and the detector scripted for TorchScript, `make_fx` then `torch.export` for the `.pt2`),
+/// with a Mahalanobis detector of the last layer at a non-zero magnitude, so that the input gradient
+/// runs through every dense block: both files score like the eager module, at the example's batch and at
+/// another batch size. The pipeline test exports our ResNet from a real run; the detector half of
+/// the module does not depend on the network, the traced half does.
+const DENSENET_EXPORT: &str = r#"
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+import export_detector as ex, detector_modules as dm, reference_models as rm
+torch.manual_seed(0)
+net = rm.build("densenet", 3, 10)
+for m in net.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.uniform_(-0.1, 0.1)
+        m.running_var.uniform_(0.5, 1.5)
+features = ex.FeatureList(net.eval())
+example = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    feats = features(example)[1]
+scorers = []
+layer = len(feats) - 1
+c = feats[layer].shape[1]
+a = torch.randn(c, c) / c ** 0.5
+scorers.append(dm.MahalanobisScorer(layer, torch.randn(10, c) * 0.1, a @ a.t() + torch.eye(c)))
+module = dm.ExportedDetector(features, scorers, 0.005, True, [0.7], -1.0, 0.0, [0.0, 1.0],
+                             [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]).eval()
+with torch.no_grad():
+    s = module(torch.rand(16, 3, 32, 32))[1]
+module.quantiles = torch.linspace(float(s.min()), float(s.max()), 1001, dtype=torch.float64)
+module.threshold = s.median()
+with torch.no_grad():
+    expected = module(example)
+    other = torch.rand(7, 3, 32, 32)
+    expected_other = module(other)
+scripted = ex.script_module(module, example, False)
+program = ex.export_pt2(module, example, None, torch.device("cpu")).module()
+for name, m in [("TorchScript", scripted), ("torch.export", program)]:
+    ex.check(m(example), expected, name)
+    ex.check(m(other), expected_other, name)
+print(expected[1].tolist())
+"#;
+
+#[test]
+fn densenet_exports_score_like_the_eager_module() {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let out = common::run_python(DENSENET_EXPORT, &[&scripts]);
+    let scores: Vec<f64> = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(scores.len(), 4);
+    assert!(scores.iter().all(|s| s.is_finite()), "{scores:?}");
 }

@@ -251,7 +251,11 @@ fn exported_resnet18_runs_through_every_stage() {
     let results = read_results(&run.results_path())
         .unwrap()
         .expect("results.json");
-    assert_eq!(results.results.len(), 8);
+    // One record per detector (one OOD set, one validation).
+    assert_eq!(
+        results.results.len(),
+        resflow::detect::DetectorKind::ALL.len()
+    );
     for record in &results.results {
         assert_eq!(record.ood, "odd");
         assert_eq!((record.counts.test_in, record.counts.test_ood), (22, 24));

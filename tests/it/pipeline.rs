@@ -331,6 +331,22 @@ fn every_kind_reaches_the_comparison_table(run_dir: &RunDir, io: &[(&str, &Path)
             && out.contains("paired comparison (validation on OOD samples)"),
         "{out}"
     );
+    // `--summary` prints the same comparison from results.json and changes nothing.
+    let stored = std::fs::read(run_dir.results_path()).unwrap();
+    let summary = run(&bin("rf-regress"), &["--summary"], &io[1..]);
+    let table = out.find("; AUROC (OOD positive), percent").expect(&out);
+    let compact = &out[out[..table].rfind('\n').map_or(0, |i| i + 1)..];
+    let end = ["\nin-distribution: ", "\nwrote "]
+        .iter()
+        .filter_map(|m| compact.find(m))
+        .min()
+        .unwrap_or(compact.len());
+    let compact = &compact[..end];
+    assert!(
+        summary.contains(compact.trim_end()),
+        "--summary:\n{summary}\nrf-regress:\n{compact}"
+    );
+    assert_eq!(std::fs::read(run_dir.results_path()).unwrap(), stored);
     let results = read_results(&run_dir.results_path()).unwrap().unwrap();
     let paired = &results.paired[0];
     assert_eq!((results.paired.len(), paired.ood.as_str()), (1, "uniform"));

@@ -3,7 +3,8 @@
 //! of another kind plus `uniform`, and every stage with its default options, FGSM validation
 //! included, for our ResNet trained by `rf-classifier` and for a torchvision ResNet-18 exported by
 //! `scripts/export_torchscript.py`: every stage succeeds, the classifier is well above chance and
-//! `results.md` compares every detector under both validations.
+//! `results.md` compares every detector under both validations. The ResNet-18's bundle is also
+//! exported as TorchScript with the user's model inside (`export.rs`, issue 31).
 //!
 //! The one option changed from its default is `rf-train --num-iter 20` (default 1000), which keeps
 //! the flows' training to seconds; the flows still go through every later stage. The stages take
@@ -312,22 +313,32 @@ impl SmallRun {
         );
     }
 
-    /// `rf-detect fit` (FGSM-validated, the default) and `rf-detect score` on three test images
-    /// and three OOD images.
-    fn use_the_detector(&self) {
-        let mut fit = strings(&["fit"]);
-        fit.extend(self.args(&[]));
-        stage(env!("CARGO_BIN_EXE_rf-detect"), &fit);
-        let bundle = self.run_dir().path().join("bundle");
-        let mut args = strings(&["score", "--bundle", &bundle.display().to_string()]);
-        for image in [
+    /// The bundle `rf-detect fit` writes.
+    fn bundle(&self) -> PathBuf {
+        self.run_dir().path().join("bundle")
+    }
+
+    /// Three test images and three OOD images.
+    fn detector_images(&self) -> Vec<PathBuf> {
+        vec![
             self.data.join("test/red/0.png"),
             self.data.join("test/green/1.png"),
             self.data.join("test/blue/2.png"),
             self.ood.join("0.png"),
             self.ood.join("1.png"),
             self.ood.join("2.png"),
-        ] {
+        ]
+    }
+
+    /// `rf-detect fit` (FGSM-validated, the default) and `rf-detect score` on three test images
+    /// and three OOD images.
+    fn use_the_detector(&self) {
+        let mut fit = strings(&["fit"]);
+        fit.extend(self.args(&[]));
+        stage(env!("CARGO_BIN_EXE_rf-detect"), &fit);
+        let bundle = self.bundle();
+        let mut args = strings(&["score", "--bundle", &bundle.display().to_string()]);
+        for image in self.detector_images() {
             args.push(image.display().to_string());
         }
         let csv = stage(env!("CARGO_BIN_EXE_rf-detect"), &args);
@@ -430,6 +441,12 @@ fn exported_resnet18_on_a_small_image_folder_runs_every_stage_with_default_optio
     };
     let layers = run.every_stage();
     assert_eq!(layers, ["0", "1"]);
+    // The fitted detector exported with the user's model inside (issue 31).
+    crate::export::torchscript_classifier_exports_match(
+        &run.bundle(),
+        &run.detector_images(),
+        dir.path(),
+    );
     // rf-prepare measures what PyTorch measured.
     let manifest = run.run_dir().features().manifest().unwrap();
     assert_eq!(manifest.layer_channels, vec![64, 512]);
