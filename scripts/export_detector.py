@@ -254,10 +254,13 @@ def main():
 
 
 def check(got, expected, what):
-    """The exported model scores the example batch as the eager module does."""
+    """The exported model scores the example batch as the eager module does: within 1e-5 of each
+    value or of the output's largest magnitude (AOTInductor's fused kernels move a logit near zero
+    by ~3e-6 when the largest is ~10)."""
     got = [t.cpu() for t in got]
     for name, g, e in zip(["logits", "score", "percentile"], got, expected):
-        if not torch.allclose(g.to(e.dtype), e, rtol=1e-5, atol=1e-6):
+        atol = max(1e-6, 1e-5 * float(e.abs().max()))
+        if not torch.allclose(g.to(e.dtype), e, rtol=1e-5, atol=atol):
             fail("the %s export's %s differ from the eager module's (max %g)"
                  % (what, name, (g.to(e.dtype) - e).abs().max().item()))
     if not torch.equal(got[3], expected[3]):
