@@ -4,7 +4,7 @@
 //! scores the images as `rf-detect score` does (1e-5 relative) with the same OOD flags: the
 //! residual flow and Mahalanobis at a non-zero magnitude and at magnitude 0, and Energy. And what
 //! cannot be exported is refused, saying why. `small_set.rs` checks the TorchScript export of a
-//! user's TorchScript classifier the same way.
+//! user's TorchScript classifier the same way, `export_densenet.rs` both formats of a DenseNet run.
 use crate::common;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ fn rf_detect(args: &[&str]) -> (bool, String, String) {
 }
 
 /// A copy of `bundle` whose residual flow and Mahalanobis detector pre-process at `eps`.
-fn bundle_at(bundle: &Path, eps: f64, dir: &Path) -> PathBuf {
+pub fn bundle_at(bundle: &Path, eps: f64, dir: &Path) -> PathBuf {
     let copy = dir.join(format!("bundle_eps_{eps}"));
     std::fs::create_dir_all(copy.join("detectors")).unwrap();
     for entry in std::fs::read_dir(bundle.join("detectors")).unwrap() {
@@ -124,7 +124,7 @@ json.dump(rows, open(result, "w"))
 
 /// Exports `kind` of `bundle` in `format` (plus `extra` options), then checks each file against
 /// rf-detect score; returns the files checked.
-fn export_and_check(
+pub fn export_and_check(
     bundle: &Path,
     kind: &str,
     extra: &[&str],
@@ -209,7 +209,7 @@ fn cmodule_batch(module: &tch::CModule, images: &Tensor) -> Vec<(f64, f64, bool)
 }
 
 /// The 32x32 image `files` as a [0, 1] batch, also written to `scratch/images.npy` for Python.
-fn images_of(files: &[PathBuf], scratch: &Path) -> (Tensor, PathBuf) {
+pub fn images_of(files: &[PathBuf], scratch: &Path) -> (Tensor, PathBuf) {
     let decoded: Vec<_> = files.iter().map(|f| read_resized(f, 32).unwrap()).collect();
     let images = to_tensor(&decoded).to_kind(Kind::Float) / 255.0;
     let npy = scratch.join("images.npy");
@@ -307,56 +307,4 @@ pub fn exports_match_rf_detect(bundle: &Path, files: &[PathBuf], scratch: &Path)
         "{err}"
     );
     assert!(!out.exists());
-}
-
-/// DenseNet-BC-100 through the exporter's own steps (`scripts/export_detector.py`: the classifier
-/// traced and the detector scripted for TorchScript, `make_fx` then `torch.export` for the `.pt2`),
-/// with a Mahalanobis detector of the last layer at a non-zero magnitude, so that the input gradient
-/// runs through every dense block: both files score like the eager module, at the example's batch and at
-/// another batch size. The pipeline test exports our ResNet from a real run; the detector half of
-/// the module does not depend on the network, the traced half does.
-const DENSENET_EXPORT: &str = r#"
-import sys, torch
-sys.path.insert(0, sys.argv[1])
-import export_detector as ex, detector_modules as dm, reference_models as rm
-torch.manual_seed(0)
-net = rm.build("densenet", 3, 10)
-for m in net.modules():
-    if isinstance(m, torch.nn.BatchNorm2d):
-        m.running_mean.uniform_(-0.1, 0.1)
-        m.running_var.uniform_(0.5, 1.5)
-features = ex.FeatureList(net.eval())
-example = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-with torch.no_grad():
-    feats = features(example)[1]
-scorers = []
-layer = len(feats) - 1
-c = feats[layer].shape[1]
-a = torch.randn(c, c) / c ** 0.5
-scorers.append(dm.MahalanobisScorer(layer, torch.randn(10, c) * 0.1, a @ a.t() + torch.eye(c)))
-module = dm.ExportedDetector(features, scorers, 0.005, True, [0.7], -1.0, 0.0, [0.0, 1.0],
-                             [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]).eval()
-with torch.no_grad():
-    s = module(torch.rand(16, 3, 32, 32))[1]
-module.quantiles = torch.linspace(float(s.min()), float(s.max()), 1001, dtype=torch.float64)
-module.threshold = s.median()
-with torch.no_grad():
-    expected = module(example)
-    other = torch.rand(7, 3, 32, 32)
-    expected_other = module(other)
-scripted = ex.script_module(module, example, False)
-program = ex.export_pt2(module, example, None, torch.device("cpu")).module()
-for name, m in [("TorchScript", scripted), ("torch.export", program)]:
-    ex.check(m(example), expected, name)
-    ex.check(m(other), expected_other, name)
-print(expected[1].tolist())
-"#;
-
-#[test]
-fn densenet_exports_score_like_the_eager_module() {
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
-    let out = common::run_python(DENSENET_EXPORT, &[&scripts]);
-    let scores: Vec<f64> = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(scores.len(), 4);
-    assert!(scores.iter().all(|s| s.is_finite()), "{scores:?}");
 }

@@ -18,6 +18,7 @@ mod detect;
 mod detector;
 mod docs;
 mod export;
+mod export_densenet;
 mod faults;
 mod fgsm;
 mod flow_model;
