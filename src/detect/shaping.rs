@@ -115,17 +115,24 @@ pub fn kept_count(option: &str, d: usize, percentile: f64) -> Result<usize> {
 }
 
 /// The `q`-th percentile (`0..=100`) of every value of `values`, interpolated linearly between
-/// the two nearest ranks like numpy's default; in float64.
+/// the two nearest ranks like numpy's default; the ranks are selected in the values' own kind
+/// (exactly), the interpolation is in float64.
 pub fn percentile(values: &Tensor, q: f64) -> Result<f64> {
-    let flat = values.to_kind(Kind::Double).flatten(0, -1);
+    let flat = values.flatten(0, -1);
     let n = flat.size()[0];
     if n == 0 {
         return Err(Error::BadData("percentile of no values".into()));
     }
     let position = q / 100.0 * (n - 1) as f64;
     let (lo, hi) = (position.floor() as i64, position.ceil() as i64);
-    let at = |rank: i64| -> Result<f64> { Ok(f64::try_from(flat.kthvalue(rank + 1, 0, false).0)?) };
-    let (a, b) = (at(lo)?, at(hi)?);
+    // One selection: the value of rank `hi` is the one of rank `lo` when that value fills rank `hi`
+    // too (ties), else the smallest value above it.
+    let a = f64::try_from(flat.kthvalue(lo + 1, 0, false).0)?;
+    let b = if hi == lo || i64::try_from(flat.le(a).sum(Kind::Int64))? > hi {
+        a
+    } else {
+        f64::try_from(flat.masked_select(&flat.gt(a)).min())?
+    };
     Ok(a + (b - a) * (position - lo as f64))
 }
 
@@ -351,6 +358,23 @@ mod tests {
         assert!((percentile(&v, 90.0).unwrap() - 7.6).abs() < 1e-12);
         assert_eq!(percentile(&v, 0.0).unwrap(), 1.0);
         assert_eq!(percentile(&v, 100.0).unwrap(), 10.0);
+    }
+
+    #[test]
+    fn percentile_with_ties_matches_a_sorted_brute_force() {
+        // Values on a coarse grid, so that many ranks tie.
+        let values: Vec<f32> = (0..997u32)
+            .map(|i| ((i * 7919) % 61) as f32 / 4.0)
+            .collect();
+        let mut sorted: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        sorted.sort_by(f64::total_cmp);
+        let t = Tensor::from_slice(&values);
+        for q in [0.0, 12.5, 50.0, 85.0, 90.0, 97.3, 99.9, 100.0] {
+            let pos = q / 100.0 * (sorted.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            let want = sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64);
+            assert!((percentile(&t, q).unwrap() - want).abs() < 1e-12, "q {q}");
+        }
     }
 
     #[test]
