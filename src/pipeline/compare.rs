@@ -10,8 +10,8 @@ use crate::fit::paired::{self, Confidences};
 use crate::fit::{openood, Validation};
 use crate::report::compare::grouped_sets;
 use crate::store::results::{
-    read_test_scores, GroupMean, PairedComparison, PairedEntry, ResultRecord, ResultsFile,
-    SkippedDetector,
+    ood_sets, read_test_scores, GroupMean, PairedComparison, PairedEntry, ResultRecord,
+    ResultsFile, SkippedDetector,
 };
 use crate::store::RunDir;
 
@@ -156,12 +156,7 @@ pub fn update_paired(
     v: Validation,
     params: &BootstrapParams,
 ) -> Result<()> {
-    let mut oods: Vec<&str> = Vec::new();
-    for r in results.results.iter().filter(|r| r.validation == v) {
-        if !oods.contains(&r.ood.as_str()) {
-            oods.push(&r.ood);
-        }
-    }
+    let oods = ood_sets(&results.results, v);
     let mut fresh = Vec::new();
     for ood in oods {
         let records: Vec<&ResultRecord> = DetectorKind::ALL
@@ -211,12 +206,7 @@ pub fn update_group_means(
     v: Validation,
     params: &BootstrapParams,
 ) -> Result<()> {
-    let mut oods: Vec<&str> = Vec::new();
-    for r in results.results.iter().filter(|r| r.validation == v) {
-        if !oods.contains(&r.ood.as_str()) {
-            oods.push(&r.ood);
-        }
-    }
+    let oods = ood_sets(&results.results, v);
     let mut fresh = Vec::new();
     for (group, sets) in grouped_sets(&results.ood_groups, &oods) {
         for &d in DetectorKind::ALL {

@@ -17,6 +17,11 @@ pub fn group_of(groups: &BTreeMap<String, OodGroup>, ood: &str) -> Option<OodGro
     groups.get(ood).copied()
 }
 
+/// The place of `ood`'s group in the tables' order: near, far, then ungrouped sets.
+pub fn table_rank(groups: &BTreeMap<String, OodGroup>, ood: &str) -> usize {
+    group_of(groups, ood).map_or(OodGroup::ALL.len(), |g| g as usize)
+}
+
 /// `ood (near)`, `ood (far)` or `ood (ungrouped)`.
 pub fn set_label(groups: &BTreeMap<String, OodGroup>, ood: &str) -> String {
     let group = group_of(groups, ood).map_or("ungrouped", OodGroup::name);
@@ -223,11 +228,7 @@ fn paired_of(results: &ResultsFile, v: Validation) -> Vec<&PairedComparison> {
         .iter()
         .filter(|p| p.validation == v)
         .collect();
-    let rank = |ood: &str| {
-        group_of(&results.ood_groups, ood)
-            .and_then(|g| OodGroup::ALL.iter().position(|&x| x == g))
-            .unwrap_or(OodGroup::ALL.len())
-    };
+    let rank = |ood: &str| table_rank(&results.ood_groups, ood);
     paired.sort_by(|a, b| (rank(&a.ood), &a.ood).cmp(&(rank(&b.ood), &b.ood)));
     paired
 }

@@ -9,11 +9,11 @@ use crate::fit::bootstrap::Interval;
 use crate::fit::splits::IoSplitRule;
 use crate::fit::Validation;
 use crate::report::compare::{
-    accuracy_line, group_mean_cell, group_of, grouped_sets, paired_markdown, set_label,
+    accuracy_line, group_mean_cell, grouped_sets, paired_markdown, set_label, table_rank,
 };
 use crate::report::plots::ComparisonSeries;
 use crate::store::results::{
-    ResultRecord, ResultsFile, ALL_METRIC_NAMES, OPENOOD_AUROC, OPENOOD_FPR95, PAPER_TNR,
+    ood_sets, ResultRecord, ResultsFile, ALL_METRIC_NAMES, OPENOOD_AUROC, OPENOOD_FPR95, PAPER_TNR,
 };
 
 /// Metric names in the reference's print order.
@@ -246,14 +246,9 @@ pub(crate) fn comparison_axes<'a>(
         .copied()
         .filter(|d| mine.iter().any(|r| r.detector == *d))
         .collect();
-    let mut oods: Vec<&str> = Vec::new();
-    for r in mine {
-        if !oods.contains(&r.ood.as_str()) {
-            oods.push(&r.ood);
-        }
-    }
+    let mut oods = ood_sets(records, v);
     // Stable: record order within a group; ungrouped sets last.
-    oods.sort_by_key(|o| group_of(groups, o).map_or(OodGroup::ALL.len(), |g| g as usize));
+    oods.sort_by_key(|o| table_rank(groups, o));
     (detectors, oods)
 }
 

@@ -328,6 +328,17 @@ impl ResultsFile {
     }
 }
 
+/// The OOD sets of the `records` with validation `v`, each once, in record order.
+pub fn ood_sets(records: &[ResultRecord], v: Validation) -> Vec<&str> {
+    let mut oods: Vec<&str> = Vec::new();
+    for r in records.iter().filter(|r| r.validation == v) {
+        if !oods.contains(&r.ood.as_str()) {
+            oods.push(&r.ood);
+        }
+    }
+    oods
+}
+
 /// Reads `results.json`; `None` if it does not exist. One that does not parse is an error that
 /// says to delete it and compute the results again.
 pub fn read_results(path: &Path) -> Result<Option<ResultsFile>> {
