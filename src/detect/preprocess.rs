@@ -32,12 +32,8 @@ pub fn preprocessed_scores(
     magnitudes: &[f64],
     score: &ScoreFn,
 ) -> Result<Vec<Tensor>> {
-    let to_output = |s: &Tensor| s.detach().to_kind(Kind::Double).to_device(Device::Cpu);
     let scores_of = |input: &Tensor| -> Result<Tensor> {
-        tch::no_grad(|| -> Result<Tensor> {
-            let f = mean_pool(&net.intermediate_forward(input, layer)?);
-            Ok(to_output(&score(&f)?))
-        })
+        scores_of_features(score, &pooled_features(net, input, layer)?)
     };
     let perturbed: Vec<f64> = magnitudes.iter().copied().filter(|&e| e != 0.0).collect();
     let (clean, mut perturbed_scores) = if perturbed.is_empty() {
@@ -68,6 +64,23 @@ pub fn preprocessed_scores(
             }
         })
         .collect())
+}
+
+/// Scores as [`preprocessed_scores`] returns them: float64, on the CPU, without gradients.
+fn to_output(s: &Tensor) -> Tensor {
+    s.detach().to_kind(Kind::Double).to_device(Device::Cpu)
+}
+
+/// The mean-pooled features `[N, d]` of layer `layer` for the normalised images `x`, without
+/// gradients: what the class scores of an input without pre-processing are computed from.
+pub fn pooled_features(net: &dyn Classifier, x: &Tensor, layer: usize) -> Result<Tensor> {
+    tch::no_grad(|| Ok(mean_pool(&net.intermediate_forward(x, layer)?)))
+}
+
+/// The class scores `score(f)` of pooled features `f` ([`pooled_features`]) as
+/// [`preprocessed_scores`] returns them: float64, on the CPU, without gradients.
+pub fn scores_of_features(score: &ScoreFn, f: &Tensor) -> Result<Tensor> {
+    tch::no_grad(|| Ok(to_output(&score(f)?)))
 }
 
 /// The sign step of the pre-processing loss at `x` (`docs/method.md#input-pre-processing` steps

@@ -11,12 +11,12 @@ use tch::{Device, Tensor};
 use super::{Options, SCORING_BATCH_SIZE};
 use crate::data::{self, BatchSource, ImageSet, Split};
 use crate::detect::fgsm::FgsmSets;
-use crate::detect::preprocess::{score_set, ScoreFn};
+use crate::detect::preprocess::{pooled_features, score_set, scores_of_features, ScoreFn};
 use crate::detect::FittedDetector;
 use crate::error::{Error, Result};
 use crate::fit::Validation;
 use crate::models::checkpoint::file_sha256;
-use crate::models::{load_checkpoint, mean_pool, LoadedClassifier};
+use crate::models::{load_checkpoint, LoadedClassifier};
 use crate::progress::Progress;
 use crate::store::features::{FeatureDir, FeatureManifest};
 use crate::store::fgsm::FGSM_SUMMARY;
@@ -165,8 +165,7 @@ impl ScoringStage {
             let norm = self.classifier.meta.normalization;
             let mut batches = Vec::new();
             for batch in set.batches(norm, self.batch_size, self.device) {
-                let f = tch::no_grad(|| net.intermediate_forward(&batch.images, layer))?;
-                batches.push(mean_pool(&f));
+                batches.push(pooled_features(net, &batch.images, layer)?);
                 progress.advance(batch.labels.size()[0] as usize);
             }
             self.clean_features
@@ -178,10 +177,7 @@ impl ScoringStage {
         let cache = self.clean_features.borrow();
         let scores = cache[&key]
             .iter()
-            .map(|f| {
-                tch::no_grad(|| score(f))
-                    .map(|s| s.detach().to_kind(tch::Kind::Double).to_device(Device::Cpu))
-            })
+            .map(|f| scores_of_features(score, f))
             .collect::<Result<Vec<Tensor>>>()?;
         Ok(Tensor::cat(&scores, 0))
     }
