@@ -1,6 +1,7 @@
 //! What `rf-regress` stores in a run folder: `results.json` ([`ResultsFile`], every
-//! (detector, validation, OOD set) result, the OOD sets' groups and the paired comparisons) and the chosen detector's test outputs
-//! `regression/{detector}_{validation}/{ood}.npz` ([`TestScores`], for plots).
+//! (detector, validation, OOD set) result, the OOD sets' groups and the paired comparisons) and
+//! the chosen detector's test outputs `regression/{detector}_{validation}/{ood}.npz`
+//! ([`TestScores`], for plots).
 use std::collections::BTreeMap;
 use std::path::Path;
 
